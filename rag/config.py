@@ -1,0 +1,188 @@
+"""Settings: one object, from defaults < TOML file < environment variables.
+
+Environment variables use the prefix ``RAG_`` and ``__`` between section and field, e.g.
+``RAG_HOME=/srv/rag``, ``RAG_EMBEDDER=e5-small``, ``RAG_GENERATOR__BACKEND=extractive``,
+``RAG_SERVICE__API_KEYS='{"k1": "admin"}'``. The TOML file is ``$RAG_CONFIG`` or ``./rag.toml`` when present.
+``rag config`` prints the effective result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "RAG_"
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rag-service"
+
+
+class IndexSettings(msgspec.Struct, kw_only=True):
+    chunk_tokens: int = 200  # embedder tokens per chunk (MiniLM truncates at 256; keep headroom for title)
+    chunk_overlap: int = 40
+    exact_max_vectors: int = 50_000  # exact (flat) search up to this size, then `ann`
+    ann: str = "hnsw"  # hnsw | ivf
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 96
+    ivf_nlist: int = 0  # 0 = 4*sqrt(n)
+    ivf_nprobe: int = 16
+    keep_generations: int = 5
+    batch_size: int = 32
+    verify_sample: int = 32  # chunks that must retrieve themselves before a generation is published
+
+
+class RetrievalSettings(msgspec.Struct, kw_only=True):
+    top_k: int = 8
+    candidates: int = 100  # per leg, before fusion
+    rrf_k: int = 60
+    max_per_doc: int = 3
+    reranker: str | None = None  # path to a local cross-encoder; none ships offline
+    rerank_top: int = 30
+    mmr_lambda: float | None = None  # e.g. 0.7 turns on diversity re-ranking
+    # Abstain when the best passage is this weak: cosine of the dense leg (generation's embedder).
+    abstain_min_dense: float = 0.30
+
+
+class GeneratorSettings(msgspec.Struct, kw_only=True):
+    backend: str = "transformers"  # transformers | openai | extractive
+    model: str = "smollm2"  # named default, a local HF folder, or a .gguf file
+    device: str = "auto"  # auto | cpu | cuda
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    timeout_s: float = 120.0
+    max_concurrent: int = 2
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "default"
+    openai_api_key: str | None = None
+    context_tokens: int = 1536  # passages budget in the prompt
+    disclaimers: dict[str, str] = msgspec.field(default_factory=lambda: {
+        "finance": "This is general information, not financial advice.",
+        "medical": "This is general information, not medical advice; consult a qualified clinician.",
+    })
+
+
+class ServiceSettings(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # API key -> role ("reader" | "admin"). Empty and open_mode=False means every request is refused.
+    api_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    open_mode: bool = False  # explicit: no auth at all, for local demos
+    rate_limit_per_minute: int = 600
+    max_body_bytes: int = 2_000_000
+    max_document_bytes: int = 1_000_000
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    queue_timeout_s: float = 10.0  # how long a request waits for a generation slot before 503
+    generation_poll_s: float = 1.0  # how often the published pointer is checked
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    home: str = msgspec.field(default_factory=lambda: str(default_home()))
+    embedder: str = "minilm"  # named default, or a local sentence-transformers folder
+    source_dirs: list[str] = msgspec.field(default_factory=list)
+    index: IndexSettings = msgspec.field(default_factory=IndexSettings)
+    retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    generator: GeneratorSettings = msgspec.field(default_factory=GeneratorSettings)
+    service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    @property
+    def generations_dir(self) -> Path:
+        return self.home_path / "generations"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home_path / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_path / "models"
+
+    @property
+    def state_db(self) -> Path:
+        return self.home_path / "state.duckdb"
+
+    @property
+    def documents_dir(self) -> Path:
+        """The source store the documents API writes to (indexed with `source_dirs`)."""
+        return self.home_path / "documents"
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+    def redacted(self) -> dict[str, Any]:
+        d = self.to_dict()
+        d["service"]["api_keys"] = {k[:3] + "…": v for k, v in d["service"]["api_keys"].items()}
+        if d["generator"].get("openai_api_key"):
+            d["generator"]["openai_api_key"] = "…"
+        return d
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _parse_env_value(raw: str) -> Any:
+    # JSON where it parses (numbers, booleans, lists, objects); the raw string otherwise.
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == "RAG_CONFIG":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        value = _parse_env_value(raw)
+        # A value that only looks like JSON for a string field (e.g. RAG_EMBEDDER=123) stays a string below.
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in ("api_keys", "disclaimers"):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_settings(config_file: str | Path | None = None, environ: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    path = config_file or environ.get("RAG_CONFIG") or ("rag.toml" if Path("rag.toml").exists() else None)
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from e
+    _merge(data, _env_overrides(environ))
+    _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    for key in ("home", "embedder"):
+        if key in data and not isinstance(data[key], str):
+            data[key] = str(data[key])
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"invalid setting: {e}") from e
