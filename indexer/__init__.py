@@ -1,0 +1,1 @@
+"""Batch building of index generations: load sources, chunk, embed, write, verify, publish."""

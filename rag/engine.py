@@ -1,0 +1,61 @@
+"""`Engine`: the library's one core object. The CLI and the HTTP service are thin layers over it.
+
+It owns the settings, the handle on the published generation (hot-swapped), the retriever, and lazily the
+answerer, summarizer and recommender. Every call resolves the generation once and runs entirely on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from rag.config import Settings, load_settings
+from rag.generation import Generation
+from rag.index import IndexHandle
+from rag.retriever import Retriever, SearchResult
+from rag.types import Filters
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None, index: IndexHandle | None = None):
+        self.settings = settings or load_settings()
+        self.index = index or IndexHandle(self.settings)
+        self.retriever = Retriever(self.settings.retrieval)
+        self._lock = threading.Lock()
+
+    def generation(self) -> Generation:
+        return self.index.current()
+
+    # -- retrieval --------------------------------------------------------------------------------------
+    def search(self, query: str, *, mode: str = "hybrid", filters: Filters | None = None, top_k: int | None = None,
+               rerank: bool | None = None, mmr_lambda: float | None = None, gen: Generation | None = None
+               ) -> SearchResult:
+        gen = gen or self.generation()
+        return self.retriever.search(gen, query, mode=mode, filters=filters, top_k=top_k, rerank=rerank,
+                                     mmr_lambda=mmr_lambda)
+
+    # -- answers and summaries (rag.answering, rag.summarize) -------------------------------------------
+    @cached_property
+    def answerer(self):
+        from rag.answering import Answerer
+
+        return Answerer(self.settings, self.retriever)
+
+    @cached_property
+    def summarizer(self):
+        from rag.summarize import Summarizer
+
+        return Summarizer(self.settings, self.retriever, self.answerer.generators)
+
+    # -- recommendations (rag.recommend) ----------------------------------------------------------------
+    @cached_property
+    def state(self):
+        from rag.state import StateStore
+
+        return StateStore(self.settings.state_db)
+
+    @cached_property
+    def recommender(self):
+        from rag.recommend import Recommender
+
+        return Recommender(self.settings, self.state)

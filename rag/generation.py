@@ -1,0 +1,236 @@
+"""A published index generation, opened read-only: the one object retrieval reads from.
+
+Everything a request needs (vectors, keyword postings, chunk text, the embedder that made the vectors) hangs
+off one `Generation`, so a request that grabbed it runs entirely on that generation even if another one is
+published meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import faiss
+import numpy as np
+
+from rag import text as textmod
+from rag.models.embedders import Embedder, load_embedder
+from rag.store import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE, Manifest, read_manifest
+from rag.types import Filters
+
+# BM25 parameters: the common Lucene defaults; tuned values barely move nDCG on our eval sets.
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Below this many allowed rows, exact search over the subset beats asking an ANN index to skip the rest.
+EXACT_SUBSET_MAX = 20_000
+
+
+class EmbedderMismatch(RuntimeError):
+    pass
+
+
+def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any]]:
+    """SQL predicate over the denormalized filter columns of `chunks` (or `documents`)."""
+    if filters is None or filters.is_empty():
+        return "TRUE", []
+    parts: list[str] = []
+    params: list[Any] = []
+    for col in ("domain", "language", "audience"):
+        values = getattr(filters, col)
+        if values:
+            parts.append(f"{alias}.{col} IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(values)
+    if filters.doc_ids:
+        parts.append(f"{alias}.doc_id IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(filters.doc_ids)
+    if filters.tags:
+        parts.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")
+        params.append(filters.tags)
+    if filters.date_from:
+        parts.append(f"{alias}.date >= ?::DATE")
+        params.append(filters.date_from)
+    if filters.date_to:
+        parts.append(f"{alias}.date <= ?::DATE")
+        params.append(filters.date_to)
+    return " AND ".join(parts), params
+
+
+class Generation:
+    def __init__(self, path: Path, models_dir: Path, *, hnsw_ef_search: int = 96, ivf_nprobe: int = 16,
+                 embedder: Embedder | None = None):
+        self.path = Path(path)
+        self.manifest: Manifest = read_manifest(self.path)
+        self.models_dir = Path(models_dir)
+        self._con = duckdb.connect(str(self.path / META_DB), read_only=True)
+        self.index = faiss.read_index(str(self.path / FAISS_FILE))
+        self.vectors = np.load(self.path / VECTORS_FILE, mmap_mode="r")
+        self.doc_vectors = np.load(self.path / DOC_VECTORS_FILE, mmap_mode="r")
+        self.hnsw_ef_search = hnsw_ef_search
+        self.ivf_nprobe = ivf_nprobe
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._allowed_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        stats = self.sql("SELECT n, avgdl FROM kw_stats").fetchone()
+        self.kw_n, self.kw_avgdl = (int(stats[0]), float(stats[1])) if stats else (0, 1.0)
+        self.doc_ids: list[str] = [r[0] for r in self.sql("SELECT doc_id FROM documents ORDER BY doc_row").fetchall()]
+        self.doc_row_of: dict[str, int] = {d: i for i, d in enumerate(self.doc_ids)}
+
+    # -- identity ---------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def embedder(self) -> Embedder:
+        """The generation's own embedder: a query is never embedded into another model's vector space."""
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    emb = load_embedder(self.manifest.embedder.spec, self.models_dir)
+                    if emb.identity != self.manifest.embedder.identity:
+                        raise EmbedderMismatch(
+                            f"generation {self.id} was built with {self.manifest.embedder.identity} but "
+                            f"{self.manifest.embedder.spec!r} now resolves to {emb.identity}; rebuild the index")
+                    self._embedder = emb
+        return self._embedder
+
+    def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        # A cursor per call: DuckDB connections are not safe to share between threads, cursors are cheap.
+        cur = self._con.cursor()
+        return cur.execute(query, params or [])
+
+    def close(self) -> None:
+        try:
+            self._con.close()
+        except duckdb.Error:
+            pass
+
+    # -- filters ----------------------------------------------------------------------------------------
+    def allowed_rows(self, filters: Filters | None) -> np.ndarray | None:
+        """Sorted chunk rows that pass `filters`; None means every row."""
+        if filters is None or filters.is_empty():
+            return None
+        key = filters.key()
+        with self._lock:
+            hit = self._allowed_cache.get(key)
+            if hit is not None:
+                self._allowed_cache.move_to_end(key)
+                return hit
+        where, params = filter_sql(filters)
+        rows = self.sql(f"SELECT row FROM chunks c WHERE {where} ORDER BY row", params).fetchnumpy()["row"]
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._lock:
+            self._allowed_cache[key] = rows
+            while len(self._allowed_cache) > 256:
+                self._allowed_cache.popitem(last=False)
+        return rows
+
+    # -- legs -------------------------------------------------------------------------------------------
+    def embed_query(self, query: str) -> np.ndarray:
+        return self.embedder.embed_queries([query])[0]
+
+    def dense(self, qvec: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        """(row, cosine) best first; the filter restricts the search itself, not its output."""
+        allowed = self.allowed_rows(filters)
+        q = np.ascontiguousarray(qvec, dtype=np.float32).reshape(1, -1)
+        if allowed is not None:
+            if len(allowed) == 0:
+                return []
+            if len(allowed) <= EXACT_SUBSET_MAX or self.index.ntotal <= EXACT_SUBSET_MAX:
+                scores = np.asarray(self.vectors[allowed]) @ q[0]
+                top = np.argsort(-scores)[:k]
+                return [(int(allowed[i]), float(scores[i])) for i in top]
+        params = self._search_params(allowed)
+        k = min(k, self.index.ntotal)
+        if k <= 0:
+            return []
+        scores, rows = self.index.search(q, k, params=params) if params is not None else self.index.search(q, k)
+        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+
+    def _search_params(self, allowed: np.ndarray | None):
+        sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        kind = self.manifest.index_type
+        if kind == "hnsw":
+            p = faiss.SearchParametersHNSW()
+            p.efSearch = self.hnsw_ef_search
+        elif kind == "ivf":
+            p = faiss.SearchParametersIVF()
+            p.nprobe = self.ivf_nprobe
+        else:
+            if sel is None:
+                return None
+            p = faiss.SearchParameters()
+        if sel is not None:
+            p.sel = sel
+            p._sel_ref = sel  # keep the selector alive as long as the parameters
+        return p
+
+    def keyword(self, query: str, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        """BM25 over the generation's postings, filters in the same SQL statement."""
+        terms: dict[str, int] = {}
+        for t in textmod.tokenize(query):
+            terms[t] = terms.get(t, 0) + 1
+        if not terms:
+            return []
+        where, params = filter_sql(filters)
+        sql = f"""
+            WITH q AS (SELECT unnest(?::VARCHAR[]) AS term, unnest(?::INTEGER[]) AS qtf)
+            SELECT p.row, SUM(q.qtf * t.idf * p.tf * {BM25_K1 + 1}
+                               / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / ?))) AS score
+            FROM q
+            JOIN terms t ON t.term = q.term
+            JOIN postings p ON p.term = q.term
+            JOIN chunks c ON c.row = p.row
+            WHERE {where}
+            GROUP BY p.row
+            ORDER BY score DESC, p.row
+            LIMIT ?"""
+        rows = self.sql(sql, [list(terms), list(terms.values()), self.kw_avgdl, *params, k]).fetchall()
+        return [(int(r), float(s)) for r, s in rows]
+
+    # -- lookups ----------------------------------------------------------------------------------------
+    def chunks(self, rows: list[int]) -> dict[int, dict[str, Any]]:
+        if not rows:
+            return {}
+        cur = self.sql(
+            """SELECT c.row, c.chunk_id, c.doc_id, c.ordinal, c.text, c.heading_path, c.kind, c.start_char,
+                      c.end_char, d.title, d.domain, d.tags, d.audience, d.language, d.date, d.source
+               FROM chunks c JOIN documents d USING (doc_id)
+               WHERE c.row IN (SELECT unnest(?::INTEGER[]))""", [list(map(int, rows))])
+        cols = [d[0] for d in cur.description]
+        out = {}
+        for rec in cur.fetchall():
+            item = dict(zip(cols, rec))
+            if item["date"] is not None:
+                item["date"] = item["date"].isoformat()
+            out[item["row"]] = item
+        return out
+
+    def document(self, doc_id: str, with_text: bool = True) -> dict[str, Any] | None:
+        cols = "doc_id, doc_row, title, domain, tags, audience, language, date, source, format, metadata, " \
+               "content_hash, n_chunks, n_chars" + (", text" if with_text else "")
+        cur = self.sql(f"SELECT {cols} FROM documents WHERE doc_id = ?", [doc_id])
+        rec = cur.fetchone()
+        if rec is None:
+            return None
+        item = dict(zip([d[0] for d in cur.description], rec))
+        item["metadata"] = json.loads(item["metadata"] or "{}")
+        if item["date"] is not None:
+            item["date"] = item["date"].isoformat()
+        return item
+
+    def document_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        rows = [r[0] for r in self.sql("SELECT row FROM chunks WHERE doc_id = ? ORDER BY ordinal", [doc_id]).fetchall()]
+        by_row = self.chunks(rows)
+        return [by_row[r] for r in rows]
+
+    def chunk_vector(self, row: int) -> np.ndarray:
+        return np.asarray(self.vectors[row])
+
+    def doc_vector(self, doc_id: str) -> np.ndarray | None:
+        i = self.doc_row_of.get(doc_id)
+        return None if i is None else np.asarray(self.doc_vectors[i])

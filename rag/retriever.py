@@ -1,0 +1,176 @@
+"""Hybrid retrieval: dense (FAISS) and keyword (BM25) legs under the same filters, fused with Reciprocal Rank
+Fusion, optionally re-ranked by a cross-encoder and diversified with MMR, at most N chunks per document."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.config import RetrievalSettings
+from rag.generation import Generation
+from rag.types import Filters, Hit
+
+log = logging.getLogger(__name__)
+
+MODES = ("dense", "keyword", "hybrid")
+
+
+@dataclass
+class SearchResult:
+    query: str
+    mode: str
+    hits: list[Hit]
+    generation_id: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    reranked: bool = False
+    # Best dense cosine seen for the query under the filters: the abstention rule reads it.
+    top_dense_score: float | None = None
+
+
+class Reranker:
+    """A local cross-encoder, by configured path (none ships offline, so this is opt-in)."""
+
+    def __init__(self, path: str):
+        if not Path(path).expanduser().is_dir():
+            raise FileNotFoundError(f"reranker model folder not found: {path}")
+        from sentence_transformers import CrossEncoder
+
+        self.model = CrossEncoder(str(Path(path).expanduser()), local_files_only=True)
+        self._lock = threading.Lock()
+
+    def scores(self, query: str, passages: list[str]) -> list[float]:
+        with self._lock:
+            return [float(s) for s in self.model.predict([(query, p) for p in passages])]
+
+
+def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
+    """Reciprocal Rank Fusion: robust to the legs' incomparable score scales (cosine vs BM25)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (k + rank + 1)
+    return fused
+
+
+def mmr_order(vectors: np.ndarray, relevance: np.ndarray, lam: float, k: int) -> list[int]:
+    """Maximal Marginal Relevance over candidates: indices in pick order."""
+    chosen: list[int] = []
+    rest = list(range(len(relevance)))
+    sims = vectors @ vectors.T
+    while rest and len(chosen) < k:
+        if chosen:
+            penalty = sims[np.ix_(rest, chosen)].max(axis=1)
+        else:
+            penalty = np.zeros(len(rest))
+        scores = lam * relevance[rest] - (1 - lam) * penalty
+        best = rest[int(np.argmax(scores))]
+        chosen.append(best)
+        rest.remove(best)
+    return chosen
+
+
+class Retriever:
+    def __init__(self, settings: RetrievalSettings):
+        self.settings = settings
+        self._reranker: Reranker | None = None
+        self._reranker_lock = threading.Lock()
+
+    @property
+    def can_rerank(self) -> bool:
+        return bool(self.settings.reranker)
+
+    def reranker(self) -> Reranker:
+        with self._reranker_lock:
+            if self._reranker is None:
+                if not self.settings.reranker:
+                    raise ValueError("no reranker configured (set retrieval.reranker to a cross-encoder folder)")
+                self._reranker = Reranker(self.settings.reranker)
+            return self._reranker
+
+    def search(self, gen: Generation, query: str, *, mode: str = "hybrid", filters: Filters | None = None,
+               top_k: int | None = None, rerank: bool | None = None, mmr_lambda: float | None = None,
+               max_per_doc: int | None = None, candidates: int | None = None) -> SearchResult:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        s = self.settings
+        top_k = top_k or s.top_k
+        n_cand = max(candidates or s.candidates, top_k)
+        max_per_doc = s.max_per_doc if max_per_doc is None else max_per_doc
+        rerank = self.can_rerank if rerank is None else rerank
+        mmr_lambda = s.mmr_lambda if mmr_lambda is None else mmr_lambda
+        timings: dict[str, float] = {}
+
+        dense: list[tuple[int, float]] = []
+        keyword: list[tuple[int, float]] = []
+        if mode in ("dense", "hybrid"):
+            t = time.perf_counter()
+            qvec = gen.embed_query(query)
+            timings["embed_ms"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            dense = gen.dense(qvec, n_cand, filters)
+            timings["dense_ms"] = (time.perf_counter() - t) * 1000
+        if mode in ("keyword", "hybrid"):
+            t = time.perf_counter()
+            keyword = gen.keyword(query, n_cand, filters)
+            timings["keyword_ms"] = (time.perf_counter() - t) * 1000
+
+        d_rank = {row: (i + 1, sc) for i, (row, sc) in enumerate(dense)}
+        k_rank = {row: (i + 1, sc) for i, (row, sc) in enumerate(keyword)}
+        if mode == "dense":
+            order = [(row, sc) for row, sc in dense]
+        elif mode == "keyword":
+            order = [(row, sc) for row, sc in keyword]
+        else:
+            fused = rrf([[r for r, _ in dense], [r for r, _ in keyword]], s.rrf_k)
+            order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+        # Keep enough candidates for rerank / MMR / per-document capping to choose from.
+        pool_size = max(top_k, s.rerank_top if rerank else 0, top_k * 4 if (mmr_lambda or max_per_doc) else 0)
+        pool = order[:pool_size]
+        t = time.perf_counter()
+        info = gen.chunks([row for row, _ in pool])
+        timings["fetch_ms"] = (time.perf_counter() - t) * 1000
+        hits = [self._hit(info[row], score, d_rank.get(row), k_rank.get(row)) for row, score in pool if row in info]
+
+        did_rerank = False
+        if rerank and hits:
+            t = time.perf_counter()
+            head = hits[: s.rerank_top]
+            for h, sc in zip(head, self.reranker().scores(query, [h.text for h in head])):
+                h.rerank_score = sc
+                h.score = sc
+            hits = sorted(head, key=lambda h: -h.score) + hits[s.rerank_top:]
+            did_rerank = True
+            timings["rerank_ms"] = (time.perf_counter() - t) * 1000
+
+        if max_per_doc:
+            per_doc: dict[str, int] = {}
+            capped = []
+            for h in hits:
+                per_doc[h.doc_id] = per_doc.get(h.doc_id, 0) + 1
+                if per_doc[h.doc_id] <= max_per_doc:
+                    capped.append(h)
+            hits = capped
+
+        if mmr_lambda and len(hits) > top_k:
+            vecs = np.stack([gen.chunk_vector(h.row) for h in hits])
+            rel = np.linspace(1.0, 0.0, num=len(hits))  # rank-based relevance: comparable across modes
+            hits = [hits[i] for i in mmr_order(vecs, rel, mmr_lambda, top_k)]
+
+        return SearchResult(query=query, mode=mode, hits=hits[:top_k], generation_id=gen.id, timings_ms=timings,
+                            reranked=did_rerank, top_dense_score=dense[0][1] if dense else None)
+
+    @staticmethod
+    def _hit(c: dict, score: float, d: tuple[int, float] | None, k: tuple[int, float] | None) -> Hit:
+        return Hit(row=c["row"], chunk_id=c["chunk_id"], doc_id=c["doc_id"], title=c["title"] or "",
+                   text=c["text"], score=float(score), heading_path=list(c["heading_path"] or []),
+                   metadata={"domain": c["domain"], "tags": list(c["tags"] or []), "language": c["language"],
+                             "audience": c["audience"], "date": c["date"], "source": c["source"],
+                             "kind": c["kind"], "ordinal": c["ordinal"]},
+                   dense_rank=d[0] if d else None, dense_score=d[1] if d else None,
+                   keyword_rank=k[0] if k else None, keyword_score=k[1] if k else None)

@@ -1,0 +1,159 @@
+"""The on-disk layout of index generations and the pointer that says which one is published.
+
+    $RAG_HOME/
+      CURRENT                 one line: the published generation id (replaced atomically)
+      generations/<id>/       immutable once renamed into place
+        manifest.json         embedder, dimension, counts, checksums, source fingerprint, build time
+        meta.duckdb           documents, chunks (FAISS row ids), keyword postings
+        vectors.faiss         chunk vectors (row i = chunks.row i)
+        vectors.npy           the same vectors, memory-mapped for exact search on filtered subsets and MMR
+        doc_vectors.npy       one normalized mean vector per document (documents.doc_row)
+      generations/.tmp-<id>/  a build in progress; never read, removed by the next build
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+POINTER = "CURRENT"
+MANIFEST = "manifest.json"
+META_DB = "meta.duckdb"
+FAISS_FILE = "vectors.faiss"
+VECTORS_FILE = "vectors.npy"
+DOC_VECTORS_FILE = "doc_vectors.npy"
+TMP_PREFIX = ".tmp-"
+
+
+class EmbedderInfo(msgspec.Struct):
+    spec: str  # what the build was asked for: a name or a path; queries are embedded with the same
+    name: str
+    identity: str
+    dim: int
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+class Counts(msgspec.Struct):
+    documents: int
+    chunks: int
+    vectors: int
+    terms: int
+    postings: int
+    skipped_sources: int = 0
+    vectors_reused: int = 0
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    id: str
+    created_at: str
+    embedder: EmbedderInfo
+    counts: Counts
+    index_type: str  # flat | hnsw | ivf
+    checksums: dict[str, str]  # file name -> sha256
+    source_fingerprint: str
+    sources: list[str]
+    chunking: dict[str, int]
+    build_seconds: float
+    parent: str | None = None  # the generation that was published when this one was built
+    format_version: int = 1
+
+
+class GenerationNotFound(LookupError):
+    pass
+
+
+def generations_dir(home: Path) -> Path:
+    return Path(home) / "generations"
+
+
+def generation_dir(home: Path, gen_id: str) -> Path:
+    return generations_dir(home) / gen_id
+
+
+def read_manifest(gen_dir: Path) -> Manifest:
+    return msgspec.json.decode((gen_dir / MANIFEST).read_bytes(), type=Manifest)
+
+
+def write_manifest(gen_dir: Path, manifest: Manifest) -> None:
+    (gen_dir / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest), indent=2))
+
+
+def read_pointer(home: Path) -> str | None:
+    try:
+        value = (Path(home) / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(home: Path, gen_id: str) -> None:
+    """Point CURRENT at `gen_id`. Readers see the old id or the new one, never a partial file."""
+    home = Path(home)
+    if not (generation_dir(home, gen_id) / MANIFEST).exists():
+        raise GenerationNotFound(f"generation {gen_id!r} does not exist under {generations_dir(home)}")
+    fd, tmp = tempfile.mkstemp(prefix=".CURRENT-", dir=home)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(gen_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, home / POINTER)
+        _fsync_dir(home)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_generations(home: Path) -> list[Manifest]:
+    """Complete generations, newest first. Folders without a readable manifest are not generations."""
+    out = []
+    root = generations_dir(home)
+    if not root.exists():
+        return out
+    for d in root.iterdir():
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            out.append(read_manifest(d))
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return sorted(out, key=lambda m: m.id, reverse=True)
+
+
+def remove_generation(home: Path, gen_id: str) -> None:
+    if gen_id == read_pointer(home):
+        raise ValueError(f"generation {gen_id} is published; roll back to another one before removing it")
+    # Rename first so a reader never sees a half-deleted folder under a valid name.
+    src = generation_dir(home, gen_id)
+    trash = generations_dir(home) / f"{TMP_PREFIX}rm-{gen_id}"
+    os.replace(src, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def gc(home: Path, keep: int) -> list[str]:
+    """Remove all but the newest `keep` generations; the published one is always kept."""
+    current = read_pointer(home)
+    removed = []
+    for i, m in enumerate(list_generations(home)):
+        if i >= keep and m.id != current:
+            remove_generation(home, m.id)
+            removed.append(m.id)
+    return removed
+
+
+def manifest_json(manifest: Manifest) -> dict:
+    return json.loads(msgspec.json.encode(manifest))

@@ -1,0 +1,68 @@
+"""Keyword analysis shared by the index writer and the keyword retriever: both must tokenize identically.
+
+English: lowercase, split on non-alphanumerics, drop stop words, Snowball-stem. Chinese: segment with jieba
+(rjieba, in search mode so "个人所得税" also yields "所得税" and "个人") because whitespace tokenizing
+would turn a whole Chinese sentence into one unmatched token and score it zero.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import rjieba
+import Stemmer
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
+_SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
+
+# A short list: BM25's idf already discounts frequent words; these only cost postings space.
+STOPWORDS = frozenset("""
+a an and are as at be but by for from has have how i if in into is it its of on or such that the their then
+there these they this to was were what when where which who why will with you your do does did can could
+should would may might than so not no nor we our us he she his her them also been being am
+""".split())
+ZH_STOPWORDS = frozenset("的 了 和 是 在 也 与 及 或 等 吗 呢 吧 啊 这 那 就 都 而 被 把 之 其 为 以 于 对 中 上 下 什么 怎么 如何 哪些 是否".split())
+
+_stemmer = Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return _stemmer.stemWord(word)
+
+
+def normalize(text: str) -> str:
+    # NFKC folds full-width Latin letters and digits (common in Chinese text) to ASCII.
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def tokenize(text: str) -> list[str]:
+    """Terms for BM25, in order, with repeats (term frequency matters)."""
+    out: list[str] = []
+    for part in _SPLIT.split(normalize(text)):
+        if not part:
+            continue
+        if _CJK.fullmatch(part):
+            for tok in rjieba.cut_for_search(part):
+                if tok not in ZH_STOPWORDS:
+                    out.append(tok)
+        else:
+            for w in _WORD.findall(part):
+                if w not in STOPWORDS and len(w) < 40:
+                    out.append(_stem(w))
+    return out
+
+
+def cjk_ratio(text: str) -> float:
+    letters = sum(1 for c in text if c.isalpha())
+    if not letters:
+        return 0.0
+    return sum(len(m) for m in _CJK.findall(text)) / letters
+
+
+def detect_language(text: str) -> str:
+    """Good enough for routing between the two languages the product serves."""
+    return "zh" if cjk_ratio(text[:4000]) > 0.2 else "en"
