@@ -25,15 +25,14 @@ class EmbeddingCache:
         wanted = pa.table({"hash": pa.array(list(set(hashes)), pa.string())})
         self.con.register("wanted", wanted)
         try:
-            tbl = self.con.execute(
+            # fetchall, not .arrow(): DuckDB's arrow result is a lazy reader that would see `wanted` gone.
+            rows = self.con.execute(
                 "SELECT v.hash, any_value(v.vec) AS vec FROM vectors v JOIN wanted w USING (hash) "
-                "WHERE v.embedder = ? GROUP BY v.hash", [embedder]).arrow()
+                "WHERE v.embedder = ? GROUP BY v.hash", [embedder]).fetchall()
         finally:
             self.con.unregister("wanted")
-        if hasattr(tbl, "read_all"):  # newer DuckDB returns a RecordBatchReader
-            tbl = tbl.read_all()
         out: dict[str, np.ndarray] = {}
-        for h, blob in zip(tbl.column("hash").to_pylist(), tbl.column("vec").to_pylist()):
+        for h, blob in rows:
             vec = np.frombuffer(blob, dtype=np.float32)
             if vec.shape[0] == dim:
                 out[h] = vec

@@ -83,14 +83,47 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     generation_poll_s: float = 1.0  # how often the published pointer is checked
 
 
+class RecommendSettings(msgspec.Struct, kw_only=True):
+    """Recommendations (rag.recommend). Blend weights were chosen on a validation split of MovieLens-100K
+    training data (see rag/evaluation/recommend.py and rag/recommend/ranking.py)."""
+
+    half_life_days: float = 14.0  # time decay of a user's events in the profile and co-engagement seeds
+    trending_half_life_days: float = 7.0  # decay of popularity ("trending")
+    interest_share: float = 0.3  # share of declared interests in the profile vector when the user has events
+    event_weights: dict[str, float] = msgspec.field(default_factory=lambda: {
+        "view": 1.0, "click": 1.5, "like": 3.0, "share": 3.0, "bookmark": 3.0, "dismiss": -4.0,
+        "dwell": 0.0})  # a rating weighs (value - 3) * rating_scale; dwell_s adds a bonus on any event
+    rating_scale: float = 1.5
+    dwell_bonus_per_minute: float = 1.0
+    dwell_bonus_max: float = 2.0
+    # Blend (each signal min-max normalized over the candidate pool).
+    weight_profile: float = 0.15
+    weight_coengagement: float = 1.0
+    weight_popularity: float = 0.05
+    mmr_lambda: float = 0.9  # 1.0 = no diversity re-rank
+    candidates: int = 200  # per source (profile neighbours, co-engagement, trending)
+    # Co-engagement: item-item co-occurrence of docs engaged by the same user near each other in their history.
+    order_decay: float = 0.8  # seed weight multiplier per step back from the user's latest engagement
+    max_seeds: int = 50
+    coengagement_window: int = 50  # how far apart (in a user's history) two engagements still co-occur
+    coengagement_tau: float = 10.0  # proximity kernel exp(-(distance-1)/tau)
+    coengagement_alpha: float = 0.5  # normalization c_ij / (n_i^alpha * n_j^(1-alpha)); 0.5 = cosine
+    coengagement_neighbors: int = 200  # kept per item
+    coengagement_ttl_s: float = 60.0  # a changed event log is re-read at most this often (0 = every change)
+    near_duplicate_cosine: float = 0.98
+    exclude_seen: bool = True
+
+
 class Settings(msgspec.Struct, kw_only=True):
     home: str = msgspec.field(default_factory=lambda: str(default_home()))
     embedder: str = "minilm"  # named default, or a local sentence-transformers folder
     source_dirs: list[str] = msgspec.field(default_factory=list)
+    model_cache: str = ""  # where converted models (e5-small, SmolLM2) are cached; default <home>/models
     index: IndexSettings = msgspec.field(default_factory=IndexSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     generator: GeneratorSettings = msgspec.field(default_factory=GeneratorSettings)
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
+    recommend: RecommendSettings = msgspec.field(default_factory=RecommendSettings)
 
     @property
     def home_path(self) -> Path:
@@ -106,7 +139,7 @@ class Settings(msgspec.Struct, kw_only=True):
 
     @property
     def models_dir(self) -> Path:
-        return self.home_path / "models"
+        return Path(self.model_cache).expanduser() if self.model_cache else self.home_path / "models"
 
     @property
     def state_db(self) -> Path:

@@ -111,7 +111,9 @@ def load_embedder(spec: str, models_dir: Path | str) -> Embedder:
             return _cache[key]
         name, folder, identity, qp, pp = resolve(spec, models_dir)
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our own stage bars say what is happening
         device = _device()
         log.info("loading embedder %s from %s on %s", name, folder, device)
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)

@@ -1,0 +1,1 @@
+"""Evaluation on real, external data sets (BEIR retrieval, SQuAD answers, MovieLens recommendations)."""

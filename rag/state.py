@@ -1,0 +1,163 @@
+"""The mutable state database: users and events (and whatever else the service adds, e.g. jobs).
+
+One DuckDB file, kept apart from the immutable index generations (DESIGN decision 2). DuckDB lets exactly one
+process open a file read-write, so the service process owns it: it opens the file once, every thread reads
+through its own cursor (`StateStore.cursor()`), and every write runs under `StateStore.lock`
+(`with state.writer() as cur: ...`, one transaction). A second process (e.g. `rag events import` while the
+service runs) gets `StateLocked` with a readable message instead of DuckDB's.
+
+Change tracking for caches: `version` increases on every committed write that touches users or events, and
+`user_version(user_id)` on every write for that user. The recommender keys its per-user caches on these, so a
+profile is rebuilt right after new events for that user and never otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS users (
+        user_id VARCHAR PRIMARY KEY,
+        name VARCHAR,
+        interests VARCHAR[],
+        domains VARCHAR[],
+        language VARCHAR,
+        created_at TIMESTAMP,
+        updated_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        event_id VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        doc_id VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        value DOUBLE,
+        dwell_s DOUBLE,
+        ts TIMESTAMP NOT NULL,          -- UTC, naive
+        idempotency_key VARCHAR,        -- unique when present (checked under the write lock, and indexed)
+        received_at TIMESTAMP NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON events (idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS events_user ON events (user_id)",
+]
+
+
+class StateLocked(RuntimeError):
+    """Another process holds the state database read-write (normally the running service)."""
+
+
+class StateStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path))
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StateLocked(
+                    f"the state database {self.path} is open in another process (the service?): DuckDB allows "
+                    "one read-write process per file; stop it or send the data through its HTTP API") from e
+            raise
+        self.lock = threading.RLock()
+        self._local = threading.local()
+        self._version = 0
+        self._user_versions: dict[str, int] = {}
+        self._closed = False
+        with self.writer() as cur:
+            for ddl in SCHEMA:
+                cur.execute(ddl)
+
+    # -- connections ------------------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shared between threads; cursors are)."""
+        if self._closed:
+            raise RuntimeError(f"state database {self.path} is closed")
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self.con.cursor()
+            self._local.cur = cur
+        return cur
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """A read on this thread's cursor. Writes go through `writer()`."""
+        return self.cursor().execute(sql, params or [])
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction under the process-wide write lock; rolled back when the block raises."""
+        with self.lock:
+            cur = self.con.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+            finally:
+                cur.close()
+
+    def ensure_schema(self, *ddl: str) -> None:
+        """For other components (e.g. the service's jobs table): run CREATE ... IF NOT EXISTS statements."""
+        with self.writer() as cur:
+            for statement in ddl:
+                cur.execute(statement)
+
+    def close(self) -> None:
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.con.close()
+            except duckdb.Error:
+                pass
+
+    def __enter__(self) -> "StateStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- change tracking --------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def user_version(self, user_id: str) -> int:
+        return self._user_versions.get(user_id, 0)
+
+    def touch(self, user_ids: Iterable[str]) -> None:
+        """Record that these users' rows or events changed (called by writers after a commit)."""
+        with self.lock:
+            self._version += 1
+            for u in set(user_ids):
+                self._user_versions[u] = self._user_versions.get(u, 0) + 1
+
+    # -- reads used by several components ---------------------------------------------------------------
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        cur = self.execute("SELECT user_id, name, interests, domains, language, created_at, updated_at "
+                           "FROM users WHERE user_id = ?", [user_id])
+        rec = cur.fetchone()
+        if rec is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], rec))
+
+    def user_events(self, user_id: str) -> dict[str, list]:
+        """All events of one user, oldest first, as columns."""
+        cur = self.execute("SELECT doc_id, type, value, dwell_s, ts FROM events WHERE user_id = ? "
+                           "ORDER BY ts, received_at", [user_id])
+        rows = cur.fetchall()
+        cols = ("doc_id", "type", "value", "dwell_s", "ts")
+        return {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+
+    def counts(self) -> dict[str, int]:
+        users = self.execute("SELECT count(*) FROM users").fetchone()[0]
+        events = self.execute("SELECT count(*) FROM events").fetchone()[0]
+        return {"users": int(users), "events": int(events)}

@@ -1,0 +1,199 @@
+"""The Litestar app: a thin HTTP layer over `rag.engine.Engine`.
+
+    create_app(settings=None, engine=None) -> Litestar
+
+Layout: ``/v1/...`` (guarded by API keys, rate limited) holds one controller per resource; ``/health``,
+``/ready`` and ``/metrics`` are open; the OpenAPI document is at ``/schema/openapi.json`` with Scalar at
+``/schema`` (Swagger UI at ``/schema/swagger``).
+
+Models and stores load once, in the lifespan: the engine, the published generation with its embedder (when one
+exists: the app starts without one and ``/ready`` says 503 until a build is published), the state DB and the
+jobs table. Every request that reads the index resolves ``engine.generation()`` once (the ``gen`` dependency)
+and runs entirely on that generation; the id goes back as ``generation_id`` and the ``X-Generation-Id`` header.
+
+When both `settings` and `engine` are given, `settings.service` configures the HTTP layer (keys, limits, CORS)
+and the engine keeps its own settings for everything below it (tests build several apps over one engine).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from litestar import Litestar, Request, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+import rag
+from rag.config import Settings, load_settings
+from rag.engine import Engine
+from rag.generation import Generation
+from rag.index import NoGeneration
+from service.errors import GENERATION_ID_KEY, exception_handlers
+from service.jobs import JobManager
+from service.limits import GenerationSlots, RateLimitMiddleware, TokenBuckets
+from service.logging import RequestContextMiddleware
+from service.metrics import Metrics
+from service.security import ApiKeyAuth
+
+log = logging.getLogger("service.app")
+
+
+class RagApp(Litestar):
+    """Litestar with the request-context layer (request id, access log, metrics) around everything it serves,
+    404s for unknown routes and CORS preflights included (Litestar's own middleware only runs for routed
+    requests)."""
+
+    def __init__(self, *args: Any, metrics: Metrics | None = None, **kwargs: Any):
+        self._rag_metrics = metrics  # before super().__init__, which builds the ASGI handler
+        super().__init__(*args, **kwargs)
+
+    def _create_asgi_handler(self):
+        handler = super()._create_asgi_handler()
+        return RequestContextMiddleware(handler, metrics=getattr(self, "_rag_metrics", None))
+
+
+# --- dependencies -------------------------------------------------------------------------------------------
+
+def provide_engine(state: State) -> Engine:
+    return state.engine
+
+
+def provide_generation(state: State, request: Request) -> Generation:
+    """The one generation this request runs on (raises NoGeneration -> 503)."""
+    gen = state.engine.generation()
+    request.scope.setdefault("state", {})[GENERATION_ID_KEY] = gen.id
+    return gen
+
+
+def provide_slots(state: State) -> GenerationSlots:
+    return state.slots
+
+
+def provide_metrics(state: State) -> Metrics:
+    return state.metrics
+
+
+def provide_jobs(state: State) -> JobManager:
+    return state.jobs
+
+
+def provide_settings(state: State) -> Settings:
+    return state.settings
+
+
+def provide_docstore(state: State):
+    return state.docstore
+
+
+DEPENDENCIES = {
+    "engine": Provide(provide_engine, sync_to_thread=False),
+    # Resolving may open a newly published generation (seconds when its embedder is new): off the loop.
+    "gen": Provide(provide_generation, sync_to_thread=True),
+    "slots": Provide(provide_slots, sync_to_thread=False),
+    "metrics": Provide(provide_metrics, sync_to_thread=False),
+    "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "settings": Provide(provide_settings, sync_to_thread=False),
+    "docstore": Provide(provide_docstore, sync_to_thread=False),
+}
+
+
+# --- app ----------------------------------------------------------------------------------------------------
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Litestar:
+    from service.controllers import API_CONTROLLERS, HealthController
+    from service.controllers.documents import DocumentStore
+
+    owns_engine = engine is None
+    if settings is None:
+        settings = engine.settings if engine is not None else load_settings()
+    svc = settings.service
+    metrics = Metrics()
+    auth = ApiKeyAuth(svc)
+    slots = GenerationSlots(settings.generator.max_concurrent, svc.queue_timeout_s,
+                            run_timeout_s=settings.generator.timeout_s + 5.0)
+    metrics.slots = slots
+    buckets = TokenBuckets(svc.rate_limit_per_minute) if svc.rate_limit_per_minute > 0 else None
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        eng = engine or Engine(settings)
+        metrics.engine = eng
+        app.state.engine = eng
+        app.state.settings = eng.settings
+        app.state.docstore = DocumentStore(eng.settings)
+        if svc.open_mode:
+            log.warning("OPEN MODE: API keys are not checked; every caller is admin. Local demos only.")
+        elif not svc.api_keys:
+            log.warning("no API keys configured (service.api_keys): every /v1 request will be refused with 401")
+        try:
+            gen = await anyio.to_thread.run_sync(eng.generation)
+            log.info("serving generation %s (%d documents, embedder %s)", gen.id, gen.manifest.counts.documents,
+                     gen.manifest.embedder.name)
+        except NoGeneration as e:
+            log.warning("no index generation yet: %s; /ready answers 503 until one is published", e)
+        except Exception:  # noqa: BLE001 - a broken generation must not keep the API (and rebuilds) down
+            log.exception("could not load the published generation; /ready answers 503")
+        state_store = await anyio.to_thread.run_sync(lambda: eng.state)
+        jobs = JobManager(eng.settings, eng, metrics)
+        await anyio.to_thread.run_sync(jobs.recover)
+        app.state.jobs = jobs
+        log.info("service started", extra={"home": str(eng.settings.home_path), "open_mode": svc.open_mode})
+        try:
+            yield
+        finally:
+            if owns_engine:
+                finished = await anyio.to_thread.run_sync(jobs.wait, 5.0)
+                if finished:
+                    state_store.close()
+                else:
+                    log.warning("a rebuild job is still running at shutdown; it will be marked failed on restart")
+
+    v1_middleware: list[Any] = []
+    if buckets is not None:
+        v1_middleware.append(RateLimitMiddleware(buckets, auth.identity, on_limited=metrics.rate_limited.inc))
+    v1 = Router(path="/v1", route_handlers=API_CONTROLLERS, guards=[auth.guard], middleware=v1_middleware,
+                security=[{"ApiKey": []}, {"Bearer": []}])
+
+    cors = None
+    if svc.cors_origins:
+        cors = CORSConfig(allow_origins=list(svc.cors_origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
+                          allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+                          expose_headers=["X-Request-ID", "X-Generation-Id", "Retry-After", "RateLimit-Limit",
+                                          "RateLimit-Remaining"], max_age=600)
+
+    openapi = OpenAPIConfig(
+        title="RAG service API",
+        version=rag.__version__,
+        description=("Grounded answers with citations, passage search, summaries and recommendations over "
+                     "finance, medical and education documents. Authenticate with `X-API-Key: KEY` or "
+                     "`Authorization: Bearer KEY`. Errors are `{\"error\": {\"code\", \"message\", \"field\"?, "
+                     "\"request_id\"}}`."),
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(security_schemes={
+            "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+            "Bearer": SecurityScheme(type="http", scheme="bearer"),
+        }),
+        use_handler_docstrings=True,
+    )
+
+    return RagApp(
+        metrics=metrics,
+        route_handlers=[HealthController, v1],
+        dependencies=DEPENDENCIES,
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(),
+        cors_config=cors,
+        openapi_config=openapi,
+        request_max_body_size=svc.max_body_bytes,
+        state=State({"settings": settings, "metrics": metrics, "slots": slots, "auth": auth}),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,14 @@
+"""One controller per resource. `API_CONTROLLERS` are mounted under /v1 behind the API-key guard."""
+
+from service.controllers.admin import AdminController
+from service.controllers.ask import AskController
+from service.controllers.documents import DocumentsController
+from service.controllers.health import HealthController
+from service.controllers.recommend import RecommendController
+from service.controllers.search import SearchController
+from service.controllers.summarize import SummarizeController
+
+API_CONTROLLERS = [AskController, SearchController, SummarizeController, RecommendController, DocumentsController,
+                   AdminController]
+
+__all__ = ["API_CONTROLLERS", "HealthController"]

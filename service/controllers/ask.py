@@ -1,0 +1,119 @@
+"""POST /v1/ask: a grounded answer with checked citations, as one JSON body or as Server-Sent Events.
+
+Streaming (``"stream": true``) sends typed events, in this order::
+
+    event: retrieval   data: {"passages": [...], "generation_id": ...}
+    event: token       data: {"text": "..."}                      (many)
+    event: citation    data: {"n": 1, "doc_id": ..., ...}         (one per citation kept)
+    event: done        data: {"answer", "citations", "abstained", "timings_ms", "generation_id", ...}
+    event: error       data: {"code", "message", "request_id"}    (instead of done, when it fails midway)
+
+Errors found before the stream starts (validation, no index, all slots busy) are ordinary JSON error responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from litestar import Controller, Request, post
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from rag.engine import Engine
+from rag.generation import Generation
+from service.errors import ServiceError, error_responses, request_id_of
+from service.limits import GenerationSlots
+from service.metrics import Metrics
+from service.schemas import AskRequest, AskResponse, nonblank, plain, to_filters, to_struct
+
+log = logging.getLogger("service.ask")
+
+
+def uses_model(engine: Engine, backend: str | None) -> bool:
+    """Whether answering with `backend` runs a generative model (and so needs a generation slot)."""
+    try:
+        return engine.answerer.generators.resolve_name(backend) != "extractive"
+    except ValueError as e:
+        raise ServiceError(400, str(e), code="validation_error", field="backend") from e
+
+
+def _event_parts(ev: Any) -> tuple[str, Any]:
+    kind = getattr(ev, "kind", None) or getattr(ev, "type", None) or getattr(ev, "event", None)
+    if kind is None and isinstance(ev, dict):
+        kind = ev.get("kind") or ev.get("type")
+        data = ev.get("data", {k: v for k, v in ev.items() if k not in ("kind", "type")})
+    else:
+        data = getattr(ev, "data", None)
+        if data is None:
+            data = {k: v for k, v in plain(ev).items() if k not in ("kind", "type")}
+    return str(kind or "message"), plain(data)
+
+
+class AskController(Controller):
+    path = "/ask"
+    tags = ["answers"]
+
+    @post("", status_code=200, summary="Ask a question (JSON or Server-Sent Events)",
+          responses=error_responses(400, 401, 403, 413, 429, 503, 504))
+    async def ask(self, data: AskRequest, engine: Engine, gen: Generation, slots: GenerationSlots,
+                  metrics: Metrics, request: Request) -> AskResponse:
+        """Retrieve, generate (or extract), check citations. With `stream: true` the response is
+        `text/event-stream` with events retrieval, token, citation, done (or error)."""
+        question = nonblank(data.question, "question")
+        filters = to_filters(data.filters, data.domain)
+        history = [{"role": t.role, "content": t.content} for t in data.history]
+        answerer = await anyio.to_thread.run_sync(lambda: engine.answerer)
+        needs_slot = uses_model(engine, data.backend)
+        kwargs = dict(filters=filters, top_k=data.top_k, history=history, backend=data.backend, mode=data.mode)
+        if data.user_id:
+            request.scope.setdefault("state", {})["rag.user_id"] = data.user_id
+        if data.stream:
+            return await self._stream(answerer, gen, question, kwargs, needs_slot, slots, metrics, request)
+
+        call = partial(answerer.answer, gen, question, **kwargs)
+        ans = await (slots.run(call) if needs_slot else anyio.to_thread.run_sync(call))
+        metrics.observe_timings("ask", getattr(ans, "timings_ms", None))
+        metrics.observe_answer(getattr(ans, "backend", None), getattr(ans, "abstained", False),
+                               getattr(ans, "fallback", None))
+        return to_struct(ans, AskResponse, generation_id=getattr(ans, "generation_id", None) or gen.id)
+
+    async def _stream(self, answerer, gen: Generation, question: str, kwargs: dict, needs_slot: bool,
+                      slots: GenerationSlots, metrics: Metrics, request: Request) -> ServerSentEvent:
+        rid = request_id_of(request)
+        # Take the slot before answering 200: when all are busy the client gets a real 503, not an error event.
+        lease = await slots.acquire() if needs_slot else None
+
+        def make_iter():
+            return answerer.answer_stream(gen, question, **kwargs)
+
+        async def events():
+            seq = 0
+            try:
+                async for ev in slots.iterate(make_iter, lease=lease):
+                    kind, payload = _event_parts(ev)
+                    if kind == "done" and isinstance(payload, dict):
+                        payload.setdefault("generation_id", gen.id)
+                        metrics.observe_timings("ask", payload.get("timings_ms"))
+                        metrics.observe_answer(payload.get("backend"), payload.get("abstained", False),
+                                               payload.get("fallback"))
+                    if kind == "retrieval" and isinstance(payload, dict):
+                        payload.setdefault("generation_id", gen.id)
+                    seq += 1
+                    yield ServerSentEventMessage(data=json.dumps(payload, ensure_ascii=False, default=str),
+                                                 event=kind, id=str(seq))
+            except TimeoutError:
+                seq += 1
+                yield ServerSentEventMessage(event="error", id=str(seq), data=json.dumps(
+                    {"code": "timeout", "message": "generation timed out", "request_id": rid}))
+            except Exception as e:  # noqa: BLE001 - the status line is sent: report in-band, log the trace
+                log.error("stream failed (request %s)", rid, exc_info=e)
+                seq += 1
+                yield ServerSentEventMessage(event="error", id=str(seq), data=json.dumps(
+                    {"code": "internal_error", "message": "the answer failed midway; quote the request id",
+                     "request_id": rid}))
+
+        return ServerSentEvent(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                                  "X-Generation-Id": gen.id})

@@ -1,0 +1,56 @@
+"""POST /v1/summarize: a summary of one document, several, or the documents a query finds."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import anyio.to_thread
+from litestar import Controller, post
+
+from rag.engine import Engine
+from rag.generation import Generation
+from service.controllers.ask import uses_model
+from service.errors import bad_request, error_responses, unknown_ids_are_404
+from service.limits import GenerationSlots
+from service.metrics import Metrics
+from service.schemas import SummarizeRequest, SummaryResponse, nonblank, plain, to_filters, to_struct
+
+
+class SummarizeController(Controller):
+    path = "/summarize"
+    tags = ["summaries"]
+
+    @post("", status_code=200, summary="Summarize a document, several, or a topic",
+          responses=error_responses(400, 401, 403, 404, 413, 429, 503, 504))
+    async def summarize(self, data: SummarizeRequest, engine: Engine, gen: Generation, slots: GenerationSlots,
+                        metrics: Metrics) -> SummaryResponse:
+        """Exactly one of `doc_id`, `doc_ids`, `query`. Unknown document ids are a 404 naming the id."""
+        given = [name for name in ("doc_id", "doc_ids", "query") if getattr(data, name) is not None]
+        if len(given) != 1:
+            field = given[1] if len(given) > 1 else "doc_id"
+            raise bad_request("give exactly one of doc_id, doc_ids, query"
+                              + (f" (got {', '.join(given)})" if given else ""), field=field)
+        doc_ids = [data.doc_id] if data.doc_id else (list(dict.fromkeys(data.doc_ids)) if data.doc_ids else None)
+        query = nonblank(data.query, "query") if data.query is not None else None
+        if data.filters is not None and query is None:
+            raise bad_request("filters apply to a query summary only", field="filters")
+        filters = to_filters(data.filters) if data.filters is not None else None
+        summarizer = await anyio.to_thread.run_sync(lambda: engine.summarizer)
+        call = partial(summarizer.summarize, gen, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
+                       max_words=data.max_words, backend=data.backend)
+
+        def run():
+            with unknown_ids_are_404("doc_ids" if data.doc_ids else "doc_id"):
+                return call()
+
+        result = await (slots.run(run) if uses_model(engine, data.backend) else anyio.to_thread.run_sync(run))
+        metrics.observe_timings("summarize", getattr(result, "timings_ms", None))
+        raw = plain(result)
+        known = set(SummaryResponse.__struct_fields__)
+        extra = {k: v for k, v in raw.items() if k not in known}
+        raw = {k: v for k, v in raw.items() if k in known}
+        raw.setdefault("generation_id", gen.id)
+        raw.setdefault("style", data.style)
+        if doc_ids and not raw.get("doc_ids"):
+            raw["doc_ids"] = doc_ids
+        return to_struct(raw, SummaryResponse, extra=extra)

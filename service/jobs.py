@@ -1,0 +1,261 @@
+"""Background jobs: an index rebuild runs in a thread of the service process, one at a time.
+
+Every job is a row of the ``jobs`` table in the state DB (``settings.state_db``), so ``GET /v1/admin/jobs/{id}``
+answers from the table: state (queued -> running -> succeeded | failed), the current build stage with its
+done/total counts, the parameters, the build report and the error. A job left ``running`` by a process that
+died (crash, kill, restart) is marked failed when the service starts again. A second rebuild while one runs
+gets `JobConflict` (409 with the running job); so does one while a CLI build in another process holds the
+build lock.
+
+Sources of a rebuild: the documents store (``settings.documents_dir``, first, so a document replaced through
+the API overrides a same-id document of a read-only source) plus the published generation's manifest
+``sources`` (or ``settings.source_dirs`` before the first build). Documents added through the API are thus
+indexed, and deleted ones disappear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rag import store
+from rag.config import Settings
+
+log = logging.getLogger("service.jobs")
+
+JOBS_DDL = """CREATE TABLE IF NOT EXISTS jobs (
+    id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    updated_at TIMESTAMP,
+    stage VARCHAR,
+    done BIGINT DEFAULT 0,
+    total BIGINT DEFAULT 0,
+    params VARCHAR,
+    result VARCHAR,
+    error VARCHAR,
+    pid INTEGER,
+    host VARCHAR)"""
+
+ACTIVE = ("queued", "running")
+_COLUMNS = ("id", "kind", "state", "created_at", "started_at", "finished_at", "stage", "done", "total", "params",
+            "result", "error")
+# Job ids whose thread is alive in this process: startup recovery never fails a job another app of the same
+# process (tests run several) is still running.
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class JobConflict(Exception):
+    def __init__(self, message: str, job: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.job = job
+
+
+class SourceProblem(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _iso(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
+    return str(v)
+
+
+def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(sources, warnings) for a rebuild; raises SourceProblem for a requested source that does not exist."""
+    docs_dir = settings.documents_dir.resolve()
+    warnings: list[str] = []
+    if requested:
+        base = []
+        for i, s in enumerate(requested):
+            p = Path(s).expanduser()
+            if not p.exists():
+                raise SourceProblem(f"sources[{i}]", f"source not found: {s}")
+            base.append(str(p.resolve()))
+    else:
+        home = settings.home_path
+        gen_id = store.read_pointer(home)
+        base = []
+        if gen_id:
+            try:
+                base = list(store.read_manifest(store.generation_dir(home, gen_id)).sources)
+            except (OSError, ValueError) as e:
+                warnings.append(f"cannot read the published manifest ({e}); using settings.source_dirs")
+                base = list(settings.source_dirs)
+        else:
+            base = list(settings.source_dirs)
+    out: list[str] = []
+    if docs_dir.is_dir() and any(docs_dir.rglob("*.md")):
+        out.append(str(docs_dir))
+    for s in base:
+        p = Path(s).expanduser()
+        if not p.exists():
+            warnings.append(f"source {s} no longer exists; left out")
+            continue
+        r = str(p.resolve())
+        if r != str(docs_dir) and r not in out:
+            out.append(r)
+    if not out:
+        raise SourceProblem("sources", "nothing to index: no published generation to take sources from, no "
+                                       "settings.source_dirs and no documents in the documents store")
+    return out, warnings
+
+
+class JobManager:
+    def __init__(self, settings: Settings, engine: Any, metrics: Any = None):
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.state = engine.state
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._running_id: str | None = None
+        self._progress_at = 0.0
+        self.state.ensure_schema(JOBS_DDL)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Mark jobs that a dead process left queued/running as failed. Returns their ids."""
+        with _LIVE_LOCK:
+            live = list(_LIVE)
+        with self.state.writer() as cur:
+            rows = cur.execute("SELECT id, pid FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+            dead = [r[0] for r in rows if r[0] not in live]
+            for job_id in dead:
+                cur.execute("UPDATE jobs SET state = 'failed', finished_at = ?, updated_at = ?, error = ? "
+                            "WHERE id = ?", [_now(), _now(),
+                                             "interrupted: the service process running it stopped before it "
+                                             "finished; start a new rebuild", job_id])
+        for job_id in dead:
+            log.warning("job %s was left running by a dead process; marked failed", job_id)
+        return dead
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", [job_id])
+        rec = cur.fetchone()
+        return self._row(rec) if rec else None
+
+    def list(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY created_at DESC LIMIT ?",
+                                 [limit])
+        return [self._row(r) for r in cur.fetchall()]
+
+    def running(self) -> dict[str, Any] | None:
+        with self._lock:
+            job_id = self._running_id if self._thread is not None and self._thread.is_alive() else None
+        return self.get(job_id) if job_id else None
+
+    @staticmethod
+    def _row(rec) -> dict[str, Any]:
+        d = dict(zip(_COLUMNS, rec))
+        for k in ("created_at", "started_at", "finished_at"):
+            d[k] = _iso(d[k])
+        d["params"] = json.loads(d["params"]) if d["params"] else {}
+        d["result"] = json.loads(d["result"]) if d["result"] else None
+        d["done"] = int(d["done"] or 0)
+        d["total"] = int(d["total"] or 0)
+        return d
+
+    # -- rebuild --------------------------------------------------------------------------------------------
+    def start_rebuild(self, sources: list[str] | None = None, embedder: str | None = None) -> dict[str, Any]:
+        from indexer.build import BuildLock
+
+        resolved, warnings = rebuild_sources(self.settings, sources)
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise JobConflict("an index rebuild is already running", self.get(self._running_id))
+            if BuildLock.is_held(self.settings.home_path):
+                raise JobConflict("another index build (e.g. `rag index build` in another process) holds the "
+                                  "build lock of this data home; retry when it finishes")
+            job_id = "job-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            params = {"sources": resolved, "embedder": embedder or self.settings.embedder}
+            if warnings:
+                params["warnings"] = warnings
+            now = _now()
+            with self.state.writer() as cur:
+                cur.execute("INSERT INTO jobs (id, kind, state, created_at, updated_at, stage, done, total, params, "
+                            "pid, host) VALUES (?, 'rebuild', 'queued', ?, ?, NULL, 0, 0, ?, ?, ?)",
+                            [job_id, now, now, json.dumps(params), os.getpid(), socket.gethostname()])
+            with _LIVE_LOCK:
+                _LIVE.add(job_id)
+            self._running_id = job_id
+            self._thread = threading.Thread(target=self._run_rebuild, args=(job_id, resolved, embedder),
+                                            name=f"rebuild-{job_id}", daemon=True)
+            self._thread.start()
+        log.info("rebuild job %s started", job_id, extra={"job_id": job_id, "sources": resolved})
+        return self.get(job_id)
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        fields["updated_at"] = _now()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        try:
+            with self.state.writer() as cur:
+                cur.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
+        except Exception:  # noqa: BLE001 - progress bookkeeping must not kill the build
+            log.exception("could not update job %s", job_id)
+
+    def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None) -> None:
+        from indexer.build import build
+
+        state = "failed"
+        last = {"stage": None}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            # Persist stage changes at once, counts at most every half second (DuckDB writes are not free).
+            if stage != last["stage"] or done >= total or now - self._progress_at > 0.5:
+                last["stage"] = stage
+                self._progress_at = now
+                self._update(job_id, stage=stage, done=int(done), total=int(total))
+
+        try:
+            self._update(job_id, state="running", started_at=_now())
+            report = build(self.settings, sources, embedder=embedder, publish=True, show_progress=False,
+                           on_progress=on_progress)
+            result = report.as_dict()
+            try:  # serve the new generation from the next request on, not one poll interval later
+                self.engine.index.refresh()
+            except Exception as e:  # noqa: BLE001
+                result["warning"] = f"published, but this process could not load it yet: {e}"
+            self._update(job_id, state="succeeded", finished_at=_now(), stage="done",
+                         result=json.dumps(result, default=str))
+            state = "succeeded"
+            log.info("rebuild job %s published generation %s", job_id, report.generation_id,
+                     extra={"job_id": job_id, "generation_id": report.generation_id})
+        except BaseException as e:  # noqa: BLE001 - a job records every failure
+            msg = f"{type(e).__name__}: {e}" if not str(e).startswith(type(e).__name__) else str(e)
+            self._update(job_id, state="failed", finished_at=_now(), error=msg[:4000])
+            log.error("rebuild job %s failed: %s", job_id, msg, extra={"job_id": job_id})
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(job_id)
+            if self.metrics is not None:
+                self.metrics.jobs.labels("rebuild", state).inc()
