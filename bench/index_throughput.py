@@ -1,0 +1,128 @@
+"""Index build throughput against the raw encoder, no-change rebuild speed-up, and peak memory.
+
+    .venv/bin/python bench/index_throughput.py ../shared/eval/nfcorpus-medical [--embedder minilm] [--limit N]
+
+In one process: (1) load and chunk the corpus and time the raw encoder on exactly those chunk texts,
+(2) run a full build into an empty data home, (3) rebuild with nothing changed. Goals: the build keeps >= 90%
+of the encoder's chunks/s; the rebuild is >= 20x faster than the full build. Prints and saves JSON under
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from indexer.build import build  # noqa: E402
+from indexer.chunking import Chunker  # noqa: E402
+from indexer.loaders import load_sources  # noqa: E402
+from rag.config import load_settings  # noqa: E402
+from rag.models.embedders import load_embedder  # noqa: E402
+
+
+class PeakRSS:
+    """Samples this process's RSS every 50 ms: the peak of one phase, not of the whole run."""
+
+    def __init__(self):
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.peak = self.proc.memory_info().rss
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", help="BEIR folder (its corpus.jsonl is indexed) or any source folder/file")
+    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--limit", type=int, help="index only the first N documents (a JSONL subset is written)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "index_throughput.json"))
+    args = ap.parse_args()
+
+    src = Path(args.dataset)
+    corpus = src / "corpus.jsonl" if (src / "corpus.jsonl").exists() else src
+    work = Path(tempfile.mkdtemp(prefix="bench-index-"))
+    if args.limit and corpus.suffix == ".jsonl":
+        subset = work / "corpus.jsonl"
+        with open(corpus, encoding="utf-8") as f, open(subset, "w", encoding="utf-8") as out:
+            for i, line in enumerate(f):
+                if i >= args.limit:
+                    break
+                out.write(line)
+        corpus = subset
+    settings = load_settings(home=str(work / "home"), model_cache=str(work / "models"))
+
+    emb = load_embedder(args.embedder, settings.models_dir)
+    docs = load_sources([corpus]).documents
+    max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
+    chunker = Chunker(emb.tokenizer, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
+    texts = [c.embed_text(d.title) for d, chunks in chunker.chunk_many(docs) for c in chunks]
+    print(f"{len(docs)} documents -> {len(texts)} chunks; embedder {emb.name} on {emb.device}", file=sys.stderr)
+
+    emb.embed_passages(texts[:64], batch_size=settings.index.batch_size)  # warm-up, excluded
+    with PeakRSS() as mem_raw:
+        t = time.perf_counter()
+        emb.embed_passages(texts, batch_size=settings.index.batch_size)
+        raw_s = time.perf_counter() - t
+
+    with PeakRSS() as mem_full:
+        full = build(settings, [corpus], embedder=args.embedder, show_progress=True)
+    with PeakRSS() as mem_re:
+        again = build(settings, [corpus], embedder=args.embedder, show_progress=False)
+
+    raw_cps = len(texts) / raw_s
+    result = {
+        "dataset": str(src), "documents": full.documents, "chunks": full.chunks, "embedder": emb.name,
+        "device": emb.device, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "raw_encoder": {"seconds": round(raw_s, 2), "chunks_per_s": round(raw_cps, 2)},
+        "full_build": {"seconds": round(full.seconds, 2), "chunks_per_s": round(full.chunks_per_s, 2),
+                       "stage_seconds": {k: round(v, 2) for k, v in full.stage_seconds.items()}},
+        "rebuild_unchanged": {"seconds": round(again.seconds, 2), "vectors_reused": again.vectors_reused,
+                              "stage_seconds": {k: round(v, 2) for k, v in again.stage_seconds.items()}},
+        "pipeline_vs_encoder": round(full.chunks_per_s / raw_cps, 3),
+        "rebuild_speedup": round(full.seconds / again.seconds, 1),
+        "peak_rss_mb": {"raw_encoder": mem_raw.peak >> 20, "full_build": mem_full.peak >> 20,
+                        "rebuild": mem_re.peak >> 20,
+                        "process_max": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10},
+        "goals": {"pipeline_vs_encoder>=0.9": full.chunks_per_s / raw_cps >= 0.9,
+                  "rebuild_speedup>=20": full.seconds / again.seconds >= 20},
+    }
+    print(f"\nraw encoder          {raw_cps:8.1f} chunks/s   ({len(texts)} chunks in {raw_s:.1f} s)")
+    print(f"full build           {full.chunks_per_s:8.1f} chunks/s   ({full.seconds:.1f} s)  "
+          f"= {result['pipeline_vs_encoder']:.1%} of the encoder")
+    print(f"rebuild (unchanged)  {again.seconds:8.2f} s          = {result['rebuild_speedup']}x faster than the full build")
+    print(f"peak RSS             raw {result['peak_rss_mb']['raw_encoder']} MB, build {result['peak_rss_mb']['full_build']} MB, "
+          f"rebuild {result['peak_rss_mb']['rebuild']} MB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
