@@ -261,7 +261,8 @@ def _embed_with_cache(settings: Settings, emb, texts: list[str], hashes: list[st
                 missing.setdefault(h, []).append(i)  # identical chunks are embedded once
             else:
                 out[i] = v
-        todo = list(missing)
+        # Length-sorted, as the encoder itself sorts within a call: batches of similar length pad least.
+        todo = sorted(missing, key=lambda h: len(texts[missing[h][0]]))
         batch = max(1, settings.index.batch_size)
         # Larger write batches than encode batches: one cache insert per ~8 encoder batches.
         step = batch * 8

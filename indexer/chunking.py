@@ -5,9 +5,9 @@ become table chunks, everything else is split into units (paragraphs, list items
 up to `max_tokens`, each chunk starting with `overlap` tokens' worth of the previous chunk's last sentences.
 A chunk never crosses a heading. Every text chunk is a slice of `Document.text`, so its offsets are exact.
 
-Token counts are summed per unit from one tokenizer call per document. That equals the count of the joined
-text because units are cut at whitespace or pre-tokenizer word boundaries (true for the WordPiece/BERT
-tokenizers every supported embedder uses).
+Token counts come from one tokenizer call per document (per batch of documents in `chunk_many`) and are summed
+per unit. The sum equals the count of the joined text because units are cut at whitespace or pre-tokenizer word
+boundaries (true for the WordPiece/BERT tokenizers of the supported embedders).
 """
 
 from __future__ import annotations

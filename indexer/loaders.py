@@ -90,7 +90,7 @@ def load_sources(sources: Sequence[str | Path], options: LoaderOptions | None = 
     first_seen: dict[str, str] = {}  # doc_id -> where it came from
     for sf in tqdm(files, desc="load", unit="file", file=sys.stderr, disable=not progress):
         try:
-            drafts_docs, row_skips = _load_file(sf, options)
+            docs, row_skips = _load_file(sf, options)
         except SourceError as e:
             skipped.append(SkippedSource(str(sf.path), str(e)))
             continue
@@ -98,7 +98,7 @@ def load_sources(sources: Sequence[str | Path], options: LoaderOptions | None = 
             skipped.append(SkippedSource(str(sf.path), f"cannot load ({type(e).__name__}: {_one_line(e)})"))
             continue
         skipped.extend(row_skips)
-        for doc, line in drafts_docs:
+        for doc, line in docs:
             where = str(sf.path) if line is None else f"{sf.path}:line {line}"
             if doc.doc_id in first_seen:
                 reason = f"duplicate id {doc.doc_id} (first seen in {first_seen[doc.doc_id]})"

@@ -100,6 +100,9 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     weight_profile: float = 0.15
     weight_coengagement: float = 1.0
     weight_popularity: float = 0.05
+    # Share of the user's positive engagement in the candidate's domain. Constant on single-domain data such as
+    # MovieLens, so not tuned there; set so that a clear shift between domains shows in the next list.
+    weight_domain: float = 0.1
     mmr_lambda: float = 0.9  # 1.0 = no diversity re-rank
     candidates: int = 200  # per source (profile neighbours, co-engagement, trending)
     # Co-engagement: item-item co-occurrence of docs engaged by the same user near each other in their history.

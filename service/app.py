@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         metrics.engine = eng
         app.state.engine = eng
         app.state.settings = eng.settings
-        app.state.docstore = DocumentStore(eng.settings)
+        app.state.docstore = DocumentStore(eng.settings, max_bytes=svc.max_document_bytes)
         if svc.open_mode:
             log.warning("OPEN MODE: API keys are not checked; every caller is admin. Local demos only.")
         elif not svc.api_keys:

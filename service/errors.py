@@ -89,6 +89,7 @@ def _response(request: Request, status: int, message: str, *, code: str | None =
 # --- handlers ---------------------------------------------------------------------------------------------
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 _MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$(?P<path>[^`]*)`\s*$")
 
 
@@ -125,6 +126,10 @@ def handle_validation(request: Request, exc: ValidationException) -> Response:
         if u:  # "Object contains unknown field `topk`": the field is the unknown one
             key = f"{key}.{u.group(1)}" if key else u.group(1)
             msg = f"unknown field `{u.group(1)}`"
+        mf = _MISSING_FIELD.search(msg)
+        if mf:  # "Object missing required field `title`"
+            key = f"{key}.{mf.group(1)}" if key else mf.group(1)
+            msg = "required field missing"
         problems.append({"field": key, "message": msg, "source": item.get("source")})
     if problems:
         first = problems[0]

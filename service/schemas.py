@@ -31,16 +31,11 @@ Tag = Annotated[str, Meta(min_length=1, max_length=64)]
 TopK = Annotated[int, Meta(ge=1, le=50, description="How many passages/hits to return.")]
 
 
-def _one_or_many(t: Any, n: int) -> Any:
-    return t | Annotated[list[t], Meta(min_length=1, max_length=n)]
-
-
 class FiltersIn(Struct, forbid_unknown_fields=True, kw_only=True):
     """Metadata filters, applied inside both retrieval legs (never after truncation)."""
 
     domain: Domain | Annotated[list[Domain], Meta(min_length=1, max_length=3)] | None = None
-    tags: Tag | Annotated[list[Tag], Meta(min_length=1, max_length=32)] | None = msgspec.field(
-        default=None)
+    tags: Tag | Annotated[list[Tag], Meta(min_length=1, max_length=32)] | None = None
     language: Language | Annotated[list[Language], Meta(min_length=1, max_length=16)] | None = None
     audience: Annotated[str, Meta(min_length=1, max_length=64)] | Annotated[
         list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(min_length=1, max_length=16)] | None = None
@@ -101,7 +96,8 @@ class PassageOut(Struct, kw_only=True):
     title: str = ""
     text: str = ""
     score: float | None = None
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    domain: str | None = None
+    language: str | None = None
 
 
 class AskResponse(Struct, kw_only=True):

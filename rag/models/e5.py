@@ -15,8 +15,12 @@ We dequantize the matrices to f32 (exactly the values the engine multiplies with
 speaks sentence-transformers (GPU, fp16, batching, ONNX export) can run the same model. Vectors match the
 engine to cosine > 0.999; the remaining gap is the engine quantizing activations to int8 inside its matmuls.
 
-Two engine behaviours deliberately stay out of the converted model: texts longer than 510 tokens are
-truncated (the engine averages 510-token windows instead), and the engine stops reading at a NUL character.
+Where the converted model knowingly differs from the engine:
+- texts over 510 tokens are truncated; the engine averages 510-token windows;
+- the engine stops reading at a NUL character, and turns an empty text into one "▁" token;
+- a literal "<pad>" in a text: same token id, but XLM-R skips id 1 when numbering positions;
+- runs of one repeated character ("0000000000", "........"): the engine sums piece scores in float32, so
+  between equally good splits rounding decides; HF sums exactly. Same pieces, in another order.
 """
 
 from __future__ import annotations
@@ -117,8 +121,8 @@ def read_header(r: _Reader) -> Header:
     eps, qk = r.take("fi")
     if version != 1 or qk != _QK or h % nh or h % _QK or ff % _QK:
         raise E5FormatError(f"unsupported model: version {version}, block {qk}, hidden {h}, heads {nh}, ffn {ff}")
-    # eps is stored as f32; printing it through float32 recovers the 1e-12 it was written from.
-    return Header(version, h, nl, nh, ff, voc, maxp, tvs, float(np.format_float_positional(np.float32(eps))), qk)
+    eps = float(np.format_float_positional(np.float32(eps)))  # the 1e-12 that was stored as f32
+    return Header(version, h, nl, nh, ff, voc, maxp, tvs, eps, qk)
 
 
 def read_vocab(r: _Reader) -> Vocab:
@@ -130,6 +134,8 @@ def read_vocab(r: _Reader) -> Vocab:
     if offs[-1] != blob_len or np.any(np.diff(offs.astype(np.int64)) <= 0):
         raise E5FormatError("vocabulary offsets are inconsistent")
     pieces = [blob[a:b].decode("utf-8") for a, b in zip(offs[:-1].tolist(), offs[1:].tolist())]
+    if not all(0 <= i < n for i in (bos, eos, pad, unk)):
+        raise E5FormatError("special token ids out of range")
     return Vocab(pieces, scores, bos, eos, pad, unk)
 
 
@@ -160,6 +166,11 @@ def read_directory(r: _Reader, file_size: int) -> dict[str, Tensor]:
     return out
 
 
+# nibble value -> weight / scale, for the low (weights 0..15) and high (16..31) half of each byte
+_LOW_NIBBLE = (np.arange(256) & 0x0F).astype(np.float32) - 8.0
+_HIGH_NIBBLE = (np.arange(256) >> 4).astype(np.float32) - 8.0
+
+
 def dequantize_q4(raw: memoryview, rows: int, cols: int, chunk_blocks: int = 1 << 20) -> np.ndarray:
     """Q4_0 rows -> float32 [rows, cols], bit-identical to the engine's deq_row()."""
     blocks = np.frombuffer(raw, _Q4_BLOCK)
@@ -169,10 +180,11 @@ def dequantize_q4(raw: memoryview, rows: int, cols: int, chunk_blocks: int = 1 <
     # Chunked so the 96M-value embedding never needs several full-size temporaries at once.
     for a in range(0, blocks.size, chunk_blocks):
         b = blocks[a:a + chunk_blocks]
+        scale = b["d"].astype(np.float32)[:, None]
         qs = b["qs"]
-        # byte j holds weight j in its low nibble and weight j+16 in its high nibble
-        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8.0
-        out[a:a + len(b)] = q * b["d"].astype(np.float32)[:, None]
+        o = out[a:a + len(b)]
+        np.multiply(_LOW_NIBBLE[qs], scale, out=o[:, :16])
+        np.multiply(_HIGH_NIBBLE[qs], scale, out=o[:, 16:])
     return out.reshape(rows, cols)
 
 
@@ -207,17 +219,13 @@ def _tensor_plan(hp: Header) -> list[tuple[str, str, tuple[int, ...], bool]]:
         ("emb.ln.w", "embeddings.LayerNorm.weight", (h,), False),
         ("emb.ln.b", "embeddings.LayerNorm.bias", (h,), False),
     ]
-    matrix = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff)}
+    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff),
+              "aln": (h,), "oln": (h,)}
     for i in range(hp.layers):
         for part, module in _LAYER_PARTS.items():
-            prefix = f"encoder.layer.{i}.{module}"
-            if part in matrix:
-                out_dim = matrix[part][0]
-                plan += [(f"l{i}.{part}.w", f"{prefix}.weight", matrix[part], True),
-                         (f"l{i}.{part}.b", f"{prefix}.bias", (out_dim,), False)]
-            else:
-                plan += [(f"l{i}.{part}.w", f"{prefix}.weight", (h,), False),
-                         (f"l{i}.{part}.b", f"{prefix}.bias", (h,), False)]
+            shape, prefix = shapes[part], f"encoder.layer.{i}.{module}"
+            plan += [(f"l{i}.{part}.w", f"{prefix}.weight", shape, len(shape) == 2),  # matrices are 4-bit
+                     (f"l{i}.{part}.b", f"{prefix}.bias", shape[:1], False)]
     return plan
 
 
@@ -365,10 +373,10 @@ def build_tokenizer(vocab: Vocab, table: dict[int, str]):
 
     tok = Tokenizer(model)
     tok.normalizer = normalizers.Sequence([
-        # The engine maps each codepoint on its own; Precompiled maps a whole grapheme cluster by its first
-        # codepoint when that one has an entry (dropping e.g. a combining accent after a fullwidth letter).
-        # A deleted control character between characters makes every cluster a single codepoint. Two
-        # printable ASCII characters never share a cluster, which spares most of English text the detour.
+        # The engine maps each codepoint on its own. Precompiled looks up grapheme clusters, and replaces a
+        # whole cluster by the entry of its first codepoint (so "Ａ" + combining accent would lose the
+        # accent). A control character, deleted again by the map, between characters makes every cluster
+        # a single codepoint; two printable ASCII characters never share a cluster, so they are skipped.
         normalizers.Replace(Regex(r"(?<=[^\x20-\x7E])(?=[\s\S])|(?<=[\s\S])(?=[^\x20-\x7E])"), _SEPARATOR),
         normalizers.Precompiled(compile_charsmap(table)),
         normalizers.Replace(Regex(" {2,}"), " "),
@@ -384,14 +392,14 @@ def build_tokenizer(vocab: Vocab, table: dict[int, str]):
     # - around unknown characters, each on its own. HF's Unigram fuses a run of them into one <unk>, the
     #   engine emits one per character; and every character inside a piece is a piece itself, so no piece
     #   can contain an unknown one.
-    if any(_META in p[1:] for p in vocab.pieces):
+    if any(_META in p[1:] for p in vocab.pieces if len(p) > 1):
         raise E5FormatError(f"a piece contains {_META!r} after its start")
-    known = {ord(p) for p in vocab.pieces if len(p) == 1}
-    if any(ord(c) not in known for p in vocab.pieces for c in p):
+    known = {p for p in vocab.pieces if len(p) == 1}
+    if not set("".join(vocab.pieces)) <= known:
         raise E5FormatError("a piece contains a character that is not a piece itself")
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(_META, behavior="merged_with_next"),
-        pre_tokenizers.Split(Regex(f"[^{_char_class(known)}]"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(f"[^{_char_class({ord(c) for c in known})}]"), behavior="isolated"),
     ])
     bos, eos = vocab.pieces[vocab.bos], vocab.pieces[vocab.eos]
     tok.post_processor = processors.TemplateProcessing(
@@ -404,14 +412,18 @@ def build_tokenizer(vocab: Vocab, table: dict[int, str]):
 # ------------------------------------------------------------------------------------------ folder
 
 def _tokenizer_config(vocab: Vocab) -> dict:
-    # Only <pad> is declared: transformers registers declared special tokens as added tokens, which are cut
-    # out of the text before normalization, whereas the engine tokenizes a literal "<s>" like any other text.
+    special = {f"{role}_token": vocab.pieces[i]
+               for role, i in (("bos", vocab.bos), ("eos", vocab.eos), ("unk", vocab.unk), ("pad", vocab.pad))}
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "pad_token": vocab.pieces[vocab.pad],
+        **special,
         "model_max_length": _MAX_SEQ_LENGTH,
         "padding_side": "right",
         "clean_up_tokenization_spaces": False,
+        # transformers cuts special tokens out of the text before normalizing; the engine reads a literal
+        # "<s>" or "<pad>" in a document like any other text (tokenizer.json, loaded without transformers,
+        # has no added tokens and behaves the same).
+        "split_special_tokens": True,
     }
 
 
@@ -449,8 +461,10 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _fsync_tree(root: Path) -> None:
+def _finish_tree(root: Path) -> None:
+    """Readable by other users (mkdtemp made it private) and on disk before the rename publishes it."""
     for p in sorted(root.rglob("*"), reverse=True) + [root]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
         fd = os.open(p, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -481,7 +495,6 @@ def convert(bin_path: Path, out_dir: Path) -> None:
 
     build_tokenizer(vocab, table).save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(vocab))
-    _write_json(out_dir / "special_tokens_map.json", {"pad_token": vocab.pieces[vocab.pad]})
     for name, obj in _sentence_transformers_files(hp.hidden).items():
         _write_json(out_dir / name, obj)
     (out_dir / "2_Normalize").mkdir(exist_ok=True)
@@ -522,7 +535,7 @@ def ensure_e5_model(models_dir: Path) -> Path:
     try:
         log.info("e5: converting %s -> %s (once)", bin_path, final)
         convert(bin_path, tmp)
-        _fsync_tree(tmp)
+        _finish_tree(tmp)
         try:
             os.replace(tmp, final)
         except OSError:

@@ -41,12 +41,15 @@ class UserProfile:
     interest_vectors: np.ndarray | None = None  # one row per interest
     seeds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # doc rows, most recent first
     seed_weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    seed_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # net weight > 0, per seed
     liked: set[int] = field(default_factory=set)  # rows with a like/share/bookmark or a rating >= 4
     seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     dismissed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_events: int = 0  # all of the user's events
     n_events_here: int = 0  # those on documents of this generation
     top_domains: list[str] = field(default_factory=list)
+    domain_share: dict[str, float] = field(default_factory=dict)  # share of positive decayed weight per domain
+    cache: dict[str, Any] = field(default_factory=dict)  # derived data the recommender memoizes per profile
 
     @property
     def has_history(self) -> bool:
@@ -133,6 +136,9 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
                 if d:
                     doms[d] = doms.get(d, 0.0) + float(w)
             p.top_domains = [d for d, _ in sorted(doms.items(), key=lambda kv: -kv[1])]
+            total = sum(doms.values())
+            if total > 0:
+                p.domain_share = {d: w / total for d, w in doms.items()}
 
         use = np.ones(len(uniq), dtype=bool)
         if domain:
@@ -160,6 +166,8 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
                 w = np.power(0.5, (st[0] - st) / half_life) * np.power(cfg.order_decay, np.arange(len(order)))
                 p.seeds = seeds
                 p.seed_weights = w.astype(np.float32)
+                net_of = dict(zip(uniq.tolist(), net.tolist()))
+                p.seed_positive = np.asarray([net_of.get(r, 0.0) > 0 for r in order], dtype=bool)
 
     if p.interests and embed_interests is not None:
         iv = embed_interests(p.interests)

@@ -250,6 +250,10 @@ class Recommender:
                        "popularity": popularity[cands]}
             weights = {"profile": cfg.weight_profile, "coengagement": cfg.weight_coengagement,
                        "popularity": cfg.weight_popularity}
+            if prof.domain_share and cfg.weight_domain:
+                share = prof.domain_share
+                signals["domain"] = np.asarray([share.get(d, 0.0) for d in cat.domains[cands]])
+                weights["domain"] = cfg.weight_domain
         elif prof.interest_vectors is not None:
             strategy = "interests"
             isims = cat.vectors @ prof.interest_vectors.T  # n_docs x n_interests
@@ -273,7 +277,10 @@ class Recommender:
         t2 = time.perf_counter()
         score, contrib = blend(signals, weights)
         pool_n = min(len(cands), max(4 * k, 40))
-        order = np.argsort(-score, kind="stable")[:pool_n]
+        order = np.argsort(-score, kind="stable")
+        if exclude_seen and len(prof.seen):
+            order = self._without_copies_of_seen(cat, prof, cands, order, pool_n)
+        order = order[:pool_n]
         picked = mmr(score[order], cat.vectors[cands[order]], k, cfg.mmr_lambda, dup_cos=cfg.near_duplicate_cosine,
                      title_keys=[cat.title_keys[r] for r in cands[order]])
         sel = order[picked]
@@ -287,6 +294,20 @@ class Recommender:
             rest[rows] = False
             items += self._trending_items(cat, co, rest, k - len(items))
         return self._finish(gen, cat, prof, items, strategy, user_id, t0, t1, t2)
+
+    def _without_copies_of_seen(self, cat: CatalogView, prof: UserProfile, cands: np.ndarray, order: np.ndarray,
+                                pool_n: int) -> np.ndarray:
+        """Drop candidates that are copies of something the user has seen (same title, or a cosine above
+        near_duplicate_cosine with one of the recent engagements): a reprint of what you read is not new."""
+        seen_titles = prof.cache.get("seen_titles")
+        if seen_titles is None:
+            seen_titles = prof.cache["seen_titles"] = {cat.title_keys[r] for r in prof.seen} - {""}
+        head = order[:pool_n * 2]
+        rows = cands[head]
+        keep = np.asarray([cat.title_keys[r] not in seen_titles for r in rows], dtype=bool)
+        if len(prof.seeds):
+            keep &= (cat.vectors[rows] @ cat.vectors[prof.seeds].T).max(axis=1) <= self.cfg.near_duplicate_cosine
+        return np.concatenate([head[keep], order[pool_n * 2:]])
 
     def _finish(self, gen, cat, prof, items, strategy, user_id, t0, t1, t2
                 ) -> tuple[RecommendationList, UserProfile, CatalogView]:
@@ -309,13 +330,17 @@ class Recommender:
         if len(seeds):
             seed_co = np.asarray(co.sim[seeds][:, rows].todense()) * prof.seed_weights[:, None]
             seed_cos = cat.vectors[seeds] @ cat.vectors[rows].T
+            # Content reasons point at something the user liked, preferably in the same domain.
+            seed_cos = np.where(prof.seed_positive[:, None], seed_cos, seed_cos - 2.0) if \
+                prof.seed_positive.any() else seed_cos
+            seed_domains = cat.domains[seeds]
         int_cos = cat.vectors[rows] @ prof.interest_vectors.T if prof.interest_vectors is not None else None
         out = []
         for j, (r, dom) in enumerate(zip(rows, dominant)):
             if dom == "popularity" or (dom == "coengagement" and (seed_co is None or seed_co[:, j].max() <= 0)):
                 out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
                 continue
-            if dom == "interest" or (dom == "profile" and int_cos is not None and (
+            if dom == "interest" or (dom in ("profile", "domain") and int_cos is not None and (
                     seed_cos is None or int_cos[j].max() > seed_cos[:, j].max())):
                 if int_cos is not None:
                     out.append(f"matches your interest in {prof.interests[int(np.argmax(int_cos[j]))]}")
@@ -323,7 +348,11 @@ class Recommender:
             if seed_co is not None and dom == "coengagement":
                 s = int(seeds[int(np.argmax(seed_co[:, j]))])
             elif seed_cos is not None:
-                s = int(seeds[int(np.argmax(seed_cos[:, j]))])
+                col = seed_cos[:, j]
+                same = seed_domains == cat.domains[r]
+                if same.any():
+                    col = np.where(same, col, col - 4.0)
+                s = int(seeds[int(np.argmax(col))])
             else:
                 out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
                 continue

@@ -45,9 +45,9 @@ PENDING_NOTE = "the change reaches search after the next index build: POST /v1/a
 class DocumentStore:
     """The writable source store: ``<documents_dir>/<domain>/<id>.md``."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, max_bytes: int | None = None):
         self.root = settings.documents_dir
-        self.max_bytes = settings.service.max_document_bytes
+        self.max_bytes = settings.service.max_document_bytes if max_bytes is None else max_bytes
         self._lock = threading.Lock()
 
     def path_for(self, domain: str, doc_id: str) -> Path:

@@ -1,0 +1,304 @@
+"""Grounding primitives shared by answers, summaries and the extractive backend.
+
+- `Passage` / `Citation`: the numbered evidence given to a generator, and a checked reference to it.
+- `split_sentences`: English and Chinese sentence boundaries, with the offsets of each sentence.
+- citation parsing: `[n]`, `[n, m]`, `[n-m]`, `【n】`; `clean_citations` drops numbers that name no passage.
+- `Evidence`: the passages cut into sentences, with content terms and (lazily) sentence vectors, answering
+  "does this sentence say something the passage says?" and "which passage sentence is the cited span?".
+
+Support rule (why these numbers): a sentence is supported by a passage when at least half of its content
+words (stemmed, stop words dropped, `rag.text.tokenize`) occur in the passage, or when its embedding is
+within cosine 0.7 of one passage sentence (a paraphrase). Sentences with fewer than two content words
+("Yes.", "In 2019.") carry no claim we can check and are not judged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rag.text import tokenize
+
+SUPPORT_RECALL = 0.5
+SUPPORT_COSINE = 0.7
+MIN_JUDGED_TERMS = 2
+
+
+@dataclass
+class Passage:
+    """One numbered passage as the generator saw it (n starts at 1)."""
+
+    n: int
+    doc_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float
+    domain: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class Citation:
+    n: int
+    doc_id: str
+    chunk_id: str
+    title: str
+    span: str  # the passage sentence that supports the cited answer sentence
+    score: float  # support of that sentence by the passage, 0..1
+
+
+# --- sentences ---------------------------------------------------------------------------------------------
+
+_CITE_GROUP = r"(?:\[\s*\d{1,3}(?:\s*[-–,，;；]\s*\d{1,3})*\s*\]|【\s*\d{1,3}\s*】)"
+# A sentence ends at Latin punctuation followed by space/end, or at Chinese punctuation; citation groups and
+# closing quotes right after the punctuation belong to the sentence they end.
+_END = re.compile(
+    r"(?:[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？；…]+[”’」』）)\"']*)"
+    rf"(?:\s*{_CITE_GROUP})*"
+)
+_ABBREV = frozenset("e.g i.e dr mr mrs ms prof st vs fig inc jr sr ltd co approx cf al etc no vol pp".split())
+_HEADING = re.compile(r"\s{0,3}#{1,6}\s")
+_TABLE_RULE = re.compile(r"\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_LIST_MARK = re.compile(r"\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+_EMPHASIS = re.compile(r"\*\*|__|`")
+
+
+@dataclass
+class Sentence:
+    text: str  # display text: markdown emphasis and list markers removed
+    start: int  # offsets of the raw sentence in the text it was split from
+    end: int
+
+
+def _ends_here(line: str, m: re.Match) -> bool:
+    """False for the period of an abbreviation or an initial, and before a lowercase continuation."""
+    if line[m.start()] != ".":
+        return True
+    word = re.search(r"([A-Za-z][A-Za-z.]*)$", line[:m.start()])
+    if word and (word.group(1).lower() in _ABBREV or len(word.group(1)) == 1):
+        return False
+    nxt = line[m.end():].lstrip()[:1]
+    return not (nxt and nxt.islower())
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """Sentences in reading order. Lines are boundaries too (list items, table rows); headings are skipped."""
+    out: list[Sentence] = []
+    offset = 0
+    for line in text.split("\n"):
+        base = offset
+        offset += len(line) + 1
+        if not line.strip() or _HEADING.match(line) or _TABLE_RULE.fullmatch(line):
+            continue
+        mark = _LIST_MARK.match(line)
+        start = mark.end() if mark else len(line) - len(line.lstrip())
+        for m in _END.finditer(line):
+            if m.end() <= start or not _ends_here(line, m):
+                continue
+            _add(out, line, start, m.end(), base)
+            start = m.end()
+        _add(out, line, start, len(line), base)
+    return out
+
+
+def _add(out: list[Sentence], line: str, start: int, end: int, base: int) -> None:
+    raw = line[start:end]
+    lead = len(raw) - len(raw.lstrip())
+    display = _EMPHASIS.sub("", raw).strip()
+    if display:
+        out.append(Sentence(display, base + start + lead, base + end))
+
+
+# --- citations ---------------------------------------------------------------------------------------------
+
+_CITE = re.compile(_CITE_GROUP)
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _numbers(group: str) -> list[int]:
+    nums: list[int] = []
+    for part in re.split(r"[,，;；]", group.strip("[]【】 ")):
+        bounds = [int(x) for x in re.findall(r"\d+", part)]
+        if len(bounds) == 2 and re.search(r"[-–]", part) and 0 < bounds[1] - bounds[0] < 10:
+            nums.extend(range(bounds[0], bounds[1] + 1))
+        else:
+            nums.extend(bounds)
+    return nums
+
+
+def cited_numbers(text: str) -> list[int]:
+    """Every passage number cited in `text`, in order of first appearance."""
+    seen: dict[int, None] = {}
+    for m in _CITE.finditer(text):
+        for n in _numbers(m.group(0)):
+            seen.setdefault(n, None)
+    return list(seen)
+
+
+def clean_citations(text: str, valid: set[int]) -> tuple[str, int]:
+    """Rewrite citation groups in canonical `[a, b]` form keeping only numbers in `valid`.
+
+    Returns the new text and how many cited numbers were removed (a group with none left disappears)."""
+    removed = 0
+
+    def fix(m: re.Match) -> str:
+        nonlocal removed
+        nums = list(dict.fromkeys(_numbers(m.group(0))))
+        keep = [n for n in nums if n in valid]
+        removed += len(nums) - len(keep)
+        return "[" + ", ".join(map(str, keep)) + "]" if keep else ""
+
+    cleaned = _CITE.sub(fix, text)
+    cleaned = re.sub(r"(\[[\d, ]+\])(?:\s*\1)+", r"\1", cleaned)  # "[2] [2]" after cleaning -> "[2]"
+    # Removing a group can leave "word ." or a doubled space behind.
+    cleaned = re.sub(r"[ \t]+([.,;:!?。，；：！？])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    return cleaned.strip(), removed
+
+
+def strip_citations(text: str) -> str:
+    return re.sub(r"[ \t]{2,}", " ", _CITE.sub("", text)).strip()
+
+
+# --- evidence ----------------------------------------------------------------------------------------------
+
+def content_terms(text: str) -> set[str]:
+    return set(tokenize(text))
+
+
+@dataclass
+class Verdict:
+    """How well one sentence is supported, and by which passage sentence."""
+
+    judged: bool  # False: too few content words to check
+    supported: bool
+    recall: float
+    cosine: float | None
+    n: int | None  # the supporting passage
+    span: str
+
+
+@dataclass
+class _PassageSentences:
+    passage: Passage
+    sentences: list[Sentence]
+    terms: list[set[str]]
+    all_terms: set[str] = field(default_factory=set)
+
+
+class Evidence:
+    """Passages cut into sentences, with content terms and sentence vectors computed once per request."""
+
+    def __init__(self, passages: list[Passage], embedder=None):
+        self.passages = {p.n: p for p in passages}
+        self.embedder = embedder
+        self.units: dict[int, _PassageSentences] = {}
+        for p in passages:
+            sents = split_sentences(p.text) or [Sentence(p.text.strip(), 0, len(p.text))]
+            terms = [content_terms(s.text) for s in sents]
+            self.units[p.n] = _PassageSentences(p, sents, terms, set().union(*terms) if terms else set())
+        self._vectors: dict[int, np.ndarray] | None = None
+
+    def sentence_vectors(self) -> dict[int, np.ndarray] | None:
+        """Unit vectors of every passage sentence, by passage number (one embedder call for all)."""
+        if self.embedder is None:
+            return None
+        if self._vectors is None:
+            order = [(n, s.text) for n, u in self.units.items() for s in u.sentences]
+            vecs = self.embedder.embed_passages([t for _, t in order]) if order else np.zeros((0, 1))
+            self._vectors, i = {}, 0
+            for n, u in self.units.items():
+                self._vectors[n] = vecs[i:i + len(u.sentences)]
+                i += len(u.sentences)
+        return self._vectors
+
+    def embed(self, texts: list[str]) -> np.ndarray | None:
+        if self.embedder is None or not texts:
+            return None
+        return self.embedder.embed_queries(texts)
+
+    def verdict(self, sentence: str, ns: list[int] | None = None, vector: np.ndarray | None = None) -> Verdict:
+        """Support of `sentence` by the passages numbered `ns` (all passages when None): the best one wins."""
+        terms = content_terms(sentence)
+        candidates = [n for n in (ns if ns is not None else list(self.units)) if n in self.units]
+        vectors = self.sentence_vectors() if vector is not None else None
+        best = Verdict(len(terms) >= MIN_JUDGED_TERMS, False, 0.0, None, None, "")
+        best_key = (-1.0, -1.0)
+        for n in candidates:
+            u = self.units[n]
+            recall = len(terms & u.all_terms) / len(terms) if terms else 0.0
+            overlaps = [len(terms & t) / (len(terms) or 1) for t in u.terms]
+            cos = None
+            if vectors is not None and len(vectors[n]):
+                sims = vectors[n] @ vector
+                cos = float(sims.max())
+                i = int(np.argmax(np.asarray(overlaps) + sims))  # the span: both words and meaning agree
+            else:
+                i = int(np.argmax(overlaps)) if overlaps else 0
+            supported = recall >= SUPPORT_RECALL or (cos is not None and cos >= SUPPORT_COSINE)
+            key = (float(supported), recall + (cos or 0.0))
+            if key > best_key:
+                best_key = key
+                span = u.sentences[i].text if u.sentences else ""
+                best = Verdict(best.judged, supported, recall, cos, n, span)
+        return best
+
+
+# --- checking a generated text -----------------------------------------------------------------------------
+
+@dataclass
+class Checked:
+    """A generated text after the citation and support checks."""
+
+    text: str
+    citations: list[Citation]
+    invalid_removed: int  # cited numbers that named no given passage
+    judged: int  # sentences with enough content words to check
+    unsupported: int  # judged sentences their (cited or best) passage does not support
+    added: int  # uncited, supported sentences that received the supporting passage's citation
+
+
+def check_text(text: str, evidence: Evidence) -> Checked:
+    """Drop citations of passages that were not given, check every sentence against what it cites.
+
+    A sentence without a citation is checked against every passage; when one supports it, that passage's
+    citation is added (small models rarely cite, and the check, not the model, vouches for the reference).
+    """
+    text, removed = clean_citations(text, set(evidence.passages))
+    sentences = split_sentences(text)
+    claims = [strip_citations(s.text) for s in sentences]
+    vecs = evidence.embed(claims)
+    citations: dict[tuple[int, str], Citation] = {}
+    inserts: list[tuple[int, str]] = []
+    judged = unsupported = added = 0
+    for k, (sent, claim) in enumerate(zip(sentences, claims)):
+        vec = vecs[k] if vecs is not None else None
+        ns = cited_numbers(text[sent.start:sent.end])
+        verdict = evidence.verdict(claim, ns or None, vec)
+        if not ns and verdict.judged and verdict.supported and verdict.n is not None:
+            ns = [verdict.n]
+            at = _citation_point(text, sent)
+            space = "" if at and _CJK_CHAR.match(text[at - 1]) else " "
+            inserts.append((at, f"{space}[{verdict.n}]"))
+            added += 1
+        if verdict.judged:
+            judged += 1
+            unsupported += not verdict.supported
+        for n in ns:
+            v = evidence.verdict(claim, [n], vec) if len(ns) > 1 else verdict
+            p = evidence.passages[n]
+            score = max(v.recall, v.cosine or 0.0)
+            citations.setdefault((n, v.span), Citation(n, p.doc_id, p.chunk_id, p.title, v.span, round(score, 4)))
+    for at, mark in sorted(inserts, reverse=True):
+        text = text[:at] + mark + text[at:]
+    return Checked(text, list(citations.values()), removed, judged, unsupported, added)
+
+
+def _citation_point(text: str, sent: Sentence) -> int:
+    """Where a citation goes in a sentence: before its final punctuation, else at its end."""
+    raw = text[sent.start:sent.end].rstrip()
+    m = re.search(r"[.!?。！？；]+$", raw)
+    return sent.start + (m.start() if m else len(raw))

@@ -1,0 +1,379 @@
+"""Recommendations on a small real generation (real MiniLM embeddings), a real state DuckDB and real events."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from rag.events import upsert_user
+from rag.recommend import Recommendation, Recommender
+from rag.state import StateStore
+
+# doc id -> (domain, language, audience, title, body)
+DOCS = {
+    "fin-etf": ("finance", "en", "general", "Exchange-Traded Funds Explained",
+                "An exchange-traded fund holds a basket of stocks or bonds and trades on an exchange like a share. "
+                "Most ETFs track an index and charge low expense ratios."),
+    "fin-etf-copy": ("finance", "en", "general", "Exchange-Traded Funds Explained",
+                     "An exchange-traded fund holds a basket of stocks or bonds and trades on an exchange like a "
+                     "share. Most ETFs track an index and charge low expense ratios. Reprinted."),
+    "fin-index": ("finance", "en", "general", "Index Funds and Rebalancing",
+                  "Index funds follow a market index such as the S&P 500. Rebalancing a portfolio once a year keeps "
+                  "the stock and bond allocation on target."),
+    "fin-bonds": ("finance", "en", "general", "Bond Yields and Duration",
+                  "A bond pays a fixed coupon. When interest rates rise, bond prices fall; duration measures how "
+                  "sensitive a bond is to rate changes."),
+    "fin-budget": ("finance", "en", "general", "Household Budgeting with the 50/30/20 Rule",
+                   "Spend half of take-home pay on needs, thirty percent on wants and save twenty percent. Track "
+                   "every expense for a month before setting the budget."),
+    "fin-mortgage": ("finance", "en", "general", "Fixed and Variable Mortgages",
+                     "A fixed-rate mortgage keeps the same interest rate for the whole term. A variable-rate "
+                     "mortgage follows the central bank rate, so monthly payments can rise."),
+    "fin-tax-zh": ("finance", "zh", "general", "个人所得税专项附加扣除",
+                   "个人所得税专项附加扣除包括子女教育、继续教育、大病医疗、住房贷款利息、住房租金和赡养老人。"),
+    "med-bp": ("medical", "en", "patient", "Measuring Blood Pressure at Home",
+               "Measure blood pressure every morning, seated, after five minutes of rest, with the cuff at heart "
+               "level. Hypertension means readings at or above 130/80 mmHg."),
+    "med-diabetes": ("medical", "en", "patient", "Living with Type 2 Diabetes",
+                     "Type 2 diabetes is managed with diet, exercise and metformin. Check blood glucose and HbA1c "
+                     "regularly and look after your feet."),
+    "med-asthma": ("medical", "en", "patient", "Asthma Inhaler Technique",
+                   "Shake the inhaler, breathe out, seal your lips around the mouthpiece and press while breathing "
+                   "in slowly. A spacer helps children with asthma."),
+    "med-sleep": ("medical", "en", "general", "Sleep Hygiene for Insomnia",
+                  "Keep a regular wake time, avoid caffeine after noon and keep screens out of the bedroom. Cognitive "
+                  "behavioural therapy is the first treatment for chronic insomnia."),
+    "med-vaccines": ("medical", "en", "clinician", "Childhood Vaccination Schedule",
+                     "The measles, mumps and rubella vaccine is given at 12 to 15 months and again at 4 to 6 years. "
+                     "Influenza vaccination is recommended every year."),
+    "med-cholesterol": ("medical", "en", "clinician", "Cholesterol and Statins",
+                        "LDL cholesterol above 190 mg/dL usually calls for a statin. Statins lower the risk of heart "
+                        "attack and stroke; muscle aches are the most common side effect."),
+    "edu-formative": ("education", "en", "teacher", "Formative Assessment in the Classroom",
+                      "Exit tickets, mini whiteboards and think-pair-share show what students understood during the "
+                      "lesson so that teaching can adjust."),
+    "edu-reading": ("education", "en", "teacher", "Teaching Early Reading with Phonics",
+                    "Systematic phonics teaches children to connect letters and sounds. Decodable books let "
+                    "beginning readers practise the patterns they have learned."),
+    "edu-study": ("education", "en", "student", "Study Skills that Work",
+                  "Spaced repetition and retrieval practice with flashcards beat rereading. Interleave different "
+                  "kinds of problems in one session."),
+}
+FINANCE_EN = ["fin-etf", "fin-index", "fin-bonds", "fin-budget", "fin-mortgage"]
+MEDICAL = ["med-bp", "med-diabetes", "med-asthma", "med-sleep", "med-vaccines", "med-cholesterol"]
+TITLES = {doc_id: d[3] for doc_id, d in DOCS.items()}
+
+
+def write_docs(root: Path) -> Path:
+    for doc_id, (domain, lang, audience, title, body) in DOCS.items():
+        path = root / domain / f"{doc_id}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        front = (f"---\nid: {doc_id}\ntitle: \"{title}\"\ndomain: {domain}\nlanguage: {lang}\n"
+                 f"audience: {audience}\ndate: 2025-01-15\n---\n")
+        path.write_text(front + f"# {title}\n\n" + textwrap.fill(body, 100) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rec_home(tmp_path_factory):
+    """A data home with the corpus above built and published once for this module (real MiniLM)."""
+    from indexer.build import build
+    from rag.config import load_settings
+
+    home = tmp_path_factory.mktemp("rec-home")
+    corpus = write_docs(tmp_path_factory.mktemp("rec-corpus"))
+    settings = load_settings(environ={}, home=str(home), recommend={"coengagement_ttl_s": 0})
+    build(settings, [corpus], show_progress=False)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def gen(rec_home):
+    from rag.index import IndexHandle
+
+    return IndexHandle(rec_home).current()
+
+
+@pytest.fixture
+def state(tmp_path):
+    store = StateStore(tmp_path / "state.duckdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def rec(rec_home, state):
+    return Recommender(rec_home, state)
+
+
+T0 = datetime(2025, 5, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def events(user: str, docs: list[str], etype: str = "view", start: float = 0.0, **extra) -> list[dict]:
+    return [{"user_id": user, "doc_id": d, "type": etype, "timestamp": at(start + i), **extra}
+            for i, d in enumerate(docs)]
+
+
+def ids(result) -> list[str]:
+    return [it.doc_id for it in result.items]
+
+
+# --- personalized ------------------------------------------------------------------------------------------
+
+def test_personalized_recommendations_follow_reading_and_exclude_seen(rec, gen):
+    rec.ingest(events("ana", ["fin-etf", "fin-bonds"]))
+    res = rec.recommend(gen, "ana", k=5)
+    assert res.strategy == "personalized" and res.generation_id == gen.id
+    assert len(res.items) == 5
+    got = ids(res)
+    assert not {"fin-etf", "fin-bonds"} & set(got)  # seen
+    assert "fin-etf-copy" not in got  # a copy of something she read is not news
+    assert got[0] in FINANCE_EN
+    assert sum(d.startswith("fin-") for d in got[:3]) >= 2
+    assert set(res.timings_ms) >= {"profile", "candidates", "rank", "total"}
+    assert all(isinstance(it, Recommendation) and it.reason for it in res.items)
+
+    with_seen = rec.recommend(gen, "ana", k=len(DOCS), exclude_seen=False)
+    assert {"fin-etf", "fin-bonds"} & set(ids(with_seen))
+
+
+def test_reasons_mention_real_titles_of_what_the_user_read(rec, gen):
+    rec.ingest(events("ben", ["med-bp", "med-cholesterol"], "like"))
+    res = rec.recommend(gen, "ben", k=4)
+    because = [it.reason for it in res.items if it.reason.startswith("because you")]
+    assert because, [it.reason for it in res.items]
+    for reason in because:
+        assert any(reason.endswith(TITLES[d]) for d in ("med-bp", "med-cholesterol")), reason
+    assert any(r.startswith("because you liked ") for r in because)
+    for it in res.items:
+        assert it.title == TITLES[it.doc_id] and it.domain == DOCS[it.doc_id][0]
+
+
+def test_dismissed_documents_are_never_recommended(rec, gen):
+    rec.ingest(events("cy", ["fin-etf", "fin-index"]) + [
+        {"user_id": "cy", "doc_id": "fin-bonds", "type": "dismiss", "timestamp": at(5)}])
+    # Other users make the dismissed document popular and co-engaged with what cy read.
+    for u in ("o1", "o2", "o3"):
+        rec.ingest(events(u, ["fin-etf", "fin-bonds", "fin-index"], "like"))
+    for kwargs in ({}, {"exclude_seen": False}, {"domain": "finance"}):
+        assert "fin-bonds" not in ids(rec.recommend(gen, "cy", k=len(DOCS), **kwargs))
+
+
+def test_co_engagement_brings_what_similar_readers_read_next(rec, gen):
+    # Readers of the ETF explainer went on to the sleep article, an unrelated topic by content.
+    for n in range(6):
+        rec.ingest(events(f"r{n}", ["fin-etf", "med-sleep"], start=n * 10))
+    rec.ingest(events("dee", ["fin-etf"], start=100))
+    res = rec.recommend(gen, "dee", k=3)
+    assert "med-sleep" in ids(res)
+    item = next(it for it in res.items if it.doc_id == "med-sleep")
+    assert item.reason == f"because you read {TITLES['fin-etf']}"
+
+
+def test_profile_shifts_after_new_events(rec, gen):
+    rec.ingest(events("eve", FINANCE_EN[:2], "view"))
+    before = rec.recommend(gen, "eve", k=3)
+    assert sum(d.startswith("fin-") for d in ids(before)) >= 2, ids(before)
+    assert ids(before)[0].startswith("fin-")
+    # A day later she likes several medical documents: the cached profile must be dropped and rebuilt.
+    rec.ingest(events("eve", MEDICAL[:3], "like", start=60 * 24))
+    after = rec.recommend(gen, "eve", k=3)
+    assert after.strategy == "personalized"
+    assert sum(d.startswith("med-") for d in ids(after)) >= 2, ids(after)
+    assert ids(after)[0].startswith("med-")
+
+
+def test_low_ratings_count_against(rec, gen):
+    rec.ingest([{"user_id": "fay", "doc_id": "med-bp", "type": "rating", "value": 5, "timestamp": at(0)},
+                {"user_id": "fay", "doc_id": "fin-mortgage", "type": "rating", "value": 1, "timestamp": at(1)}])
+    prof = rec.profile(gen, "fay")
+    cat = rec.catalog(gen)
+    assert float(cat.vectors[cat.row_of["med-bp"]] @ prof.vector) > 0.5
+    assert float(cat.vectors[cat.row_of["fin-mortgage"]] @ prof.vector) < float(
+        cat.vectors[cat.row_of["med-bp"]] @ prof.vector) - 0.5
+    assert ids(rec.recommend(gen, "fay", k=3))[0].startswith("med-")
+
+
+def test_per_domain_request_uses_that_domain(rec, gen):
+    rec.ingest(events("gus", ["fin-etf", "fin-index", "fin-bonds"]) + events("gus", ["med-diabetes"], start=10))
+    res = rec.recommend(gen, "gus", k=4, domain="medical")
+    assert res.items and all(it.domain == "medical" for it in res.items)
+    assert "med-diabetes" not in ids(res)
+
+
+def test_filters_language_and_audience(rec, gen):
+    rec.ingest(events("hal", ["fin-etf"]))
+    zh = rec.recommend(gen, "hal", k=5, language="zh")
+    assert ids(zh) == ["fin-tax-zh"]
+    clinicians = rec.recommend(gen, "hal", k=5, audience=["clinician"])
+    assert set(ids(clinicians)) == {"med-vaccines", "med-cholesterol"}
+
+
+def test_events_for_unknown_documents_are_kept_and_harmless(rec, gen, state):
+    report = rec.ingest(events("ivy", ["ghost-1", "fin-budget", "ghost-2"]))
+    assert report.accepted == 3
+    res = rec.recommend(gen, "ivy", k=5)
+    assert res.strategy == "personalized" and len(res.items) == 5
+    assert not any(d.startswith("ghost") for d in ids(res))
+    # Only unknown documents: nothing usable here, so the user is treated as new.
+    rec.ingest(events("jon", ["ghost-3"]))
+    assert rec.recommend(gen, "jon", k=3).strategy == "trending"
+    assert state.execute("SELECT count(*) FROM events WHERE doc_id LIKE 'ghost-%'").fetchone()[0] == 3
+    assert rec.similar(gen, "fin-budget", k=3).items  # the co-engagement model ignores them too
+
+
+# --- cold start --------------------------------------------------------------------------------------------
+
+def test_unknown_user_gets_trending_per_domain(rec, gen):
+    for u in ("p1", "p2", "p3"):
+        rec.ingest(events(u, ["med-asthma", "fin-budget"], "view"))
+    rec.ingest(events("p4", ["med-sleep"]))
+    now = datetime.now(timezone.utc).isoformat()
+    rec.ingest([{"user_id": "p5", "doc_id": "med-asthma", "type": "like", "timestamp": now}])
+    res = rec.recommend(gen, "never-seen-before", k=3, domain="medical")
+    assert res.strategy == "trending"
+    assert ids(res)[:2] == ["med-asthma", "med-sleep"]
+    assert all(it.domain == "medical" for it in res.items)
+    assert res.items[0].reason == "popular in medical this week"
+    overall = rec.trending(gen, k=2)
+    assert overall.strategy == "trending" and ids(overall)[0] == "med-asthma"
+    assert ids(rec.trending(gen, domain="finance", k=1)) == ["fin-budget"]
+
+
+def test_trending_with_no_events_at_all_falls_back_to_new_documents(rec, gen):
+    res = rec.recommend(gen, "first-visitor", k=4, domain="education")
+    assert res.strategy == "trending" and len(res.items) == 3
+    assert all(it.domain == "education" and it.reason == "new in education" for it in res.items)
+
+
+def test_declared_interests_cold_start(rec, gen, state):
+    upsert_user(state, "kim", interests=["asthma inhaler for children"], domains=["medical"])
+    res = rec.recommend(gen, "kim", k=3)
+    assert res.strategy == "interests"
+    assert res.items[0].doc_id == "med-asthma"
+    assert res.items[0].reason == "matches your interest in asthma inhaler for children"
+    # Declared domains steer trending for a user without interests.
+    for u in ("q1", "q2"):
+        rec.ingest(events(u, ["fin-mortgage", "edu-study"]))
+    upsert_user(state, "lea", domains=["education"])
+    res = rec.recommend(gen, "lea", k=2)
+    assert res.strategy == "trending" and res.items[0].doc_id == "edu-study"
+
+
+def test_interests_blend_into_an_existing_profile(rec, gen, state):
+    upsert_user(state, "max", interests=["teaching children to read"])
+    rec.ingest(events("max", ["edu-formative"]))
+    res = rec.recommend(gen, "max", k=3)
+    assert res.strategy == "personalized"
+    assert "edu-reading" in ids(res)
+
+
+# --- more like this ----------------------------------------------------------------------------------------
+
+def test_similar_excludes_itself_and_its_duplicates(rec, gen):
+    res = rec.similar(gen, "fin-etf", k=5)
+    got = ids(res)
+    assert res.strategy == "similar" and len(got) == 5
+    assert "fin-etf" not in got and "fin-etf-copy" not in got
+    assert got[0] in ("fin-index", "fin-bonds")
+    assert all(it.reason == f"similar to {TITLES['fin-etf']}" for it in res.items)
+    with pytest.raises(KeyError, match="no-such-doc"):
+        rec.similar(gen, "no-such-doc")
+
+
+def test_similar_blends_in_co_engagement(rec, gen):
+    for n in range(5):
+        rec.ingest(events(f"s{n}", ["med-vaccines", "edu-reading"], start=n))
+    res = rec.similar(gen, "med-vaccines", k=3)
+    assert "edu-reading" in ids(res)
+    item = next(it for it in res.items if it.doc_id == "edu-reading")
+    assert item.reason == f"readers of {TITLES['med-vaccines']} also read this"
+
+
+# --- explanations, API shape -------------------------------------------------------------------------------
+
+def test_explainer_sets_blurbs_and_failures_are_harmless(rec, gen):
+    rec.ingest(events("ned", ["med-sleep"], "like"))
+    seen = []
+
+    def explainer(doc, profile):
+        seen.append((doc, profile))
+        return f"{doc['title']} fits {profile['user_id']}."
+
+    res = rec.recommend(gen, "ned", k=2, explain=True, explainer=explainer)
+    assert [it.blurb for it in res.items] == [f"{it.title} fits ned." for it in res.items]
+    doc, profile = seen[0]
+    assert doc["text"] and doc["reason"] and profile["recent_titles"] == [TITLES["med-sleep"]]
+    assert "explain" in res.timings_ms
+
+    def broken(doc, profile):
+        raise RuntimeError("generator down")
+
+    res = rec.recommend(gen, "ned", k=2, explain=True, explainer=broken)
+    assert len(res.items) == 2 and all(it.blurb is None for it in res.items)
+    assert all(it.blurb is None for it in rec.recommend(gen, "ned", k=2, explainer=explainer).items)
+
+
+def test_as_dict_is_json_ready(rec, gen):
+    rec.ingest(events("ola", ["fin-etf"]))
+    data = rec.recommend(gen, "ola", k=2).as_dict()
+    json.dumps(data)
+    assert set(data["items"][0]) == {"doc_id", "title", "domain", "score", "reason", "blurb"}
+
+
+def test_engine_wires_state_and_recommender(rec_home, gen):
+    from rag.engine import Engine
+
+    engine = Engine(rec_home)
+    try:
+        assert engine.state.path == rec_home.state_db
+        assert engine.recommender.recommend(engine.generation(), "nobody", k=2).strategy == "trending"
+    finally:
+        engine.state.close()
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+
+def test_cli_import_recommend_similar(rec_home, gen, tmp_path, capsys):
+    from service.cli import main
+
+    home = str(rec_home.home_path)
+    users = tmp_path / "users.jsonl"
+    users.write_text(json.dumps({"user_id": "cli-u", "interests": ["bond yields"]}) + "\n", encoding="utf-8")
+    assert main(["--home", home, "users", "import", str(users)]) == 0
+    assert "1 imported" in capsys.readouterr().out
+
+    evs = tmp_path / "events.jsonl"
+    lines = [json.dumps(e) for e in events("cli-u", ["fin-etf", "fin-index"], idempotency_key=None)]
+    lines.append(json.dumps({"user_id": "cli-u", "doc_id": "fin-etf", "type": "rating", "value": 11}))
+    lines.append(json.dumps({"user_id": "cli-u", "doc_id": "fin-etf", "type": "like", "idempotency_key": "x"}))
+    lines.append(json.dumps({"user_id": "cli-u", "doc_id": "fin-etf", "type": "like", "idempotency_key": "x"}))
+    evs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["--home", home, "events", "import", str(evs)]) == 0
+    out = capsys.readouterr()
+    assert "3 accepted, 1 duplicates, 1 rejected" in out.out
+    assert "line 3: value:" in out.err
+
+    assert main(["--home", home, "recommend", "cli-u", "--k", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["strategy"] == "personalized" and len(data["items"]) == 3
+    assert not {"fin-etf", "fin-index"} & {it["doc_id"] for it in data["items"]}
+
+    assert main(["--home", home, "recommend", "cli-u", "--domain", "medical", "--k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "recommendations for cli-u" in text and "[medical]" in text
+
+    assert main(["--home", home, "similar", "fin-bonds", "--k", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["strategy"] == "similar" and "fin-bonds" not in [it["doc_id"] for it in data["items"]]
+
+    assert main(["--home", home, "similar", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
