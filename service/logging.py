@@ -28,7 +28,7 @@ from service.errors import GENERATION_ID_KEY, REQUEST_ID_KEY
 access_log = logging.getLogger("service.access")
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 KEY_ID_KEY = "rag.key_id"
 ROLE_KEY = "rag.role"
 

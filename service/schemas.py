@@ -106,13 +106,15 @@ class AskResponse(Struct, kw_only=True):
     abstained: bool
     generation_id: str
     backend: str | None = None
-    fallback: bool | str | None = None
-    invalid_citations_removed: int | list[Any] = 0
+    fallback: str | None = None  # why the extractive answer replaced the generated one, when it did
+    invalid_citations_removed: int = 0
     passages: list[PassageOut] = msgspec.field(default_factory=list)
     disclaimer: str | None = None
     language: str | None = None
     timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-    unsupported_sentences: int | list[Any] = 0
+    unsupported_sentences: int = 0
+    citations_added: int = 0
+    query: str | None = None  # the retrieval query (the question made standalone when history was given)
 
 
 # --- search -----------------------------------------------------------------------------------------------

@@ -437,8 +437,9 @@ class Recommender:
         items = []
         for i in order[picked]:
             r = cands[i]
-            by_co = contrib.get("coengagement", np.zeros(1))[i] > contrib.get("similarity", np.zeros(1))[i] \
-                if "coengagement" in contrib else False
+            # Said when co-engagement is strong for this item (at least half the strongest), which is
+            # literally true and more telling than "similar" when both hold.
+            by_co = "coengagement" in contrib and contrib["coengagement"][i] >= 0.5 * SIMILAR_WEIGHTS["coengagement"]
             reason = f"readers of {title} also read this" if by_co else f"similar to {title}"
             items.append(Recommendation(doc_id=cat.doc_ids[r], title=cat.titles[r], domain=cat.domains[r],
                                         score=round(float(score[i]), 4), reason=reason))

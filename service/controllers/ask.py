@@ -32,6 +32,15 @@ from service.schemas import AskRequest, AskResponse, nonblank, plain, to_filters
 log = logging.getLogger("service.ask")
 
 
+class EventStream(ServerSentEvent):
+    """ServerSentEvent that keeps `text/event-stream` when returned from a handler documented as JSON (Litestar
+    passes the handler's media type down and it would win over the response's own)."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any):
+        kwargs["media_type"] = None
+        return super().to_asgi_response(*args, **kwargs)
+
+
 def uses_model(engine: Engine, backend: str | None) -> bool:
     """Whether answering with `backend` runs a generative model (and so needs a generation slot)."""
     try:
@@ -40,16 +49,20 @@ def uses_model(engine: Engine, backend: str | None) -> bool:
         raise ServiceError(400, str(e), code="validation_error", field="backend") from e
 
 
-def _event_parts(ev: Any) -> tuple[str, Any]:
-    kind = getattr(ev, "kind", None) or getattr(ev, "type", None) or getattr(ev, "event", None)
-    if kind is None and isinstance(ev, dict):
-        kind = ev.get("kind") or ev.get("type")
-        data = ev.get("data", {k: v for k, v in ev.items() if k not in ("kind", "type")})
-    else:
-        data = getattr(ev, "data", None)
-        if data is None:
-            data = {k: v for k, v in plain(ev).items() if k not in ("kind", "type")}
-    return str(kind or "message"), plain(data)
+def _event_parts(ev: Any, gen_id: str) -> tuple[str, dict]:
+    """An `AnswerEvent(type, data)` -> (SSE event name, JSON payload object)."""
+    kind = str(getattr(ev, "type", None) or getattr(ev, "kind", None) or "message")
+    data = plain(getattr(ev, "data", None))
+    if kind == "retrieval":
+        return kind, {"passages": data if isinstance(data, list) else [], "generation_id": gen_id}
+    if kind == "token":
+        return kind, {"text": data if isinstance(data, str) else str(data)}
+    if kind == "error":
+        return kind, {"code": "generation_error", "message": data if isinstance(data, str) else str(data)}
+    if kind == "done" and isinstance(data, dict):
+        data = to_struct(data, AskResponse, generation_id=data.get("generation_id") or gen_id)
+        return kind, plain(data)
+    return kind, data if isinstance(data, dict) else {"value": data}
 
 
 class AskController(Controller):
@@ -81,7 +94,7 @@ class AskController(Controller):
         return to_struct(ans, AskResponse, generation_id=getattr(ans, "generation_id", None) or gen.id)
 
     async def _stream(self, answerer, gen: Generation, question: str, kwargs: dict, needs_slot: bool,
-                      slots: GenerationSlots, metrics: Metrics, request: Request) -> ServerSentEvent:
+                      slots: GenerationSlots, metrics: Metrics, request: Request) -> EventStream:
         rid = request_id_of(request)
         # Take the slot before answering 200: when all are busy the client gets a real 503, not an error event.
         lease = await slots.acquire() if needs_slot else None
@@ -93,14 +106,13 @@ class AskController(Controller):
             seq = 0
             try:
                 async for ev in slots.iterate(make_iter, lease=lease):
-                    kind, payload = _event_parts(ev)
-                    if kind == "done" and isinstance(payload, dict):
-                        payload.setdefault("generation_id", gen.id)
+                    kind, payload = _event_parts(ev, gen.id)
+                    if kind == "done":
                         metrics.observe_timings("ask", payload.get("timings_ms"))
                         metrics.observe_answer(payload.get("backend"), payload.get("abstained", False),
                                                payload.get("fallback"))
-                    if kind == "retrieval" and isinstance(payload, dict):
-                        payload.setdefault("generation_id", gen.id)
+                    if kind == "error":
+                        payload["request_id"] = rid
                     seq += 1
                     yield ServerSentEventMessage(data=json.dumps(payload, ensure_ascii=False, default=str),
                                                  event=kind, id=str(seq))
@@ -115,5 +127,5 @@ class AskController(Controller):
                     {"code": "internal_error", "message": "the answer failed midway; quote the request id",
                      "request_id": rid}))
 
-        return ServerSentEvent(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+        return EventStream(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                                                   "X-Generation-Id": gen.id})
