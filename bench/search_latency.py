@@ -241,14 +241,59 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _build_key(n: int, args, settings) -> dict:
+    return {"n": n, "seed": args.seed, "types": list(args.types), "queries": args.queries, "warmup": args.warmup,
+            "hnsw_m": settings.hnsw_m, "efc": settings.hnsw_ef_construction, "nlist": settings.ivf_nlist,
+            "eval": str(args.eval_dir), "centroids": N_CENTROIDS, "chunk_words": CHUNK_WORDS, "version": 2}
+
+
+def _load_built(base: Path, key: dict) -> dict | None:
+    try:
+        saved = json.loads((base / "built.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key:
+        return None
+    gt = dict(np.load(base / "ground_truth.npz"))
+    return {"info": saved["info"], "base": base, "qfile": saved["qfile"], "gt": gt, "reused": True}
+
+
+class _MemoTokenize:
+    """rag.text.tokenize memoized by text while write_metadata runs: the cycled corpus repeats each passage, and
+    tokenize is a pure function, so the tables written are byte-for-byte the same; only the time drops."""
+
+    def __enter__(self):
+        from rag import text as textmod
+
+        self.mod, self.orig, cache = textmod, textmod.tokenize, {}
+
+        def tokenize(text: str) -> list[str]:
+            r = cache.get(text)
+            if r is None:
+                r = cache[text] = self.orig(text)
+            return list(r)
+
+        textmod.tokenize = tokenize
+        return self
+
+    def __exit__(self, *exc):
+        self.mod.tokenize = self.orig
+
+
 def build_size(n: int, args, passages, queries_text, settings, workdir: Path) -> dict:
     import faiss
 
     from indexer.writer import build_faiss, write_metadata
     from rag import store
 
-    faiss.omp_set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.build_threads)
     base = workdir / size_label(n)
+    key = _build_key(n, args, settings)
+    if args.reuse:
+        got = _load_built(base, key)
+        if got is not None:
+            log(f"[{size_label(n)}] reusing the generations built in {base}")
+            return got
     if base.exists():
         shutil.rmtree(base)
     shared = base / "shared"
@@ -264,7 +309,8 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
         f"({info['phases_s']['corpus']}s)")
 
     t = time.perf_counter()
-    kw = write_metadata(shared, docs, chunks, hashes)
+    with _MemoTokenize():
+        kw = write_metadata(shared, docs, chunks, hashes)
     info["phases_s"]["write_metadata"] = round(time.perf_counter() - t, 2)
     info["terms"], info["postings"] = kw["terms"], kw["postings"]
     info["meta_db_mb"] = round((shared / store.META_DB).stat().st_size / 2**20, 1)
@@ -358,7 +404,10 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
         log(f"[{size_label(n)}] {kind}: built in {t_build:.1f}s (+write {t_total - t_build:.1f}s), "
             f"{info['index'][kind]['file_mb']} MB")
     info["builder_rss_mb"] = round(rss_mb(), 0)
+    info["builder_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
     del vectors
+    np.savez(base / "ground_truth.npz", **gt)
+    (base / "built.json").write_text(json.dumps({"key": key, "info": info, "qfile": qfile}))
     return {"info": info, "base": base, "qfile": qfile, "gt": gt}
 
 
@@ -375,6 +424,15 @@ class _QueryVectors:
         return np.stack([self.mapping[t] for t in texts])
 
 
+def warm_cache(gen) -> float:
+    """Touch the keyword/filter columns once so DuckDB's buffer cache holds them, as in a long-running service."""
+    t = time.perf_counter()
+    gen.sql("SELECT count(*), sum(row), sum(tf), max(term) FROM postings").fetchall()
+    gen.sql("SELECT max(term), sum(idf), sum(df) FROM terms").fetchall()
+    gen.sql("SELECT sum(row), sum(n_terms), max(domain), max(doc_id) FROM chunks").fetchall()
+    return time.perf_counter() - t
+
+
 def child_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     import faiss
@@ -384,9 +442,9 @@ def child_main(spec_path: str) -> None:
     from rag.retriever import Retriever, rrf
     from rag.types import Filters
 
-    faiss.omp_set_num_threads(spec["threads"])
+    faiss.omp_set_num_threads(spec["search_threads"])
     q = {name: (np.load(v["vectors"]), v["texts"]) for name, v in spec["qfile"].items()}
-    warm, nq = spec["warmup"], spec["queries"]
+    warm, counts, budget = spec["warmup"], spec["n"], spec["budget_s"]
     mapping = dict(zip(q["mixed"][1], q["mixed"][0]))
     load_start = os.getloadavg()
     rss0 = rss_mb()
@@ -395,25 +453,36 @@ def child_main(spec_path: str) -> None:
                      ivf_nprobe=spec["ivf_nprobe"], embedder=_QueryVectors(mapping))
     open_s = time.perf_counter() - t
     rss_open = rss_mb()
+    warm_s = warm_cache(gen)
     out: dict = {"open_s": round(open_s, 3), "rss_before_open_mb": round(rss0, 1),
-                 "rss_after_open_mb": round(rss_open, 1), "lat": {}, "top10": {}, "notes": {}}
+                 "rss_after_open_mb": round(rss_open, 1), "cache_warm_s": round(warm_s, 2),
+                 "rss_after_cache_warm_mb": round(rss_mb(), 1), "lat": {}, "top10": {}, "notes": {},
+                 "search_threads": spec["search_threads"]}
 
-    def run(name, fn, vecs, texts, n):
+    def run(name, fn, vecs, texts):
+        """warm-up queries untimed, then up to n timed ones (fewer only if a time budget is set and spent)."""
+        n = counts[name]
         lat, tops = [], []
         for i in range(warm):
             fn(vecs[i], texts[i])
+        t_start = time.perf_counter()
         for i in range(warm, warm + n):
             t0 = time.perf_counter()
             res = fn(vecs[i], texts[i])
             lat.append((time.perf_counter() - t0) * 1000)
             tops.append(res)
+            if budget and len(lat) >= 20 and time.perf_counter() - t_start > budget:
+                break
         out["lat"][name] = pct(lat)
         return tops
 
-    n_main = spec["n_dense"]
     vm, tm = q["mixed"]
-    tops = run("dense", lambda v, s: gen.dense(v, K_CAND), vm, tm, n_main)
+    tops = run("dense", lambda v, s: gen.dense(v, K_CAND), vm, tm)
     out["top10"]["dense"] = [[r for r, _ in res[:10]] for res in tops]
+    # The same search with FAISS allowed every core (the library default): shows intra-query threading's effect.
+    faiss.omp_set_num_threads(spec["all_threads"])
+    run("dense_all_threads", lambda v, s: gen.dense(v, K_CAND), vm, tm)
+    faiss.omp_set_num_threads(spec["search_threads"])
     for name, dom in FILTERS:
         f = Filters(domain=[dom])
         allowed = gen.allowed_rows(f)
@@ -422,7 +491,7 @@ def child_main(spec_path: str) -> None:
             else "faiss + IDSelectorBatch"
         out["notes"][name] = {"allowed_rows": int(len(allowed)), "path": path}
         vf, tf = q[name]
-        tops = run(name, lambda v, s, f=f: gen.dense(v, K_CAND, f), vf, tf, n_main)
+        tops = run(name, lambda v, s, f=f: gen.dense(v, K_CAND, f), vf, tf)
         out["top10"][name] = [[r for r, _ in res[:10]] for res in tops]
         cold = []
         for _ in range(5):
@@ -432,9 +501,8 @@ def child_main(spec_path: str) -> None:
             cold.append((time.perf_counter() - t0) * 1000)
         out["notes"][name]["allowed_rows_sql_ms"] = round(float(np.median(cold)), 2)
     if spec["keyword"]:
-        run("keyword", lambda v, s: gen.keyword(s, K_CAND), vm, tm, spec["n_keyword"])
-        run("keyword_filt30", lambda v, s: gen.keyword(s, K_CAND, Filters(domain=["medical"])), vm, tm,
-            spec["n_keyword"])
+        run("keyword", lambda v, s: gen.keyword(s, K_CAND), vm, tm)
+        run("keyword_filt30", lambda v, s: gen.keyword(s, K_CAND, Filters(domain=["medical"])), vm, tm)
 
     def hybrid(v, s):
         d = gen.dense(v, K_CAND)
@@ -442,8 +510,7 @@ def child_main(spec_path: str) -> None:
         fused = rrf([[r for r, _ in d], [r for r, _ in k]], 60)
         return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    n_h = spec["n_hybrid"]
-    run("hybrid", hybrid, vm, tm, n_h)
+    run("hybrid", hybrid, vm, tm)
     retr = Retriever(RetrievalSettings())
     legs: dict[str, list[float]] = {}
 
@@ -453,69 +520,199 @@ def child_main(spec_path: str) -> None:
             legs.setdefault(key, []).append(val)
         return r
 
-    run("retriever", full, vm, tm, n_h)
+    run("retriever", full, vm, tm)
     out["notes"]["retriever_legs_mean_ms"] = {k: round(float(np.mean(v[warm:])), 3) for k, v in legs.items()}
     out["rss_after_queries_mb"] = round(rss_mb(), 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["loadavg_1m"] = {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}
     out["openblas_threads_env"] = os.environ.get("OPENBLAS_NUM_THREADS")
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     gen.close()
     Path(spec["out"]).write_text(json.dumps(out))
 
 
-def keyword_variants_main(spec_path: str) -> None:
-    """Alternative BM25 SQL on the same generation: same results (checked), timings side by side."""
-    spec = json.loads(Path(spec_path).read_text())
-    from rag.generation import BM25_B, BM25_K1, Generation
+# ---------------------------------------------------------------------------------------------------------
+# keyword SQL variants (--keyword-variants): same generation, same queries, interleaved per query
+# ---------------------------------------------------------------------------------------------------------
+def _terms(textmod, s: str) -> dict[str, int]:
+    tt: dict[str, int] = {}
+    for x in textmod.tokenize(s):
+        tt[x] = tt.get(x, 0) + 1
+    return tt
+
+
+def keyword_in_list(gen, query: str, k: int) -> list[tuple[int, float]]:
+    """Candidate patch for Generation.keyword: the query terms as a constant IN list on postings and terms, so
+    the scans get a real filter (zone maps on the term-sorted tables) instead of a join-derived optional one."""
     from rag import text as textmod
+    from rag.generation import BM25_B, BM25_K1
 
-    gen = Generation(Path(spec["gen"]), Path(spec["gen"]) / "no-models")
-    texts = spec["texts"]
-    k1, b = BM25_K1, BM25_B
-    score = f"q.qtf * t.idf * p.tf * {k1 + 1} / (p.tf + {k1} * (1 - {b} + {b} * c.n_terms / ?))"
-    variants = {
-        "current": None,  # gen.keyword itself
-        # terms resolved first into a literal IN list, so the postings scan gets a constant filter (zone maps
-        # on the term-sorted table skip row groups); chunks joined after the postings are narrowed
-        "in_list": "in_list",
-    }
-    out = {"n": len(texts), "variants": {}}
+    tt = _terms(textmod, query)
+    if not tt:
+        return []
+    marks = ", ".join("?" for _ in tt)
+    sql = f"""
+        WITH q AS (SELECT unnest(?::VARCHAR[]) AS term, unnest(?::INTEGER[]) AS qtf)
+        SELECT p.row, SUM(q.qtf * t.idf * p.tf * {BM25_K1 + 1}
+                           / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / ?))) AS score
+        FROM postings p
+        JOIN q ON q.term = p.term
+        JOIN terms t ON t.term = p.term
+        JOIN chunks c ON c.row = p.row
+        WHERE p.term IN ({marks}) AND t.term IN ({marks})
+        GROUP BY p.row
+        ORDER BY score DESC, p.row
+        LIMIT ?"""
+    rows = gen.sql(sql, [list(tt), list(tt.values()), gen.kw_avgdl, *tt, *tt, k]).fetchall()
+    return [(int(r), float(s)) for r, s in rows]
 
-    def terms_of(s):
-        tt: dict[str, int] = {}
-        for x in textmod.tokenize(s):
-            tt[x] = tt.get(x, 0) + 1
-        return tt
 
-    def run_in_list(s, k):
-        tt = terms_of(s)
+class NumpyBM25:
+    """Candidate patch: chunk lengths held in memory (4 bytes/chunk, read once at open); SQL only fetches the
+    query terms' postings (constant IN list), BM25 + top-k in numpy. No per-query scan/join of `chunks`."""
+
+    def __init__(self, gen):
+        self.gen = gen
+        self.n_terms = np.asarray(gen.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"],
+                                  dtype=np.float64)
+
+    def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
+        from rag import text as textmod
+        from rag.generation import BM25_B, BM25_K1
+
+        tt = _terms(textmod, query)
         if not tt:
             return []
         marks = ", ".join("?" for _ in tt)
-        sql = f"""
-            WITH q AS (SELECT unnest(?::VARCHAR[]) AS term, unnest(?::INTEGER[]) AS qtf),
-                 p AS (SELECT term, row, tf FROM postings WHERE term IN ({marks}))
-            SELECT p.row, SUM({score}) AS score
-            FROM p JOIN q ON q.term = p.term JOIN terms t ON t.term = p.term JOIN chunks c ON c.row = p.row
-            GROUP BY p.row ORDER BY score DESC, p.row LIMIT ?"""
-        params = [list(tt), list(tt.values()), *tt, gen.kw_avgdl, k]
-        return [(int(r), float(x)) for r, x in gen.sql(sql, params).fetchall()]
+        res = self.gen.sql(f"SELECT p.term, p.row, p.tf, t.idf FROM postings p JOIN terms t ON t.term = p.term "
+                           f"WHERE p.term IN ({marks}) AND t.term IN ({marks})", [*tt, *tt]).fetchnumpy()
+        rows = np.asarray(res["row"], dtype=np.int64)
+        if not len(rows):
+            return []
+        qtf = np.array([tt[x] for x in res["term"]], dtype=np.float64)
+        tf = np.asarray(res["tf"], dtype=np.float64)
+        w = qtf * np.asarray(res["idf"], dtype=np.float64) * tf * (BM25_K1 + 1) / (
+            tf + BM25_K1 * (1 - BM25_B + BM25_B * self.n_terms[rows] / self.gen.kw_avgdl))
+        scores = np.bincount(rows, weights=w, minlength=len(self.n_terms))
+        allowed = self.gen.allowed_rows(filters)
+        hit = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
+        kk = min(k, len(hit))
+        if kk == 0:
+            return []
+        top = hit[np.argpartition(-scores[hit], kk - 1)[:kk]]
+        top = top[np.lexsort((top, -scores[top]))]
+        return [(int(r), float(scores[r])) for r in top]
 
-    fns = {"current": lambda s: gen.keyword(s, K_CAND), "in_list": lambda s: run_in_list(s, K_CAND)}
-    for extra in spec.get("extra_sql", []):
-        pass
-    ref = {s: fns["current"](s) for s in texts[:20]}
-    for name, fn in fns.items():
-        for s in texts[: spec["warmup"]]:
+
+class WeightedPostings:
+    """Writer-side idea, emulated in a side database: the per-posting BM25 weight idf*tf*(k1+1)/(tf+k1*norm)
+    computed once at build time (it only depends on the generation), so a query is one postings-only SUM."""
+
+    def __init__(self, gen, path: Path):
+        import duckdb
+
+        from rag.generation import BM25_B, BM25_K1
+
+        path.unlink(missing_ok=True)
+        con = duckdb.connect(str(path))
+        con.execute(f"ATTACH '{gen.path / 'meta.duckdb'}' AS m (READ_ONLY)")
+        t = time.perf_counter()
+        con.execute(f"""CREATE TABLE postings_w AS
+            SELECT p.term, p.row, (t.idf * p.tf * {BM25_K1 + 1}
+                   / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / {gen.kw_avgdl})))::DOUBLE AS w
+            FROM m.postings p JOIN m.terms t USING (term) JOIN m.chunks c ON c.row = p.row ORDER BY p.term, p.row""")
+        self.build_s = time.perf_counter() - t
+        con.execute("DETACH m")
+        con.close()
+        self.con = duckdb.connect(str(path), read_only=True)
+
+    def __call__(self, query: str, k: int) -> list[tuple[int, float]]:
+        from rag import text as textmod
+
+        tt = _terms(textmod, query)
+        if not tt:
+            return []
+        marks = ", ".join("?" for _ in tt)
+        sql = f"""WITH q AS (SELECT unnest(?::VARCHAR[]) AS term, unnest(?::INTEGER[]) AS qtf)
+                  SELECT p.row, SUM(q.qtf * p.w) AS score FROM postings_w p JOIN q ON q.term = p.term
+                  WHERE p.term IN ({marks}) GROUP BY p.row ORDER BY score DESC, p.row LIMIT ?"""
+        return [(int(r), float(s)) for r, s in self.con.cursor().execute(sql, [list(tt), list(tt.values()), *tt, k]).fetchall()]
+
+
+def keyword_variants_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    from rag.generation import Generation
+    from rag.types import Filters
+
+    gen = Generation(Path(spec["gen"]), Path(spec["gen"]) / "no-models")
+    warm_cache(gen)
+    texts, warm, rounds = spec["texts"], spec["warmup"], spec["rounds"]
+    t = time.perf_counter()
+    nb = NumpyBM25(gen)
+    nb_open_ms = (time.perf_counter() - t) * 1000
+    wp = WeightedPostings(gen, Path(spec["side_db"]))
+    fns = {"current": lambda s: gen.keyword(s, K_CAND),
+           "in_list": lambda s: keyword_in_list(gen, s, K_CAND),
+           "numpy": lambda s: nb(s, K_CAND),
+           "weights": lambda s: wp(s, K_CAND)}
+    f30 = Filters(domain=["medical"])
+    gen.allowed_rows(f30)
+    fns["current_filt30"] = lambda s: gen.keyword(s, K_CAND, f30)
+    fns["numpy_filt30"] = lambda s: nb(s, K_CAND, f30)
+    ref = {s: gen.keyword(s, K_CAND) for s in texts}
+    ref30 = {s: gen.keyword(s, K_CAND, f30) for s in texts}
+    lat: dict[str, list[float]] = {n: [] for n in fns}
+    agree: dict[str, list[float]] = {n: [] for n in fns}
+    for s in texts[:warm]:
+        for fn in fns.values():
             fn(s)
-        lat = []
-        for s in texts[spec["warmup"]:]:
-            t0 = time.perf_counter()
-            fn(s)
-            lat.append((time.perf_counter() - t0) * 1000)
-        same = all([r for r, _ in fn(s)] == [r for r, _ in ref[s]] for s in texts[:20])
-        out["variants"][name] = {**pct(lat), "same_results_as_current": same}
+    deadline = time.perf_counter() + spec["budget_s"]
+    for r in range(rounds):
+        for s in texts[warm:]:
+            for name, fn in fns.items():  # interleaved: every variant sees the same machine load
+                t0 = time.perf_counter()
+                res = fn(s)
+                lat[name].append((time.perf_counter() - t0) * 1000)
+                if r == 0:
+                    exp = ref30[s] if name.endswith("filt30") else ref[s]
+                    # Ties are common (cycled passages score identically), so compare the top-k score lists.
+                    a, b = [round(x, 6) for _, x in res], [round(x, 6) for _, x in exp]
+                    agree[name].append(float(a == b))
+            if time.perf_counter() > deadline:
+                break
+        if time.perf_counter() > deadline:
+            break
+    out = {"queries": len(lat["current"]), "rounds_started": r + 1, "numpy_open_ms": round(nb_open_ms, 1),
+           "weights_build_s": round(wp.build_s, 2), "variants": {}}
+    for name in fns:
+        out["variants"][name] = {**pct(lat[name]), "same_topk_scores": round(float(np.mean(agree[name])), 3)}
+    # The same leg with DuckDB limited to one thread (its default is every core).
+    gen.sql("SET threads = 1")
+    l1 = []
+    for s in texts[warm:warm + 100]:
+        t0 = time.perf_counter()
+        gen.keyword(s, K_CAND)
+        l1.append((time.perf_counter() - t0) * 1000)
+    out["variants"]["current_duckdb_1thread"] = {**pct(l1), "same_topk_scores": None}
+    # EXPLAIN ANALYZE of the current statement for one multi-term query, operator timings in the JSON.
+    gen.sql("SET threads = %d" % (psutil.cpu_count() or 1))
+    out["explain_query"] = spec["explain_query"]
+    out["explain_analyze_current"] = _explain(gen, spec["explain_query"])
     Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _explain(gen, query: str) -> str:
+    from rag import text as textmod
+    from rag.generation import BM25_B, BM25_K1
+
+    tt = _terms(textmod, query)
+    sql = f"""
+        WITH q AS (SELECT unnest(?::VARCHAR[]) AS term, unnest(?::INTEGER[]) AS qtf)
+        SELECT p.row, SUM(q.qtf * t.idf * p.tf * {BM25_K1 + 1}
+                           / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / ?))) AS score
+        FROM q JOIN terms t ON t.term = q.term JOIN postings p ON p.term = q.term JOIN chunks c ON c.row = p.row
+        WHERE TRUE GROUP BY p.row ORDER BY score DESC, p.row LIMIT ?"""
+    rows = gen.sql("EXPLAIN ANALYZE " + sql, [list(tt), list(tt.values()), gen.kw_avgdl, K_CAND]).fetchall()
+    return rows[0][1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -549,14 +746,23 @@ def machine() -> dict:
 def measure(n: int, built: dict, args) -> dict:
     info = built["info"]
     res: dict = {"size": n, "label": size_label(n), **info, "types": {}}
+    large = n >= args.large_from
+    res["reductions"] = []
+    if large:
+        res["reductions"].append(
+            f"flat: {min(args.queries, args.flat_queries)} timed queries for dense/filtered/hybrid/retriever; "
+            f"keyword-bearing configs (keyword, hybrid, retriever) stop after {args.config_budget_s:.0f}s "
+            f"(min 20 queries); actual n per config in the JSON")
     for j, kind in enumerate(args.types):
         gdir = built["base"] / f"gen-{kind}"
-        big_flat = kind == "flat" and n >= args.flat_reduce_from
-        n_dense = min(args.queries, args.flat_queries) if big_flat else args.queries
-        spec = {"gen": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "queries": args.queries,
-                "n_dense": n_dense, "n_hybrid": n_dense, "keyword": j == 0,
-                "n_keyword": min(args.queries, args.keyword_queries) if n >= args.flat_reduce_from else args.queries,
-                "threads": args.threads, "hnsw_ef_search": args.hnsw_ef_search, "ivf_nprobe": args.ivf_nprobe,
+        nq = args.queries
+        nd = min(nq, args.flat_queries) if (large and kind == "flat") else nq
+        counts = {"dense": nd, "dense_all_threads": min(nd, 100), "filt30": nd, "filt1": nd, "keyword": nq,
+                  "keyword_filt30": nq, "hybrid": nd, "retriever": nd}
+        spec = {"gen": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "n": counts,
+                "budget_s": args.config_budget_s if large else None, "keyword": j == 0,
+                "search_threads": args.search_threads, "all_threads": psutil.cpu_count() or 1,
+                "hnsw_ef_search": args.hnsw_ef_search, "ivf_nprobe": args.ivf_nprobe,
                 "out": str(built["base"] / f"res-{kind}.json")}
         sp = built["base"] / f"spec-{kind}.json"
         sp.write_text(json.dumps(spec))
@@ -566,11 +772,11 @@ def measure(n: int, built: dict, args) -> dict:
             env["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
         subprocess.run([sys.executable, __file__, "--_child", str(sp)], check=True, env=env)
         r = json.loads(Path(spec["out"]).read_text())
-        r["reduced_queries"] = n_dense < args.queries
-        log(f"[{size_label(n)}] {kind}: measured in {time.perf_counter() - t:.0f}s "
-            f"(dense p50 {r['lat']['dense']['p50_ms']} ms)")
+        r["measure_s"] = round(time.perf_counter() - t, 1)
+        log(f"[{size_label(n)}] {kind}: measured in {r['measure_s']:.0f}s (dense p50 {r['lat']['dense']['p50_ms']} ms, "
+            f"load avg {r['loadavg_1m']['start']}->{r['loadavg_1m']['end']})")
         for name in ("dense", *[f for f, _ in FILTERS]):
-            got, exp = r["top10"].pop(name), built["gt"][name if name != "dense" else "dense"]
+            got, exp = r["top10"].pop(name), built["gt"][name]
             rec = [len(set(g) & set(e.tolist())) / 10 for g, e in zip(got, exp[args.warmup:args.warmup + len(got)])]
             r.setdefault("recall_at_10", {})[name] = round(float(np.mean(rec)), 4)
         r.pop("top10", None)
@@ -581,14 +787,21 @@ def measure(n: int, built: dict, args) -> dict:
         for kind, r in res["types"].items():
             r["ratio_vs_flat_p50"] = {name: round(r["lat"][name]["p50_ms"] / flat["lat"][name]["p50_ms"], 3)
                                       for name in r["lat"] if name in flat["lat"] and flat["lat"][name]["p50_ms"]}
+            r["ratio_vs_flat_p50"]["build_s"] = round(r["build_s"] / max(flat["build_s"], 1e-3), 1)
+            r["ratio_vs_flat_p50"]["rss_after_queries"] = round(r["rss_after_queries_mb"] / flat["rss_after_queries_mb"], 3)
     if args.keyword_variants:
         texts = built["qfile"]["mixed"]["texts"]
+        explain_q = next((t for t in texts if len(t.split()) >= 6), texts[0])
         spec = {"gen": str(built["base"] / f"gen-{args.types[0]}"), "texts": texts, "warmup": args.warmup,
+                "rounds": 2, "budget_s": args.config_budget_s * 3, "explain_query": explain_q,
+                "side_db": str(built["base"] / "postings_weighted.duckdb"),
                 "out": str(built["base"] / "res-kwvariants.json")}
         sp = built["base"] / "spec-kwvariants.json"
         sp.write_text(json.dumps(spec))
+        t = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--_kwvariants", str(sp)], check=True)
         res["keyword_sql_variants"] = json.loads(Path(spec["out"]).read_text())
+        log(f"[{size_label(n)}] keyword SQL variants measured in {time.perf_counter() - t:.0f}s")
     return res
 
 
@@ -598,50 +811,63 @@ def fmt(x, w=8, p=2):
 
 def print_tables(results: dict, mach: dict) -> None:
     print()
-    print(f"machine: {mach['cpu_model']}, {mach['logical_cores']} logical cores, {mach['ram_gb']} GB RAM; "
-          f"faiss {mach['faiss']}, duckdb {mach['duckdb']}")
-    print("in-process, single query at a time; the query ENCODER is NOT measured (synthetic 384-d vectors); "
-          "text/keyword leg on real passages")
+    print(f"machine: {mach['cpu_model']}, {mach['logical_cores']} logical cores ({mach['physical_cores']} physical), "
+          f"{mach['ram_gb']} GB RAM; faiss {mach['faiss']}, duckdb {mach['duckdb']}, numpy {mach['numpy']}")
+    print("in-process, one query at a time. The query ENCODER is NOT measured: dense legs get synthetic 384-d vectors "
+          "(clustered Gaussian mixture); the keyword leg runs on real eval passages and real queries.")
     for label, r in results.items():
+        s = r["settings"]
         print()
-        print(f"== {label}: {r['size']:,} chunks, {r['documents']:,} docs, {r['postings']:,} postings, "
-              f"{r['terms']:,} terms; write_metadata {r['phases_s']['write_metadata']}s, meta.duckdb "
-              f"{r['meta_db_mb']} MB; NN cosine 1st/10th/random {r['nn_cosine']['1st']}/{r['nn_cosine']['10th']}/"
-              f"{r['nn_cosine']['random']}")
-        hdr = (f"{'type':5} {'build_s':>8} {'file_MB':>8} {'RSS_MB':>7} | {'dense p50':>9} {'p95':>7} {'x flat':>6} "
-               f"{'R@10':>5} | {'f30% p50':>8} {'p95':>7} {'R@10':>5} | {'f1% p50':>8} {'p95':>7} {'R@10':>5} | "
-               f"{'hybrid p50':>10} {'p95':>7} | {'retr p50':>8} {'p95':>7}")
+        print(f"== {label}: {r['size']:,} chunks, {r['documents']:,} docs, {r['postings']:,} postings, {r['terms']:,} terms; "
+              f"write_metadata {r['phases_s']['write_metadata']}s, meta.duckdb {r['meta_db_mb']} MB; query cosine to "
+              f"NN1/NN10/random {r['nn_cosine']['1st']}/{r['nn_cosine']['10th']}/{r['nn_cosine']['random']}")
+        print(f"   FAISS search threads {s['search_threads']}, OPENBLAS_NUM_THREADS {s['blas_threads'] or 'default'}; "
+              f"HNSW M={s['hnsw_m']} efC={s['hnsw_ef_construction']} efS={s['hnsw_ef_search']}; IVF nlist="
+              f"{s['ivf_nlist']} nprobe={s['ivf_nprobe']}; k={s['candidates_per_leg']} per leg; latencies in ms")
+        hdr = (f"{'type':5} {'build_s':>8} {'idx_MB':>7} {'RSS_MB':>7} | {'dense p50':>9} {'p95':>7} {'xflat':>6} "
+               f"{'R@10':>5} {'2thr p50':>8} | {'f30% p50':>8} {'p95':>7} {'R@10':>5} | {'f1% p50':>7} {'p95':>6} "
+               f"{'R@10':>5} | {'hybrid p50':>10} {'p95':>7} | {'retr p50':>8} {'p95':>7}")
         print(hdr)
         print("-" * len(hdr))
         for kind, t in r["types"].items():
             L, R = t["lat"], t["recall_at_10"]
-            print(f"{kind:5} {fmt(t['build_s'], 8, 1)} {fmt(t['file_mb'], 8, 0)} {fmt(t['rss_after_queries_mb'], 7, 0)} | "
+            print(f"{kind:5} {fmt(t['build_s'], 8, 1)} {fmt(t['file_mb'], 7, 0)} {fmt(t['rss_after_queries_mb'], 7, 0)} | "
                   f"{fmt(L['dense']['p50_ms'], 9)} {fmt(L['dense']['p95_ms'], 7)} "
-                  f"{fmt(t.get('ratio_vs_flat_p50', {}).get('dense', float('nan')), 6)} {fmt(R['dense'], 5, 3)} | "
+                  f"{fmt(t.get('ratio_vs_flat_p50', {}).get('dense', float('nan')), 6, 3)} {fmt(R['dense'], 5, 3)} "
+                  f"{fmt(L['dense_all_threads']['p50_ms'], 8)} | "
                   f"{fmt(L['filt30']['p50_ms'], 8)} {fmt(L['filt30']['p95_ms'], 7)} {fmt(R['filt30'], 5, 3)} | "
-                  f"{fmt(L['filt1']['p50_ms'], 8)} {fmt(L['filt1']['p95_ms'], 7)} {fmt(R['filt1'], 5, 3)} | "
+                  f"{fmt(L['filt1']['p50_ms'], 7)} {fmt(L['filt1']['p95_ms'], 6)} {fmt(R['filt1'], 5, 3)} | "
                   f"{fmt(L['hybrid']['p50_ms'], 10)} {fmt(L['hybrid']['p95_ms'], 7)} | "
                   f"{fmt(L['retriever']['p50_ms'], 8)} {fmt(L['retriever']['p95_ms'], 7)}")
         first = next(iter(r["types"].values()))
         kwl = first["lat"].get("keyword")
         if kwl:
             kf = first["lat"]["keyword_filt30"]
-            print(f"keyword (BM25/DuckDB, FAISS-independent): p50 {kwl['p50_ms']} ms, p95 {kwl['p95_ms']} ms "
-                  f"(n={kwl['n']}); with domain filter 30%: p50 {kf['p50_ms']} / p95 {kf['p95_ms']} ms")
+            print(f"keyword leg (BM25 in DuckDB, independent of the FAISS type): p50 {kwl['p50_ms']} / p95 {kwl['p95_ms']} "
+                  f"(n={kwl['n']}); with the 30% domain filter p50 {kf['p50_ms']} / p95 {kf['p95_ms']} (n={kf['n']})")
+        if "flat" in r["types"]:
+            print("ratios vs flat (p50):  " + "; ".join(
+                f"{k}: " + ", ".join(f"{m} {v}" for m, v in t["ratio_vs_flat_p50"].items()
+                                     if m in ("dense", "filt30", "filt1", "hybrid", "retriever", "build_s",
+                                              "rss_after_queries"))
+                for k, t in r["types"].items() if k != "flat"))
         for kind, t in r["types"].items():
-            nd, nh = t["lat"]["dense"]["n"], t["lat"]["hybrid"]["n"]
-            extra = f"; only {nd} timed dense/filtered/hybrid queries (reduced for flat at this size)" \
-                if t.get("reduced_queries") else ""
-            print(f"  {kind}: filter paths: 30% {t['notes']['filt30']['path']} "
-                  f"({t['notes']['filt30']['allowed_rows']:,} rows, cold row-set SQL "
-                  f"{t['notes']['filt30']['allowed_rows_sql_ms']} ms), 1% {t['notes']['filt1']['path']} "
-                  f"({t['notes']['filt1']['allowed_rows']:,} rows); retriever legs "
-                  f"{t['notes']['retriever_legs_mean_ms']}; open {t['open_s']}s, RSS after open "
-                  f"{t['rss_after_open_mb']} MB; load avg {t['loadavg_1m']['start']}->{t['loadavg_1m']['end']}{extra}")
+            ns = {k: v["n"] for k, v in t["lat"].items()}
+            print(f"  {kind}: filter 30% -> {t['notes']['filt30']['path']} ({t['notes']['filt30']['allowed_rows']:,} rows; "
+                  f"uncached row-set SQL {t['notes']['filt30']['allowed_rows_sql_ms']} ms), 1% -> "
+                  f"{t['notes']['filt1']['path']} ({t['notes']['filt1']['allowed_rows']:,} rows); retriever legs (mean) "
+                  f"{t['notes']['retriever_legs_mean_ms']}; RSS open/warm/after {t['rss_after_open_mb']:.0f}/"
+                  f"{t['rss_after_cache_warm_mb']:.0f}/{t['rss_after_queries_mb']:.0f} MB; load avg "
+                  f"{t['loadavg_1m']['start']}->{t['loadavg_1m']['end']}; n {ns}")
+        for line in r.get("reductions", []):
+            print(f"  NOTE {line}")
         if "keyword_sql_variants" in r:
-            for name, v in r["keyword_sql_variants"]["variants"].items():
-                print(f"  keyword SQL variant {name:10}: p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms, "
-                      f"same results: {v['same_results_as_current']}")
+            kv = r["keyword_sql_variants"]
+            print(f"  keyword SQL variants ({kv['queries']} timings each, interleaved per query; numpy variant loads "
+                  f"n_terms in {kv['numpy_open_ms']} ms; weighted postings built in {kv['weights_build_s']}s):")
+            for name, v in kv["variants"].items():
+                print(f"    {name:24} p50 {v['p50_ms']:>9.2f}  p95 {v['p95_ms']:>9.2f}  same top-k scores as current: "
+                      f"{v['same_topk_scores']}")
 
 
 def main() -> None:
@@ -654,40 +880,51 @@ def main() -> None:
     from rag.config import IndexSettings
 
     d = IndexSettings()
+    cores = psutil.cpu_count() or 1
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10k,100k,1m", help="comma-separated chunk counts (10k,100k,1m or ints)")
     ap.add_argument("--types", default=",".join(TYPES), help="index types (flat first: ratios and recall refer to it)")
     ap.add_argument("--queries", type=int, default=200, help="timed queries per configuration")
     ap.add_argument("--warmup", type=int, default=10, help="untimed warm-up queries per configuration")
-    ap.add_argument("--flat-queries", type=int, default=100,
-                    help="timed queries for flat from --flat-reduce-from chunks up (exhaustive search is slow)")
-    ap.add_argument("--keyword-queries", type=int, default=200,
-                    help="timed keyword-only queries from --flat-reduce-from chunks up")
-    ap.add_argument("--flat-reduce-from", type=lambda s: parse_size(s), default=500_000)
-    ap.add_argument("--threads", type=int, default=psutil.cpu_count() or 1, help="FAISS OpenMP threads")
-    ap.add_argument("--blas-threads", type=int, default=0,
+    ap.add_argument("--large-from", type=parse_size, default=parse_size("500k"),
+                    help="sizes from here up get the reductions below (default 500k)")
+    ap.add_argument("--flat-queries", type=int, default=100, help="large sizes: timed queries for flat")
+    ap.add_argument("--config-budget-s", type=float, default=60.0,
+                    help="large sizes: a configuration stops timing after this many seconds (min 20 queries)")
+    ap.add_argument("--build-threads", type=int, default=cores, help="FAISS OpenMP threads while building")
+    ap.add_argument("--search-threads", type=int, default=1,
+                    help="FAISS OpenMP threads while searching (1: one query per core, see README of the results)")
+    ap.add_argument("--blas-threads", type=int, default=1,
                     help="OPENBLAS_NUM_THREADS for the measuring processes (0 = leave the environment alone)")
     ap.add_argument("--hnsw-m", type=int, default=d.hnsw_m)
     ap.add_argument("--hnsw-ef-construction", type=int, default=d.hnsw_ef_construction)
+    ap.add_argument("--hnsw-ef-construction-large", type=int, default=40,
+                    help="HNSW efConstruction at large sizes (project default 80 roughly doubles the 1M build)")
     ap.add_argument("--hnsw-ef-search", type=int, default=d.hnsw_ef_search)
     ap.add_argument("--ivf-nlist", type=int, default=d.ivf_nlist, help="0 = 4*sqrt(n), as the project")
     ap.add_argument("--ivf-nprobe", type=int, default=d.ivf_nprobe)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL)
     ap.add_argument("--workdir", type=Path, default=None, help="where generations are built (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the generation folders")
-    ap.add_argument("--keyword-variants", action="store_true", help="also time alternative BM25 SQL")
+    ap.add_argument("--keep", action="store_true", help="keep the generation folders (implied by --reuse)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse generations already built in --workdir with the same parameters")
+    ap.add_argument("--keyword-variants", action="store_true",
+                    help="also time alternative BM25 statements on the same generation (+ EXPLAIN ANALYZE)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--no-merge", action="store_true", help="overwrite --out instead of merging sizes into it")
     args = ap.parse_args()
     args.types = [t.strip() for t in args.types.split(",") if t.strip()]
+    if args.reuse:
+        args.keep = True
+        if args.workdir is None:
+            ap.error("--reuse needs --workdir")
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    settings = IndexSettings(hnsw_m=args.hnsw_m, hnsw_ef_construction=args.hnsw_ef_construction,
-                             hnsw_ef_search=args.hnsw_ef_search, ivf_nlist=args.ivf_nlist, ivf_nprobe=args.ivf_nprobe)
 
     mach = machine()
     log(f"machine: {mach['cpu_model']}, {mach['logical_cores']} cores, {mach['ram_gb']} GB; sizes "
-        f"{[size_label(s) for s in sizes]}, types {args.types}, {args.queries} queries (+{args.warmup} warm-up)")
+        f"{[size_label(s) for s in sizes]}, types {args.types}, {args.queries} queries (+{args.warmup} warm-up); "
+        f"load avg {os.getloadavg()[0]:.2f}")
     passages = load_passages(args.eval_dir)
     queries_text = load_queries(args.eval_dir)
     log("passages: " + ", ".join(f"{d} {len(v):,} ({sum(len(p['wins']) for p in v):,} chunks)"
@@ -706,13 +943,22 @@ def main() -> None:
     try:
         for n in sizes:
             t = time.perf_counter()
+            efc = args.hnsw_ef_construction_large if n >= args.large_from else args.hnsw_ef_construction
+            settings = IndexSettings(hnsw_m=args.hnsw_m, hnsw_ef_construction=efc, hnsw_ef_search=args.hnsw_ef_search,
+                                     ivf_nlist=args.ivf_nlist, ivf_nprobe=args.ivf_nprobe)
             built = build_size(n, args, passages, queries_text, settings, tmp_root)
             res = measure(n, built, args)
+            if efc != d.hnsw_ef_construction:
+                res["reductions"].append(f"HNSW built with efConstruction={efc} (project default "
+                                         f"{d.hnsw_ef_construction}) to bound the build time")
             res["wall_s"] = round(time.perf_counter() - t, 1)
-            res["settings"] = {"hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.hnsw_ef_construction,
-                               "hnsw_ef_search": args.hnsw_ef_search, "ivf_nlist": args.ivf_nlist or "4*sqrt(n)",
+            res["settings"] = {"hnsw_m": args.hnsw_m, "hnsw_ef_construction": efc,
+                               "hnsw_ef_search": args.hnsw_ef_search,
+                               "ivf_nlist": built["info"]["index"].get("ivf", {}).get("nlist", args.ivf_nlist),
                                "ivf_nprobe": args.ivf_nprobe, "candidates_per_leg": K_CAND,
-                               "queries": args.queries, "warmup": args.warmup, "faiss_threads": args.threads}
+                               "queries": args.queries, "warmup": args.warmup, "build_threads": args.build_threads,
+                               "search_threads": args.search_threads, "blas_threads": args.blas_threads,
+                               "reused_build": built.get("reused", False)}
             res["machine"] = mach
             res["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             results[size_label(n)] = res

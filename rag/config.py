@@ -103,6 +103,9 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     # Share of the user's positive engagement in the candidate's domain. Constant on single-domain data such as
     # MovieLens, so not tuned there; set so that a clear shift between domains shows in the next list.
     weight_domain: float = 0.1
+    # The same for the document's language (half declared language, half what the user read): an English reader
+    # who opened one Chinese article should still mostly get English ones. Also constant on MovieLens.
+    weight_language: float = 0.3
     mmr_lambda: float = 0.9  # 1.0 = no diversity re-rank
     candidates: int = 200  # per source (profile neighbours, co-engagement, trending)
     # Co-engagement: item-item co-occurrence of docs engaged by the same user near each other in their history.

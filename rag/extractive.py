@@ -19,16 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 import rjieba
 
-from rag.grounding import Evidence, Passage, content_terms
+from rag.grounding import Evidence, Passage, content_terms, embedder_fits
+from rag.text import detect_language
 
 OVERLAP_WEIGHT = 0.5  # the rest is the embedding cosine
 MULTI_SENTENCE_RATIO = 0.85  # a second/third sentence joins only when nearly as good as the best
 MAX_ANSWER_SENTENCES = 3
 MMR_LAMBDA = 0.7
+EMBED_TOP = 16  # answer candidates whose embedding is computed
+LEAD_IN_WORDS = 60  # a chosen "... as follows:" sentence brings the list items after it, up to this many words
 
 _MULTI = re.compile(
     r"^\s*(why|how (?!many|much|long|old|far|often|big|large|tall)|explain|describe|list|compare|summari[sz]e"
     r"|what (should|can|do)|which steps)\b|为什么|如何|怎么|怎样|哪些", re.IGNORECASE)
+_QUESTION_END = re.compile(r"[?？]\s*$")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
 
@@ -55,13 +59,17 @@ def count_words(text: str) -> int:
 
 
 def term_weights(gen, terms: set[str]) -> dict[str, float]:
-    """BM25 idf of `terms` in the generation; a term the corpus never saw gets the highest idf there is."""
-    n = max(getattr(gen, "kw_n", 0), 1)
-    unseen = math.log(1 + (n + 0.5) / 0.5)
+    """BM25 idf of `terms` in the generation.
+
+    A term the corpus never saw weighs as much as the question's rarest seen term: it is evidence of an
+    off-topic question, but jieba's search mode also emits fragments no corpus holds ("本有" of "错题本有"),
+    and one such fragment must not sink a question. With no seen term at all, the corpus-wide maximum applies.
+    """
     if gen is None or not terms:
         return {t: 1.0 for t in terms}
     rows = gen.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
     found = {t: float(idf) for t, idf in rows.fetchall()}
+    unseen = max(found.values(), default=math.log(1 + (max(gen.kw_n, 1) + 0.5) / 0.5))
     return {t: found.get(t, unseen) for t in terms}
 
 
@@ -72,19 +80,24 @@ def keyword_coverage(terms: set[str], weights: dict[str, float], text_terms: set
 
 
 def rank_sentences(question: str, evidence: Evidence, weights: dict[str, float]) -> list[Scored]:
+    """Statements (not questions) of the passages, best first. Only the EMBED_TOP best by words are embedded:
+    the cosine re-orders plausible candidates, it cannot rescue a sentence sharing no word with the question."""
     q_terms = content_terms(question)
-    qvec = evidence.embed([question])
-    vectors = evidence.sentence_vectors() if qvec is not None else None
     out: list[Scored] = []
     for n, unit in evidence.units.items():
-        sims = vectors[n] @ qvec[0] if vectors is not None else None
         for i, (sent, terms) in enumerate(zip(unit.sentences, unit.terms)):
-            if not terms:
-                continue
-            overlap = keyword_coverage(q_terms, weights, terms)
-            score = overlap if sims is None else OVERLAP_WEIGHT * overlap + (1 - OVERLAP_WEIGHT) * float(sims[i])
-            out.append(Scored(n, i, sent.text, score))
+            if terms and not _QUESTION_END.search(sent.text):
+                out.append(Scored(n, i, sent.text, keyword_coverage(q_terms, weights, terms)))
     out.sort(key=lambda s: (-s.score, s.n, s.index))
+    qvec = evidence.text_vector(question)
+    if qvec is not None and out:
+        head = out[:EMBED_TOP]
+        sims = evidence.sentence_vectors([(s.n, s.index) for s in head]) @ qvec
+        for s, sim in zip(head, sims):
+            s.score = OVERLAP_WEIGHT * s.score + (1 - OVERLAP_WEIGHT) * float(sim)
+        for s in out[EMBED_TOP:]:
+            s.score *= OVERLAP_WEIGHT
+        out.sort(key=lambda s: (-s.score, s.n, s.index))
     return out
 
 
@@ -108,7 +121,9 @@ def join_sentences(parts: list[str]) -> str:
 def extractive_answer(question: str, passages: list[Passage], *, gen=None, evidence: Evidence | None = None
                       ) -> Extract:
     """The best-supported passage sentence(s) for `question`, cited and in reading order."""
-    evidence = evidence or Evidence(passages, getattr(gen, "embedder", None))
+    if evidence is None:
+        fits = gen is not None and embedder_fits(gen.embedder, detect_language(question))
+        evidence = Evidence(passages, gen.embedder if fits else None)
     ranked = rank_sentences(question, evidence, term_weights(gen, content_terms(question)))
     if not ranked:
         return Extract("", [])
@@ -116,7 +131,27 @@ def extractive_answer(question: str, passages: list[Passage], *, gen=None, evide
     if _MULTI.search(question):
         picks += [s for s in ranked[1:MAX_ANSWER_SENTENCES] if s.score >= MULTI_SENTENCE_RATIO * ranked[0].score]
     picks.sort(key=lambda s: (s.n, s.index))
+    picks = _with_list_items(picks, evidence)
     return Extract(join_sentences([cite(s.text, s.n) for s in picks]), picks)
+
+
+def _with_list_items(picks: list[Scored], evidence: Evidence) -> list[Scored]:
+    """A sentence ending in ':' announces what follows; without it the answer would stop mid-thought."""
+    out: list[Scored] = []
+    chosen = {(p.n, p.index) for p in picks}
+    for p in picks:
+        out.append(p)
+        if not p.text.rstrip().endswith((":", "：")):
+            continue
+        words = count_words(p.text)
+        sentences = evidence.units[p.n].sentences
+        for i in range(p.index + 1, len(sentences)):
+            size = count_words(sentences[i].text)
+            if (p.n, i) in chosen or words + size > LEAD_IN_WORDS:
+                break
+            out.append(Scored(p.n, i, sentences[i].text, p.score))
+            words += size
+    return out
 
 
 def extractive_summary(passages: list[Passage], *, max_words: int, style: str = "brief",
@@ -128,8 +163,11 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
     for n, unit in evidence.units.items():
         for i, sent in enumerate(unit.sentences):
             key = " ".join(sorted(unit.terms[i]))
-            # Overlapping chunks repeat sentences; fragments and headings-as-sentences say little.
-            if key in seen or len(unit.terms[i]) < 3:
+            # Overlapping chunks repeat sentences; fragments, questions, table rows and "...:" lead-ins
+            # (whose list would not follow) make poor summary sentences.
+            text = sent.text.rstrip()
+            if (key in seen or len(unit.terms[i]) < 4 or _QUESTION_END.search(text) or text.startswith("|")
+                    or text.endswith((":", "："))):
                 continue
             seen.add(key)
             cands.append(Scored(n, i, sent.text, 0.0))
@@ -140,7 +178,7 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
     centroid /= np.linalg.norm(centroid) or 1.0
     relevance = vecs @ centroid
     if query and evidence.embedder is not None:
-        relevance = 0.5 * relevance + 0.5 * (vecs @ evidence.embed([query])[0])
+        relevance = 0.5 * relevance + 0.5 * (vecs @ evidence.text_vector(query))
     position = np.array([1.0 / (1.0 + k / 10.0) for k in range(len(cands))])  # leads carry the gist
     relevance = relevance + 0.1 * position
 
@@ -168,9 +206,9 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
 
 
 def _candidate_vectors(evidence: Evidence, cands: list[Scored]) -> np.ndarray:
-    vectors = evidence.sentence_vectors()
+    vectors = evidence.sentence_vectors([(c.n, c.index) for c in cands])
     if vectors is not None:
-        return np.stack([vectors[c.n][c.index] for c in cands])
+        return vectors
     # No embedder: bag-of-terms vectors, so the same centroid/MMR code still ranks sensibly.
     vocab: dict[str, int] = {}
     rows = [content_terms(c.text) for c in cands]

@@ -163,7 +163,17 @@ def strip_citations(text: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", _CITE.sub("", text)).strip()
 
 
-# --- evidence ----------------------------------------------------------------------------------------------
+# --- evidence ---------------------------------------------------------------------------------------------
+
+# Embedders whose cosine means something only for English: MiniLM scores any two Chinese texts ~0.55-0.65.
+ENGLISH_ONLY_EMBEDDERS = frozenset({"minilm"})
+CANDIDATE_PASSAGES = 3  # passages whose sentences are embedded when words alone do not settle support
+
+
+def embedder_fits(embedder, language: str) -> bool:
+    """Whether this embedder's cosine is meaningful for text in `language`."""
+    return embedder is not None and (language == "en" or getattr(embedder, "name", "") not in ENGLISH_ONLY_EMBEDDERS)
+
 
 def content_terms(text: str) -> set[str]:
     return set(tokenize(text))
@@ -190,7 +200,10 @@ class _PassageSentences:
 
 
 class Evidence:
-    """Passages cut into sentences, with content terms and sentence vectors computed once per request."""
+    """Passages cut into sentences with their content terms; sentence vectors are computed only when words
+    alone cannot settle a question (a paraphrase), and cached for the rest of the request.
+
+    `embedder` is None, or one that fits the request's language (see `embedder_fits`)."""
 
     def __init__(self, passages: list[Passage], embedder=None):
         self.passages = {p.n: p for p in passages}
@@ -200,51 +213,56 @@ class Evidence:
             sents = split_sentences(p.text) or [Sentence(p.text.strip(), 0, len(p.text))]
             terms = [content_terms(s.text) for s in sents]
             self.units[p.n] = _PassageSentences(p, sents, terms, set().union(*terms) if terms else set())
-        self._vectors: dict[int, np.ndarray] | None = None
+        self._sentence_vecs: dict[tuple[int, int], np.ndarray] = {}
+        self._text_vecs: dict[str, np.ndarray] = {}
 
-    def sentence_vectors(self) -> dict[int, np.ndarray] | None:
-        """Unit vectors of every passage sentence, by passage number (one embedder call for all)."""
+    def sentence_vectors(self, keys: list[tuple[int, int]]) -> np.ndarray | None:
+        """Unit vectors of passage sentences (passage n, sentence index), embedding the missing ones at once."""
         if self.embedder is None:
             return None
-        if self._vectors is None:
-            order = [(n, s.text) for n, u in self.units.items() for s in u.sentences]
-            vecs = self.embedder.embed_passages([t for _, t in order]) if order else np.zeros((0, 1))
-            self._vectors, i = {}, 0
-            for n, u in self.units.items():
-                self._vectors[n] = vecs[i:i + len(u.sentences)]
-                i += len(u.sentences)
-        return self._vectors
+        missing = [k for k in dict.fromkeys(keys) if k not in self._sentence_vecs]
+        if missing:
+            vecs = self.embedder.embed_passages([self.units[n].sentences[i].text for n, i in missing])
+            self._sentence_vecs.update(zip(missing, vecs))
+        dim = next(iter(self._sentence_vecs.values())).shape[0] if self._sentence_vecs else 1
+        return np.stack([self._sentence_vecs[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
 
-    def embed(self, texts: list[str]) -> np.ndarray | None:
-        if self.embedder is None or not texts:
+    def text_vector(self, text: str) -> np.ndarray | None:
+        if self.embedder is None:
             return None
-        return self.embedder.embed_queries(texts)
+        if text not in self._text_vecs:
+            self._text_vecs[text] = self.embedder.embed_queries([text])[0]
+        return self._text_vecs[text]
 
-    def verdict(self, sentence: str, ns: list[int] | None = None, vector: np.ndarray | None = None) -> Verdict:
+    def verdict(self, sentence: str, ns: list[int] | None = None) -> Verdict:
         """Support of `sentence` by the passages numbered `ns` (all passages when None): the best one wins."""
         terms = content_terms(sentence)
-        candidates = [n for n in (ns if ns is not None else list(self.units)) if n in self.units]
-        vectors = self.sentence_vectors() if vector is not None else None
-        best = Verdict(len(terms) >= MIN_JUDGED_TERMS, False, 0.0, None, None, "")
-        best_key = (-1.0, -1.0)
-        for n in candidates:
-            u = self.units[n]
+        judged = len(terms) >= MIN_JUDGED_TERMS
+        scored = []  # (recall, n, index of the best-overlapping sentence)
+        for n in (ns if ns is not None else list(self.units)):
+            u = self.units.get(n)
+            if u is None or not u.sentences:
+                continue
             recall = len(terms & u.all_terms) / len(terms) if terms else 0.0
-            overlaps = [len(terms & t) / (len(terms) or 1) for t in u.terms]
-            cos = None
-            if vectors is not None and len(vectors[n]):
-                sims = vectors[n] @ vector
-                cos = float(sims.max())
-                i = int(np.argmax(np.asarray(overlaps) + sims))  # the span: both words and meaning agree
-            else:
-                i = int(np.argmax(overlaps)) if overlaps else 0
-            supported = recall >= SUPPORT_RECALL or (cos is not None and cos >= SUPPORT_COSINE)
-            key = (float(supported), recall + (cos or 0.0))
-            if key > best_key:
-                best_key = key
-                span = u.sentences[i].text if u.sentences else ""
-                best = Verdict(best.judged, supported, recall, cos, n, span)
-        return best
+            i = max(range(len(u.terms)), key=lambda k: len(terms & u.terms[k]))
+            scored.append((recall, n, i))
+        if not scored:
+            return Verdict(judged, False, 0.0, None, None, "")
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        recall_of = {m: r for r, m, _ in scored}
+        recall, n, i = scored[0]
+        if recall >= SUPPORT_RECALL or self.embedder is None or not terms:
+            return Verdict(judged, recall >= SUPPORT_RECALL, recall, None, n, self.units[n].sentences[i].text)
+        # Words fall short: a paraphrase still counts when it is close in meaning to one passage sentence.
+        vec = self.text_vector(sentence)
+        keys = [(m, k) for _, m, _ in scored[:CANDIDATE_PASSAGES] for k in range(len(self.units[m].sentences))]
+        sims = self.sentence_vectors(keys) @ vec
+        j = int(np.argmax(sims))
+        cos = float(sims[j])
+        m, k = keys[j]
+        if cos >= SUPPORT_COSINE:
+            return Verdict(judged, True, recall_of[m], cos, m, self.units[m].sentences[k].text)
+        return Verdict(judged, False, recall, cos, n, self.units[n].sentences[i].text)
 
 
 # --- checking a generated text -----------------------------------------------------------------------------
@@ -270,14 +288,12 @@ def check_text(text: str, evidence: Evidence) -> Checked:
     text, removed = clean_citations(text, set(evidence.passages))
     sentences = split_sentences(text)
     claims = [strip_citations(s.text) for s in sentences]
-    vecs = evidence.embed(claims)
     citations: dict[tuple[int, str], Citation] = {}
     inserts: list[tuple[int, str]] = []
     judged = unsupported = added = 0
-    for k, (sent, claim) in enumerate(zip(sentences, claims)):
-        vec = vecs[k] if vecs is not None else None
+    for sent, claim in zip(sentences, claims):
         ns = cited_numbers(text[sent.start:sent.end])
-        verdict = evidence.verdict(claim, ns or None, vec)
+        verdict = evidence.verdict(claim, ns or None)
         if not ns and verdict.judged and verdict.supported and verdict.n is not None:
             ns = [verdict.n]
             at = _citation_point(text, sent)
@@ -288,7 +304,7 @@ def check_text(text: str, evidence: Evidence) -> Checked:
             judged += 1
             unsupported += not verdict.supported
         for n in ns:
-            v = evidence.verdict(claim, [n], vec) if len(ns) > 1 else verdict
+            v = evidence.verdict(claim, [n]) if len(ns) > 1 else verdict
             p = evidence.passages[n]
             score = max(v.recall, v.cosine or 0.0)
             citations.setdefault((n, v.span), Citation(n, p.doc_id, p.chunk_id, p.title, v.span, round(score, 4)))

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -35,7 +36,7 @@ from rag.config import Settings, load_settings
 from rag.engine import Engine
 from rag.generation import Generation
 from rag.index import NoGeneration
-from service.errors import GENERATION_ID_KEY, exception_handlers
+from service.errors import GENERATION_ID_KEY, ServiceError, exception_handlers, from_msgspec
 from service.jobs import JobManager
 from service.limits import GenerationSlots, RateLimitMiddleware, TokenBuckets
 from service.logging import RequestContextMiddleware
@@ -104,6 +105,80 @@ DEPENDENCIES = {
 }
 
 
+# --- strict request bodies ------------------------------------------------------------------------------------
+
+_BODY_TYPES: dict[Any, Any] = {}
+
+
+async def strict_body(request: Request) -> None:
+    """Validate a JSON body against the handler's `data` type with msgspec in strict mode, before Litestar
+    converts it (Litestar converts leniently: `"rerank": 0` would pass as false, `"top_k": "5"` as 5)."""
+    handler = request.route_handler
+    field = handler.parsed_fn_signature.parameters.get("data")
+    if field is None:
+        return
+    body = await request.body()  # cached: Litestar reads the same bytes; the body-size limit applies here
+    if not body.strip() and field.is_optional:
+        return
+    if not body.strip():
+        raise ServiceError(400, "a JSON request body is required", code="missing_body")
+    typ = field.annotation
+    try:
+        msgspec.json.decode(body, type=typ, strict=True)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from e
+    except msgspec.DecodeError as e:
+        raise ServiceError(400, f"malformed JSON body: {e}", code="malformed_body") from e
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------------------
+
+def refine_openapi(app: Litestar) -> None:
+    """Make the served OpenAPI document say exactly what the server enforces.
+
+    Litestar's schema generation drops some msgspec constraints (those on list items and inside unions) and
+    does not mark `forbid_unknown_fields` structs as closed. msgspec generates exact JSON Schema (2020-12,
+    which OpenAPI 3.1 uses) for our structs, so their component schemas are replaced by msgspec's. The one
+    rule a struct cannot express, "exactly one of doc_id, doc_ids, query", is added as `oneOf`; the streamed
+    form of /v1/ask is documented as a `text/event-stream` alternative.
+    """
+    from litestar._openapi.plugin import OpenAPIPlugin
+
+    from service import schemas
+
+    plugin = app.plugins.get(OpenAPIPlugin)
+    doc = plugin.provide_openapi_schema()  # cached by the plugin: edits here are what /schema serves
+    structs = [v for v in vars(schemas).values()
+               if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == schemas.__name__]
+    _, components = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+    target = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in components.items():
+        if name in target:
+            target[name] = schema
+    if "SummarizeRequest" in target:
+        no_filters = {"not": {"required": ["filters"]}}
+        target["SummarizeRequest"]["oneOf"] = [{"required": ["doc_id"], **no_filters},
+                                               {"required": ["doc_ids"], **no_filters}, {"required": ["query"]}]
+    engine = getattr(app.state, "engine", None)
+    if engine is not None and not engine.retriever.can_rerank and "SearchRequest" in target:
+        target["SearchRequest"]["properties"]["rerank"] = {
+            "anyOf": [{"const": False}, {"type": "null"}], "default": None,
+            "description": "No cross-encoder is configured on this server (retrieval.reranker), so only "
+                           "false/null; true is a 400."}
+    try:
+        ok = doc["paths"]["/v1/ask"]["post"]["responses"]["200"]
+        ok.setdefault("content", {})["text/event-stream"] = {"schema": {
+            "type": "object", "required": ["event", "data"],
+            "description": "With `stream: true`: Server-Sent Events retrieval, token..., citation..., done (or "
+                           "error); each `data:` is one JSON object.",
+            "properties": {"event": {"enum": ["retrieval", "token", "citation", "done", "error"]},
+                           "data": {"type": "string", "contentMediaType": "application/json"},
+                           "id": {"type": "string"}}}}
+        ok["description"] = "The answer (JSON), or with `stream: true` a Server-Sent Events stream."
+    except KeyError:
+        pass
+
+
 # --- app ----------------------------------------------------------------------------------------------------
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Litestar:
@@ -144,6 +219,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         jobs = JobManager(eng.settings, eng, metrics)
         await anyio.to_thread.run_sync(jobs.recover)
         app.state.jobs = jobs
+        try:
+            await anyio.to_thread.run_sync(refine_openapi, app)
+        except Exception:  # noqa: BLE001 - the API works without the refinements; the document is just looser
+            log.exception("could not refine the OpenAPI document")
         log.info("service started", extra={"home": str(eng.settings.home_path), "open_mode": svc.open_mode})
         try:
             yield
@@ -159,7 +238,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if buckets is not None:
         v1_middleware.append(RateLimitMiddleware(buckets, auth.identity, on_limited=metrics.rate_limited.inc))
     v1 = Router(path="/v1", route_handlers=API_CONTROLLERS, guards=[auth.guard], middleware=v1_middleware,
-                security=[{"ApiKey": []}, {"Bearer": []}])
+                security=[{"ApiKey": []}, {"Bearer": []}], before_request=strict_body)
 
     cors = None
     if svc.cors_origins:

@@ -212,8 +212,11 @@ class unknown_ids_are_404:  # noqa: N801 - used as a context manager
 
     def __exit__(self, typ, exc, tb) -> bool:
         if typ is not None and issubclass(typ, KeyError):
-            what = exc.args[0] if exc.args else "unknown id"
-            raise ServiceError(HTTP_404_NOT_FOUND, str(what), code="not_found", field=self.field) from exc
+            if type(exc).__str__ is not KeyError.__str__:  # a library KeyError with a readable message
+                what = str(exc)
+            else:
+                what = str(exc.args[0]) if exc.args else "unknown id"
+            raise ServiceError(HTTP_404_NOT_FOUND, what, code="not_found", field=self.field) from exc
         return False
 
 
@@ -280,3 +283,23 @@ def error_responses(*codes: int) -> dict:
 
     return {c: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS.get(c, "Error."),
                             generate_examples=False) for c in codes}
+
+
+def from_msgspec(exc: msgspec.ValidationError) -> ServiceError:
+    """A msgspec ValidationError ("Expected `int` >= 1 - at `$.top_k`") -> 400 naming the field."""
+    msg = str(exc)
+    field = None
+    m = _MSGSPEC_PATH.search(msg)
+    if m:
+        field = _field_from_msgspec(m.group("path")) or None
+        msg = msg[: m.start()]
+    u = _UNKNOWN_FIELD.search(msg)
+    if u:
+        field = f"{field}.{u.group(1)}" if field else u.group(1)
+        msg = f"unknown field `{u.group(1)}`"
+    mf = _MISSING_FIELD.search(msg)
+    if mf:
+        field = f"{field}.{mf.group(1)}" if field else mf.group(1)
+        msg = "required field missing"
+    return ServiceError(HTTP_400_BAD_REQUEST, f"{field}: {msg}" if field else msg, code="validation_error",
+                        field=field)

@@ -89,8 +89,12 @@ def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> t
         base = []
         for i, s in enumerate(requested):
             p = Path(s).expanduser()
-            if not p.exists():
-                raise SourceProblem(f"sources[{i}]", f"source not found: {s}")
+            try:
+                found = p.exists()
+            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+                found = False
+            if not found:
+                raise SourceProblem(f"sources[{i}]", f"source not found: {s[:200]}")
             base.append(str(p.resolve()))
     else:
         home = settings.home_path

@@ -77,6 +77,7 @@ class RequestContextMiddleware:
     def __init__(self, app, metrics=None):
         self.app = app
         self.metrics = metrics
+        self._allow_map: dict | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -104,6 +105,11 @@ class RequestContextMiddleware:
                 status_holder["started"] = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", rid.encode("latin-1")))
+                if scope.get("method") == "OPTIONS" and any(k.lower() == b"allow" for k, _ in headers):
+                    allowed = self._allowed(scope)
+                    if allowed:
+                        headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                        headers.append((b"allow", allowed.encode("latin-1")))
                 gen_id = state.get(GENERATION_ID_KEY)
                 if gen_id and not any(k.lower() == b"x-generation-id" for k, _ in headers):
                     headers.append((b"x-generation-id", str(gen_id).encode("latin-1")))
@@ -114,6 +120,16 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self._finish(scope, state, rid, status_holder, start)
+
+    def _allowed(self, scope) -> str | None:
+        """The methods of the route (Litestar 2.25's automatic OPTIONS answer lists only some of them when a
+        path has several handlers)."""
+        if self._allow_map is None:
+            app = scope.get("litestar_app")
+            routes = getattr(app, "routes", None) or []
+            self._allow_map = {getattr(r, "path_format", None): ", ".join(sorted(getattr(r, "methods", ())))
+                               for r in routes if getattr(r, "methods", None)}
+        return self._allow_map.get(scope.get("path_template"))
 
     def _finish(self, scope, state, rid, status_holder, start) -> None:
         duration = time.perf_counter() - start

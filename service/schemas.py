@@ -24,10 +24,12 @@ DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 
+NONBLANK = r"\S"  # at least one non-space character (JSON Schema and msgspec patterns are unanchored)
+
 DocId = Annotated[str, Meta(pattern=DOC_ID_PATTERN, description="Document id.", examples=["fin-index-funds"])]
 UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description="User id.", examples=["u-0001"])]
 Language = Annotated[str, Meta(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code.", examples=["en"])]
-Tag = Annotated[str, Meta(min_length=1, max_length=64)]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=NONBLANK)]
 TopK = Annotated[int, Meta(ge=1, le=50, description="How many passages/hits to return.")]
 
 
@@ -46,7 +48,7 @@ class FiltersIn(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Turn(Struct, forbid_unknown_fields=True):
     role: Literal["user", "assistant"]
-    content: Annotated[str, Meta(min_length=1, max_length=4000)]
+    content: Annotated[str, Meta(min_length=1, max_length=4000, pattern=NONBLANK)]
 
 
 class ErrorDetail(Struct, omit_defaults=True):
@@ -68,7 +70,8 @@ class ErrorBody(Struct):
 # --- ask --------------------------------------------------------------------------------------------------
 
 class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    question: Annotated[str, Meta(min_length=1, max_length=2000, description="The question, 1..2000 characters.",
+    question: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK,
+                                  description="The question, 1..2000 characters.",
                                   examples=["How often should I rebalance an index fund portfolio?"])]
     domain: Domain | None = None
     filters: FiltersIn | None = None
@@ -120,7 +123,7 @@ class AskResponse(Struct, kw_only=True):
 # --- search -----------------------------------------------------------------------------------------------
 
 class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    query: Annotated[str, Meta(min_length=1, max_length=2000, examples=["expense ratio of ETFs"])]
+    query: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK, examples=["expense ratio of ETFs"])]
     mode: SearchMode = "hybrid"
     domain: Domain | None = None
     filters: FiltersIn | None = None
@@ -159,12 +162,13 @@ class SearchResponse(Struct, kw_only=True):
 # --- summarize --------------------------------------------------------------------------------------------
 
 class SummarizeRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    """Exactly one of `doc_id`, `doc_ids`, `query`."""
+    """Exactly one of `doc_id`, `doc_ids`, `query` (the OpenAPI document says so with `oneOf`)."""
 
-    doc_id: DocId | None = None
-    doc_ids: Annotated[list[DocId], Meta(min_length=1, max_length=20)] | None = None
-    query: Annotated[str, Meta(min_length=1, max_length=2000)] | None = None
-    filters: FiltersIn | None = None
+    doc_id: DocId | msgspec.UnsetType = msgspec.UNSET
+    doc_ids: Annotated[list[DocId], Meta(min_length=1, max_length=20)] | msgspec.UnsetType = msgspec.UNSET
+    query: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK)] | msgspec.UnsetType = \
+        msgspec.UNSET
+    filters: FiltersIn | msgspec.UnsetType = msgspec.UNSET  # with `query` only
     style: Literal["brief", "bullets"] = "brief"
     max_words: Annotated[int, Meta(ge=10, le=1000)] = 120
     backend: Backend | None = None
@@ -181,9 +185,10 @@ class SummaryResponse(Struct, kw_only=True):
     abstained: bool = False
     disclaimer: str | None = None
     language: str | None = None
-    word_count: int | None = None
+    words: int | None = None
+    invalid_citations_removed: int = 0
+    unsupported_sentences: int = 0
     timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 # --- recommendations --------------------------------------------------------------------------------------
@@ -228,10 +233,11 @@ class EventsResponse(Struct, kw_only=True):
 
 # --- documents --------------------------------------------------------------------------------------------
 
-class DocumentIn(Struct, forbid_unknown_fields=True, kw_only=True):
-    id: DocId | None = msgspec.field(default=None)  # required on create; must match the path on replace
-    title: Annotated[str, Meta(min_length=1, max_length=500, examples=["Emergency funds"])]
-    text: Annotated[str, Meta(min_length=1, description="Markdown body.",
+class DocumentFields(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A document for the store (PUT /v1/documents/{doc_id}: the id is the path's)."""
+
+    title: Annotated[str, Meta(min_length=1, max_length=500, pattern=NONBLANK, examples=["Emergency funds"])]
+    text: Annotated[str, Meta(min_length=1, pattern=NONBLANK, description="Markdown body.",
                               examples=["An emergency fund covers three to six months of expenses."])]
     domain: Domain
     language: Language = "en"
@@ -239,6 +245,12 @@ class DocumentIn(Struct, forbid_unknown_fields=True, kw_only=True):
     audience: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     date: dt.date | None = None
     source: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class DocumentIn(DocumentFields, kw_only=True):
+    """A new document (POST /v1/documents)."""
+
+    id: DocId
 
 
 class DocumentSummary(Struct, kw_only=True):

@@ -84,6 +84,8 @@ class ApiKeyAuth:
         return "ip:" + (client_host or "?")
 
     def guard(self, connection: ASGIConnection, route_handler: BaseRouteHandler) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            return  # capability discovery (Allow) is not guarded; CORS preflights never reach guards anyway
         need = (route_handler.opt or {}).get("role", "reader")
         principal = self.authenticate(connection.headers)
         if principal is None:

@@ -366,7 +366,8 @@ def test_search_bad_input_names_the_field(client):
              ({"query": "x", "filters": {"date_from": "2025-13-01"}}, "filters.date_from"),
              ({"query": "x", "filters": {"date_from": "2025-02-01", "date_to": "2025-01-01"}}, "filters.date_to"),
              ({"query": "x", "domain": "finance", "filters": {"domain": "medical"}}, "domain"),
-             ({"query": "q" * 2001}, "query")]
+             ({"query": "q" * 2001}, "query"), ({"query": "x", "rerank": 0}, "rerank"),
+             ({"query": "x", "top_k": "5"}, "top_k"), ({"query": "x", "filters": {"tags": [""]}}, "filters.tags[0]")]
     for body, field in cases:
         r = client.post("/v1/search", json=body, headers=READER)
         assert r.status_code == 400, (body, r.text)
@@ -580,20 +581,24 @@ def test_documents_crud_and_validation(client, built):
     assert doc["indexed"] is False and doc["in_store"] is True and doc["pending_change"] == "create"
     assert doc["title"] == "Emergency funds"
 
-    r = client.put("/v1/documents/svc-crud", json={**new, "id": None, "domain": "education", "title": "Funds"},
-                   headers=ADMIN)
+    body = {k: v for k, v in new.items() if k != "id"}
+    r = client.put("/v1/documents/svc-crud", json={**body, "domain": "education", "title": "Funds"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["status"] == "replaced"
     assert not path.exists() and (settings.documents_dir / "education" / "svc-crud.md").exists()
-    r = client.put("/v1/documents/svc-crud", json={**new, "id": "other"}, headers=ADMIN)
+    r = client.put("/v1/documents/svc-crud", json={**new, "id": "other"}, headers=ADMIN)  # the id is the path's
     assert r.status_code == 400 and err(r)["field"] == "id"
+    r = client.put("/v1/documents/svc-put", json=body, headers=ADMIN)
+    assert r.status_code == 201 and r.json()["status"] == "created"
+    assert client.delete("/v1/documents/svc-put", headers=ADMIN).status_code == 200
 
     for bad, field in [({**new, "id": "../etc/passwd"}, "id"), ({**new, "id": "-x"}, "id"),
                        ({**new, "title": ""}, "title"), ({**new, "text": "   "}, "text"),
                        ({**new, "domain": "sports"}, "domain"), ({**new, "date": "yesterday"}, "date"),
                        ({**new, "language": "English"}, "language"), ({**new, "tags": "one"}, "tags"),
-                       ({k: v for k, v in new.items() if k != "title"}, "title"), ({**new, "colour": 1}, "colour")]:
-        r = client.post("/v1/documents", json={**bad, "id": bad.get("id", "svc-v")} if "id" in bad else bad,
-                        headers=ADMIN)
+                       ({k: v for k, v in new.items() if k != "title"}, "title"), ({**new, "colour": 1}, "colour"),
+                       ({k: v for k, v in new.items() if k != "id"}, "id"), ({**new, "tags": [" "]}, "tags[0]"),
+                       ({**new, "title": None}, "title")]:
+        r = client.post("/v1/documents", json=bad, headers=ADMIN)
         assert r.status_code == 400, (bad, r.text)
         assert err(r)["field"] == field, (bad, r.json())
 

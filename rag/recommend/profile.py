@@ -49,6 +49,7 @@ class UserProfile:
     n_events_here: int = 0  # those on documents of this generation
     top_domains: list[str] = field(default_factory=list)
     domain_share: dict[str, float] = field(default_factory=dict)  # share of positive decayed weight per domain
+    language_share: dict[str, float] = field(default_factory=dict)  # the same per language, blended with declared
     cache: dict[str, Any] = field(default_factory=dict)  # derived data the recommender memoizes per profile
 
     @property
@@ -80,6 +81,7 @@ def _ts_seconds(ts: Any) -> float:
 
 def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, list], *, row_of: dict[str, int],
                   vectors: np.ndarray, doc_domains: np.ndarray, cfg: RecommendSettings,
+                  doc_languages: np.ndarray | None = None,
                   embed_interests: Callable[[list[str]], np.ndarray] | None,
                   domain: list[str] | None = None) -> UserProfile:
     """`events`: the user's events as columns (doc_id, type, value, dwell_s, ts), any order."""
@@ -139,6 +141,15 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
             total = sum(doms.values())
             if total > 0:
                 p.domain_share = {d: w / total for d, w in doms.items()}
+            if doc_languages is not None:
+                langs: dict[str, float] = {}
+                for r, w in zip(uniq[pos], net[pos]):
+                    lang = doc_languages[r]
+                    if lang:
+                        langs[lang] = langs.get(lang, 0.0) + float(w)
+                total = sum(langs.values())
+                if total > 0:
+                    p.language_share = {k: w / total for k, w in langs.items()}
 
         use = np.ones(len(uniq), dtype=bool)
         if domain:
@@ -169,6 +180,10 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
                 net_of = dict(zip(uniq.tolist(), net.tolist()))
                 p.seed_positive = np.asarray([net_of.get(r, 0.0) > 0 for r in order], dtype=bool)
 
+    if p.language:  # a declared language counts as much as everything read
+        declared = {p.language: 1.0}
+        p.language_share = {k: 0.5 * declared.get(k, 0.0) + 0.5 * p.language_share.get(k, 0.0)
+                            for k in set(declared) | set(p.language_share)} if p.language_share else declared
     if p.interests and embed_interests is not None:
         iv = embed_interests(p.interests)
         if len(iv):

@@ -6,6 +6,7 @@ Score of a candidate (each signal min-max normalized over the candidate pool, so
                  + weight_coengagement * co-engagement score  (default 1.0)
                  + weight_popularity * log1p(trending)        (default 0.05)
                  + weight_domain * share of the user's positive engagement in the doc's domain (default 0.1)
+                 + weight_language * the same for the doc's language, half of it the declared language (0.3)
     interests:     1.0 * max cos(interest, doc) + 0.2 * log1p(trending)   (new user with declared interests)
     trending:      log1p(trending), newest documents when nobody engaged with anything yet
     similar:       0.6 * cos(doc, candidate) + 0.4 * co-engagement with the doc

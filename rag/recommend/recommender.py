@@ -26,8 +26,8 @@ import numpy as np
 
 from rag import events as events_mod
 from rag.config import RecommendSettings
-from rag.recommend.candidates import (CatalogView, CoEngagementIndex, CoModel, coengagement_scores,
-                                      single_thread_blas, top_rows)
+from rag.recommend.candidates import (CatalogView, CoEngagementIndex, CoModel, coengagement_block,
+                                      coengagement_scores, single_thread_blas, top_rows)
 from rag.recommend.profile import UserProfile, build_profile
 from rag.recommend.ranking import INTEREST_WEIGHTS, SIMILAR_WEIGHTS, blend, mmr, popularity_reason
 from rag.state import StateStore
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 Explainer = Callable[[dict[str, Any], dict[str, Any]], "str | None"]
 TRENDING_POOL = 50
+# A content reason ("because you read X", "matches your interest in Y") needs at least this cosine between the
+# item and X or Y. Measured with MiniLM on the test corpus: related short documents 0.1-0.3, unrelated ones
+# -0.05-0.1. (Embedders with a narrow cosine range, e.g. e5, rarely go below it: the check then never fires.)
+REASON_MIN_COSINE = 0.1
 MAX_PROFILES = 50_000
 
 
@@ -151,7 +155,7 @@ class Recommender:
         user = self.state.get_user(user_id)
         evs = self.state.user_events(user_id)
         prof = build_profile(user_id, user, evs, row_of=cat.row_of, vectors=cat.vectors, doc_domains=cat.domains,
-                             cfg=self.cfg, embed_interests=self._embed_interests(gen),
+                             doc_languages=cat.languages, cfg=self.cfg, embed_interests=self._embed_interests(gen),
                              domain=list(_key_of(domain)) or None)
         self._remember(key, version, prof)
         return prof
@@ -195,7 +199,7 @@ class Recommender:
             version = self.state.user_version(uid)
             prof = build_profile(uid, users.get(uid), grouped.get(uid, empty), row_of=cat.row_of,
                                  vectors=cat.vectors, doc_domains=cat.domains, cfg=self.cfg,
-                                 embed_interests=embed)
+                                 doc_languages=cat.languages, embed_interests=embed)
             self._remember((gen.id, uid, (), params_key), version, prof)
         return len(ids)
 
@@ -254,6 +258,10 @@ class Recommender:
                 share = prof.domain_share
                 signals["domain"] = np.asarray([share.get(d, 0.0) for d in cat.domains[cands]])
                 weights["domain"] = cfg.weight_domain
+            if prof.language_share and cfg.weight_language:
+                share = prof.language_share
+                signals["language"] = np.asarray([share.get(x, 0.0) for x in cat.languages[cands]])
+                weights["language"] = cfg.weight_language
         elif prof.interest_vectors is not None:
             strategy = "interests"
             isims = cat.vectors @ prof.interest_vectors.T  # n_docs x n_interests
@@ -328,19 +336,29 @@ class Recommender:
         seed_co = None
         seed_cos = None
         if len(seeds):
-            seed_co = np.asarray(co.sim[seeds][:, rows].todense()) * prof.seed_weights[:, None]
+            seed_co = coengagement_block(co, seeds, rows) * prof.seed_weights[:, None]
             seed_cos = cat.vectors[seeds] @ cat.vectors[rows].T
             # Content reasons point at something the user liked, preferably in the same domain.
             seed_cos = np.where(prof.seed_positive[:, None], seed_cos, seed_cos - 2.0) if \
                 prof.seed_positive.any() else seed_cos
             seed_domains = cat.domains[seeds]
+            seed_languages = cat.languages[seeds]
         int_cos = cat.vectors[rows] @ prof.interest_vectors.T if prof.interest_vectors is not None else None
         out = []
         for j, (r, dom) in enumerate(zip(rows, dominant)):
             if dom == "popularity" or (dom == "coengagement" and (seed_co is None or seed_co[:, j].max() <= 0)):
                 out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
                 continue
-            if dom == "interest" or (dom in ("profile", "domain") and int_cos is not None and (
+            if dom != "coengagement":
+                best = max(float(int_cos[j].max()) if int_cos is not None else -1.0,
+                           float(seed_cos[:, j].max()) if seed_cos is not None else -1.0)
+                if best < REASON_MIN_COSINE:  # no honest content link to name: say what else holds
+                    if co.trending[r] > 0:
+                        out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
+                    else:
+                        out.append(f"more from {cat.domains[r]}" if cat.domains[r] else "something new for you")
+                    continue
+            if dom == "interest" or (dom in ("profile", "domain", "language") and int_cos is not None and (
                     seed_cos is None or int_cos[j].max() > seed_cos[:, j].max())):
                 if int_cos is not None:
                     out.append(f"matches your interest in {prof.interests[int(np.argmax(int_cos[j]))]}")
@@ -352,6 +370,9 @@ class Recommender:
                 same = seed_domains == cat.domains[r]
                 if same.any():
                     col = np.where(same, col, col - 4.0)
+                same = seed_languages == cat.languages[r]
+                if same.any():
+                    col = np.where(same, col, col - 2.0)
                 s = int(seeds[int(np.argmax(col))])
             else:
                 out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
@@ -418,7 +439,7 @@ class Recommender:
         t1 = time.perf_counter()
         v = cat.vectors[row]
         cos = cat.vectors @ v
-        co_row = np.asarray(co.sim[row].todense()).ravel() if co.sim.nnz else np.zeros(cat.n, np.float32)
+        co_row = coengagement_scores(co, np.asarray([row]), np.ones(1))
         allowed = cat.mask(domain, language, audience).copy()
         allowed[row] = False
         allowed &= cos <= cfg.near_duplicate_cosine

@@ -24,8 +24,11 @@ def _job(d: dict) -> JobOut:
 def _check_embedder(spec: str) -> None:
     from rag.models.embedders import NAMED
 
-    if spec in NAMED or Path(spec).expanduser().is_dir():
-        return
+    try:
+        if spec in NAMED or Path(spec).expanduser().is_dir():
+            return
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        pass
     raise bad_request(f"embedder {spec!r} is neither a named default ({', '.join(NAMED)}) nor a model folder "
                       "on the server", field="embedder")
 

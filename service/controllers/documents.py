@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import yaml
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from rag.config import Settings
@@ -30,6 +31,8 @@ from rag.types import DOMAINS, Document
 from service.errors import GENERATION_ID_KEY, ServiceError, bad_request, error_responses
 from service.schemas import (
     DOC_ID_PATTERN,
+    Domain,
+    DocumentFields,
     DocumentIn,
     DocumentList,
     DocumentOut,
@@ -82,7 +85,7 @@ class DocumentStore:
                 return d
         return None
 
-    def render(self, doc_id: str, doc: DocumentIn) -> bytes:
+    def render(self, doc_id: str, doc: DocumentFields) -> bytes:
         meta: dict[str, Any] = {"id": doc_id, "title": doc.title.strip(), "domain": doc.domain,
                                 "language": doc.language, "tags": list(doc.tags)}
         if doc.audience:
@@ -93,7 +96,7 @@ class DocumentStore:
         front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, default_flow_style=False)
         return f"---\n{front}---\n\n{doc.text.strip()}\n".encode("utf-8")
 
-    def write(self, doc_id: str, doc: DocumentIn, *, create: bool) -> tuple[str, Path]:
+    def write(self, doc_id: str, doc: DocumentFields, *, create: bool) -> tuple[str, Path]:
         """('created' | 'replaced', path). Raises ServiceError 409 (create, exists) / 413 (too large)."""
         body = self.render(doc_id, doc)
         if len(body) > self.max_bytes:
@@ -147,7 +150,7 @@ def _atomic_write(target: Path, body: bytes) -> None:
         raise
 
 
-def _check_doc(doc: DocumentIn, doc_id: str) -> None:
+def _check_doc(doc: DocumentFields, doc_id: str) -> None:
     if not doc.title.strip():
         raise bad_request("title must not be blank", field="title")
     if not doc.text.strip():
@@ -185,7 +188,7 @@ class DocumentsController(Controller):
          responses=error_responses(400, 401, 403, 429, 503))
     def list_documents(
         self, engine: Engine, request: Request,
-        domain: Annotated[str | None, Parameter(description="finance | medical | education")] = None,
+        domain: Annotated[Domain | None, Parameter(description="Only this domain.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
     ) -> DocumentList:
@@ -249,8 +252,6 @@ class DocumentsController(Controller):
                         request: Request) -> DocumentWriteResponse:
         """409 when the id exists in the store, or in the published index from a read-only source (then PUT
         overrides it)."""
-        if data.id is None:
-            raise bad_request("id is required", field="id")
         _check_doc(data, data.id)
         gen = _published(engine, request)
         if gen is not None and docstore.find(data.id) is None:
@@ -263,11 +264,13 @@ class DocumentsController(Controller):
         return _write_response(data.id, status, data.domain)
 
     @put("/{doc_id:str}", sync_to_thread=True, summary="Create or replace a document in the store",
-         opt={"role": "admin"}, responses=error_responses(400, 401, 403, 413, 429))
-    def replace_document(self, doc_id: DocIdParam, data: DocumentIn, docstore: DocumentStore) -> Response[
+         opt={"role": "admin"}, responses={
+             201: ResponseSpec(data_container=DocumentWriteResponse, description="Created in the store.",
+                               generate_examples=False),
+             **error_responses(400, 401, 403, 413, 429)})
+    def replace_document(self, doc_id: DocIdParam, data: DocumentFields, docstore: DocumentStore) -> Response[
             DocumentWriteResponse]:
-        if data.id is not None and data.id != doc_id:
-            raise bad_request(f"id {data.id!r} in the body does not match {doc_id!r} in the path", field="id")
+        """201 when it did not exist in the store, 200 when it replaced it. The id is the path's."""
         _check_doc(data, doc_id)
         status, _ = docstore.write(doc_id, data, create=False)
         return Response(_write_response(doc_id, status, data.domain), status_code=201 if status == "created" else 200)

@@ -18,6 +18,7 @@ from service.schemas import (
     DOC_ID_PATTERN,
     LANGUAGE_PATTERN,
     USER_ID_PATTERN,
+    Domain,
     EventsRequest,
     EventsResponse,
     RecommendationsResponse,
@@ -25,7 +26,7 @@ from service.schemas import (
 )
 
 K = Annotated[int, Parameter(ge=1, le=100, description="How many items.")]
-DomainQ = Annotated[str | None, Parameter(description="finance | medical | education")]
+DomainQ = Annotated[Domain | None, Parameter(description="Only this domain.")]
 
 
 def _domain(value: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import anyio.to_thread
+import msgspec
 from litestar import Controller, post
 
 from rag.engine import Engine
@@ -25,16 +26,16 @@ class SummarizeController(Controller):
     async def summarize(self, data: SummarizeRequest, engine: Engine, gen: Generation, slots: GenerationSlots,
                         metrics: Metrics) -> SummaryResponse:
         """Exactly one of `doc_id`, `doc_ids`, `query`. Unknown document ids are a 404 naming the id."""
-        given = [name for name in ("doc_id", "doc_ids", "query") if getattr(data, name) is not None]
+        given = [name for name in ("doc_id", "doc_ids", "query") if getattr(data, name) is not msgspec.UNSET]
         if len(given) != 1:
             field = given[1] if len(given) > 1 else "doc_id"
             raise bad_request("give exactly one of doc_id, doc_ids, query"
                               + (f" (got {', '.join(given)})" if given else ""), field=field)
         doc_ids = [data.doc_id] if data.doc_id else (list(dict.fromkeys(data.doc_ids)) if data.doc_ids else None)
-        query = nonblank(data.query, "query") if data.query is not None else None
-        if data.filters is not None and query is None:
+        query = nonblank(data.query, "query") if data.query is not msgspec.UNSET else None
+        if data.filters is not msgspec.UNSET and query is None:
             raise bad_request("filters apply to a query summary only", field="filters")
-        filters = to_filters(data.filters) if data.filters is not None else None
+        filters = to_filters(data.filters) if data.filters is not msgspec.UNSET else None
         summarizer = await anyio.to_thread.run_sync(lambda: engine.summarizer)
         call = partial(summarizer.summarize, gen, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
                        max_words=data.max_words, backend=data.backend)
@@ -46,11 +47,6 @@ class SummarizeController(Controller):
         result = await (slots.run(run) if uses_model(engine, data.backend) else anyio.to_thread.run_sync(run))
         metrics.observe_timings("summarize", getattr(result, "timings_ms", None))
         raw = plain(result)
-        known = set(SummaryResponse.__struct_fields__)
-        extra = {k: v for k, v in raw.items() if k not in known}
-        raw = {k: v for k, v in raw.items() if k in known}
-        raw.setdefault("generation_id", gen.id)
+        raw["generation_id"] = raw.get("generation_id") or gen.id
         raw.setdefault("style", data.style)
-        if doc_ids and not raw.get("doc_ids"):
-            raw["doc_ids"] = doc_ids
-        return to_struct(raw, SummaryResponse, extra=extra)
+        return to_struct(raw, SummaryResponse)
