@@ -84,8 +84,11 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
 
 
 class RecommendSettings(msgspec.Struct, kw_only=True):
-    """Recommendations (rag.recommend). Blend weights were chosen on a validation split of MovieLens-100K
-    training data (see rag/evaluation/recommend.py and rag/recommend/ranking.py)."""
+    """Recommendations (rag.recommend).
+
+    The defaults suit a document library: what a reader engages with in general (the profile) counts more than
+    the very last click. `rag eval recommend` tunes the same knobs on a validation split of its own data,
+    starting from the sequential profile in rag/evaluation/recommend.py (MovieLens rewards recency heavily)."""
 
     half_life_days: float = 14.0  # time decay of a user's events in the profile and co-engagement seeds
     trending_half_life_days: float = 7.0  # decay of popularity ("trending")
@@ -97,19 +100,19 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     dwell_bonus_per_minute: float = 1.0
     dwell_bonus_max: float = 2.0
     # Blend (each signal min-max normalized over the candidate pool).
-    weight_profile: float = 0.15
-    weight_coengagement: float = 1.0
+    weight_profile: float = 0.6
+    weight_coengagement: float = 0.4
     weight_popularity: float = 0.05
     # Share of the user's positive engagement in the candidate's domain. Constant on single-domain data such as
     # MovieLens, so not tuned there; set so that a clear shift between domains shows in the next list.
-    weight_domain: float = 0.1
+    weight_domain: float = 0.3
     # The same for the document's language (half declared language, half what the user read): an English reader
     # who opened one Chinese article should still mostly get English ones. Also constant on MovieLens.
     weight_language: float = 0.3
     mmr_lambda: float = 0.9  # 1.0 = no diversity re-rank
     candidates: int = 200  # per source (profile neighbours, co-engagement, trending)
     # Co-engagement: item-item co-occurrence of docs engaged by the same user near each other in their history.
-    order_decay: float = 0.8  # seed weight multiplier per step back from the user's latest engagement
+    order_decay: float = 0.9  # seed weight multiplier per step back from the user's latest engagement
     max_seeds: int = 50
     coengagement_window: int = 50  # how far apart (in a user's history) two engagements still co-occur
     coengagement_tau: float = 10.0  # proximity kernel exp(-(distance-1)/tau)

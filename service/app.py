@@ -122,13 +122,25 @@ async def strict_body(request: Request) -> None:
         return
     if not body.strip():
         raise ServiceError(400, "a JSON request body is required", code="missing_body")
-    typ = field.annotation
     try:
-        msgspec.json.decode(body, type=typ, strict=True)
-    except msgspec.ValidationError as e:
-        raise from_msgspec(e) from e
+        raw = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise ServiceError(400, f"malformed JSON body: {e}", code="malformed_body") from e
+    try:
+        msgspec.convert(_integral_floats(raw), type=field.annotation, strict=True)
+    except msgspec.ValidationError as e:
+        raise from_msgspec(e) from e
+
+
+def _integral_floats(v: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; msgspec's strict mode does not. Agree with the schema."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _integral_floats(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_integral_floats(x) for x in v]
+    return v
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------------------
@@ -156,9 +168,12 @@ def refine_openapi(app: Litestar) -> None:
         if name in target:
             target[name] = schema
     if "SummarizeRequest" in target:
-        no_filters = {"not": {"required": ["filters"]}}
-        target["SummarizeRequest"]["oneOf"] = [{"required": ["doc_id"], **no_filters},
-                                               {"required": ["doc_ids"], **no_filters}, {"required": ["query"]}]
+        def only(name: str, *excluded: str) -> dict:
+            return {"required": [name], "not": {"anyOf": [{"required": [x]} for x in excluded]}}
+
+        target["SummarizeRequest"]["oneOf"] = [only("doc_id", "doc_ids", "query", "filters"),
+                                               only("doc_ids", "doc_id", "query", "filters"),
+                                               only("query", "doc_id", "doc_ids")]
     engine = getattr(app.state, "engine", None)
     if engine is not None and not engine.retriever.can_rerank and "SearchRequest" in target:
         target["SearchRequest"]["properties"]["rerank"] = {
