@@ -465,15 +465,19 @@ def child_main(spec_path: str) -> None:
         lat, tops = [], []
         for i in range(warm):
             fn(vecs[i], texts[i])
+        cpu = []
         t_start = time.perf_counter()
         for i in range(warm, warm + n):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             res = fn(vecs[i], texts[i])
             lat.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)  # CPU of every thread of this process
             tops.append(res)
             if budget and len(lat) >= 20 and time.perf_counter() - t_start > budget:
                 break
-        out["lat"][name] = pct(lat)
+        c = np.asarray(cpu)
+        out["lat"][name] = {**pct(lat), "cpu_p50_ms": round(float(np.percentile(c, 50)), 3),
+                            "cpu_p95_ms": round(float(np.percentile(c, 95)), 3)}
         return tops
 
     vm, tm = q["mixed"]
@@ -638,6 +642,48 @@ class WeightedPostings:
         return [(int(r), float(s)) for r, s in self.con.cursor().execute(sql, [list(tt), list(tt.values()), *tt, k]).fetchall()]
 
 
+class CsrBM25:
+    """Design alternative: the postings held in memory as CSR arrays (term -> slice of rows and precomputed BM25
+    weights, 12 bytes per posting in float64), read once at open; a query is a few slices + bincount + top-k in
+    numpy, no SQL at all. Costs RAM (postings * 12 B) and open time; float32 weights would halve it."""
+
+    def __init__(self, gen):
+        from rag.generation import BM25_B, BM25_K1
+
+        self.gen = gen
+        terms = gen.sql("SELECT term, df FROM terms ORDER BY term").fetchnumpy()
+        p = gen.sql("SELECT p.row, p.tf, t.idf FROM postings p JOIN terms t USING (term) ORDER BY p.term, p.row").fetchnumpy()
+        n_terms = np.asarray(gen.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"], dtype=np.float64)
+        self.rows = np.asarray(p["row"], dtype=np.int32)
+        tf = np.asarray(p["tf"], dtype=np.float64)
+        self.w = np.asarray(p["idf"], dtype=np.float64) * tf * (BM25_K1 + 1) / (
+            tf + BM25_K1 * (1 - BM25_B + BM25_B * n_terms[self.rows] / gen.kw_avgdl))
+        del p, tf
+        ends = np.cumsum(np.asarray(terms["df"], dtype=np.int64))
+        self.slices = {t: (int(e - d), int(e)) for t, d, e in zip(terms["term"], terms["df"], ends)}
+        self.n = len(n_terms)
+        self.nbytes = self.rows.nbytes + self.w.nbytes
+
+    def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
+        from rag import text as textmod
+
+        tt = _terms(textmod, query)
+        parts = [(self.slices[t], q) for t, q in tt.items() if t in self.slices]
+        if not parts:
+            return []
+        rows = np.concatenate([self.rows[a:b] for (a, b), _ in parts])
+        w = np.concatenate([self.w[a:b] * q for (a, b), q in parts])
+        scores = np.bincount(rows, weights=w, minlength=self.n)
+        allowed = self.gen.allowed_rows(filters)
+        hit = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
+        kk = min(k, len(hit))
+        if kk == 0:
+            return []
+        top = hit[np.argpartition(-scores[hit], kk - 1)[:kk]]
+        top = top[np.lexsort((top, -scores[top]))]
+        return [(int(r), float(scores[r])) for r in top]
+
+
 def keyword_variants_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     from rag.generation import Generation
@@ -650,18 +696,25 @@ def keyword_variants_main(spec_path: str) -> None:
     nb = NumpyBM25(gen)
     nb_open_ms = (time.perf_counter() - t) * 1000
     wp = WeightedPostings(gen, Path(spec["side_db"]))
+    t = time.perf_counter()
+    rss_before_csr = rss_mb()
+    csr = CsrBM25(gen)
+    csr_open_s, csr_rss_mb = time.perf_counter() - t, rss_mb() - rss_before_csr
     fns = {"current": lambda s: gen.keyword(s, K_CAND),
            "in_list": lambda s: keyword_in_list(gen, s, K_CAND),
            "numpy": lambda s: nb(s, K_CAND),
-           "weights": lambda s: wp(s, K_CAND)}
+           "weights": lambda s: wp(s, K_CAND),
+           "csr_memory": lambda s: csr(s, K_CAND)}
     f30 = Filters(domain=["medical"])
     gen.allowed_rows(f30)
     fns["current_filt30"] = lambda s: gen.keyword(s, K_CAND, f30)
     fns["numpy_filt30"] = lambda s: nb(s, K_CAND, f30)
+    fns["csr_memory_filt30"] = lambda s: csr(s, K_CAND, f30)
     ref = {s: gen.keyword(s, K_CAND) for s in texts}
     ref30 = {s: gen.keyword(s, K_CAND, f30) for s in texts}
     lat: dict[str, list[float]] = {n: [] for n in fns}
     agree: dict[str, list[float]] = {n: [] for n in fns}
+    cpu: dict[str, list[float]] = {n: [] for n in fns}
     for s in texts[:warm]:
         for fn in fns.values():
             fn(s)
@@ -669,9 +722,10 @@ def keyword_variants_main(spec_path: str) -> None:
     for r in range(rounds):
         for s in texts[warm:]:
             for name, fn in fns.items():  # interleaved: every variant sees the same machine load
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 res = fn(s)
                 lat[name].append((time.perf_counter() - t0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
                 if r == 0:
                     exp = ref30[s] if name.endswith("filt30") else ref[s]
                     # Ties are common (cycled passages score identically), so compare the top-k score lists.
@@ -682,9 +736,11 @@ def keyword_variants_main(spec_path: str) -> None:
         if time.perf_counter() > deadline:
             break
     out = {"queries": len(lat["current"]), "rounds_started": r + 1, "numpy_open_ms": round(nb_open_ms, 1),
-           "weights_build_s": round(wp.build_s, 2), "variants": {}}
+           "weights_build_s": round(wp.build_s, 2), "csr_open_s": round(csr_open_s, 2),
+           "csr_arrays_mb": round(csr.nbytes / 2**20, 1), "csr_rss_delta_mb": round(csr_rss_mb, 1), "variants": {}}
     for name in fns:
-        out["variants"][name] = {**pct(lat[name]), "same_topk_scores": round(float(np.mean(agree[name])), 3)}
+        out["variants"][name] = {**pct(lat[name]), "cpu_p50_ms": round(float(np.percentile(cpu[name], 50)), 3),
+                                 "same_topk_scores": round(float(np.mean(agree[name])), 3)}
     # The same leg with DuckDB limited to one thread (its default is every core).
     gen.sql("SET threads = 1")
     l1 = []
@@ -839,6 +895,11 @@ def print_tables(results: dict, mach: dict) -> None:
                   f"{fmt(L['filt1']['p50_ms'], 7)} {fmt(L['filt1']['p95_ms'], 6)} {fmt(R['filt1'], 5, 3)} | "
                   f"{fmt(L['hybrid']['p50_ms'], 10)} {fmt(L['hybrid']['p95_ms'], 7)} | "
                   f"{fmt(L['retriever']['p50_ms'], 8)} {fmt(L['retriever']['p95_ms'], 7)}")
+        cols = ("dense", "dense_all_threads", "filt30", "filt1", "keyword", "hybrid", "retriever")
+        print("CPU ms p50 per query (process CPU, all threads; much less sensitive to other load on the machine):")
+        for kind, t in r["types"].items():
+            print(f"  {kind:5} " + ", ".join(f"{c} {t['lat'][c]['cpu_p50_ms']}" for c in cols
+                                             if c in t["lat"] and "cpu_p50_ms" in t["lat"][c]))
         first = next(iter(r["types"].values()))
         kwl = first["lat"].get("keyword")
         if kwl:
@@ -864,10 +925,11 @@ def print_tables(results: dict, mach: dict) -> None:
         if "keyword_sql_variants" in r:
             kv = r["keyword_sql_variants"]
             print(f"  keyword SQL variants ({kv['queries']} timings each, interleaved per query; numpy variant loads "
-                  f"n_terms in {kv['numpy_open_ms']} ms; weighted postings built in {kv['weights_build_s']}s):")
+                  f"n_terms in {kv['numpy_open_ms']} ms; weighted postings built in {kv['weights_build_s']}s; "
+                  f"csr_memory loads in {kv.get('csr_open_s')}s, arrays {kv.get('csr_arrays_mb')} MB):")
             for name, v in kv["variants"].items():
-                print(f"    {name:24} p50 {v['p50_ms']:>9.2f}  p95 {v['p95_ms']:>9.2f}  same top-k scores as current: "
-                      f"{v['same_topk_scores']}")
+                print(f"    {name:24} p50 {v['p50_ms']:>9.2f}  p95 {v['p95_ms']:>9.2f}  cpu p50 {v.get('cpu_p50_ms', '-'):>8}  "
+                      f"same top-k scores as current: {v['same_topk_scores']}")
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ OVERLAP_WEIGHT = 0.5  # the rest is the embedding cosine
 MULTI_SENTENCE_RATIO = 0.85  # a second/third sentence joins only when nearly as good as the best
 MAX_ANSWER_SENTENCES = 3
 MMR_LAMBDA = 0.7
-EMBED_TOP = 16  # answer candidates whose embedding is computed
+# Answer candidates (best by words) whose embedding is computed: embedding sentences costs ~50 ms each on a
+# CPU core and the cosine mostly re-orders near ties, so a CPU embeds only the first few.
+EMBED_TOP = {"cuda": 16, "cpu": 4}
 LEAD_IN_WORDS = 60  # a chosen "... as follows:" sentence brings the list items after it, up to this many words
 
 _MULTI = re.compile(
@@ -81,7 +83,7 @@ def keyword_coverage(terms: set[str], weights: dict[str, float], text_terms: set
 
 def rank_sentences(question: str, evidence: Evidence, weights: dict[str, float]) -> list[Scored]:
     """Statements (not questions) of the passages, best first. Only the EMBED_TOP best by words are embedded:
-    the cosine re-orders plausible candidates, it cannot rescue a sentence sharing no word with the question."""
+    the cosine re-orders plausible candidates; it cannot rescue a sentence sharing no word with the question."""
     q_terms = content_terms(question)
     out: list[Scored] = []
     for n, unit in evidence.units.items():
@@ -91,11 +93,12 @@ def rank_sentences(question: str, evidence: Evidence, weights: dict[str, float])
     out.sort(key=lambda s: (-s.score, s.n, s.index))
     qvec = evidence.text_vector(question)
     if qvec is not None and out:
-        head = out[:EMBED_TOP]
+        top = EMBED_TOP["cuda" if str(getattr(evidence.embedder, "device", "cpu")).startswith("cuda") else "cpu"]
+        head = out[:top]
         sims = evidence.sentence_vectors([(s.n, s.index) for s in head]) @ qvec
         for s, sim in zip(head, sims):
             s.score = OVERLAP_WEIGHT * s.score + (1 - OVERLAP_WEIGHT) * float(sim)
-        for s in out[EMBED_TOP:]:
+        for s in out[top:]:
             s.score *= OVERLAP_WEIGHT
         out.sort(key=lambda s: (-s.score, s.n, s.index))
     return out

@@ -175,6 +175,17 @@ def refine_openapi(app: Litestar) -> None:
                                                only("doc_ids", "doc_id", "query", "filters"),
                                                only("query", "doc_id", "doc_ids")]
     engine = getattr(app.state, "engine", None)
+    if engine is not None and "RebuildRequest" in target:
+        from service.jobs import allowed_embedders, allowed_sources
+
+        props = target["RebuildRequest"]["properties"]
+        props["sources"] = {"anyOf": [{"type": "array", "minItems": 1, "maxItems": 64,
+                                       "items": {"enum": allowed_sources(engine.settings)}}, {"type": "null"}],
+                            "default": None,
+                            "description": "Sources to index (default: the documents store and the published "
+                                           "generation's sources); only these, as of server start."}
+        props["embedder"] = {"anyOf": [{"enum": allowed_embedders(engine.settings)}, {"type": "null"}],
+                             "default": None, "description": "Embedder for the new generation."}
     if engine is not None and not engine.retriever.can_rerank and "SearchRequest" in target:
         target["SearchRequest"]["properties"]["rerank"] = {
             "anyOf": [{"const": False}, {"type": "null"}], "default": None,
@@ -207,7 +218,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     metrics = Metrics()
     auth = ApiKeyAuth(svc)
     slots = GenerationSlots(settings.generator.max_concurrent, svc.queue_timeout_s,
-                            run_timeout_s=settings.generator.timeout_s + 5.0)
+                            run_timeout_s=settings.generator.timeout_s)
     metrics.slots = slots
     buckets = TokenBuckets(svc.rate_limit_per_minute) if svc.rate_limit_per_minute > 0 else None
 

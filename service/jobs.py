@@ -81,33 +81,76 @@ def _iso(v: Any) -> str | None:
     return str(v)
 
 
+def _published_sources(settings: Settings) -> list[str] | None:
+    gen_id = store.read_pointer(settings.home_path)
+    if not gen_id:
+        return None
+    return list(store.read_manifest(store.generation_dir(settings.home_path, gen_id)).sources)
+
+
+def allowed_sources(settings: Settings) -> list[str]:
+    """What a rebuild request may name: the configured source folders, the published generation's sources and
+    the documents store. Never an arbitrary server path: whatever is indexed becomes readable through search."""
+    out = [str(settings.documents_dir.resolve())]
+    try:
+        published = _published_sources(settings) or []
+    except (OSError, ValueError):
+        published = []
+    for s in [*settings.source_dirs, *published]:
+        try:
+            r = str(Path(s).expanduser().resolve())
+        except (OSError, ValueError):
+            continue
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def allowed_embedders(settings: Settings) -> list[str]:
+    """Named defaults, the configured one and the published generation's: never an arbitrary model folder (a
+    checkpoint from an unknown path could run code when loaded)."""
+    from rag.models.embedders import NAMED
+
+    out = list(NAMED)
+    for spec in (settings.embedder, _published_embedder(settings)):
+        if spec and spec not in out:
+            out.append(spec)
+    return out
+
+
+def _published_embedder(settings: Settings) -> str | None:
+    gen_id = store.read_pointer(settings.home_path)
+    if not gen_id:
+        return None
+    try:
+        return store.read_manifest(store.generation_dir(settings.home_path, gen_id)).embedder.spec
+    except (OSError, ValueError):
+        return None
+
+
 def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """(sources, warnings) for a rebuild; raises SourceProblem for a requested source that does not exist."""
+    """(sources, warnings) for a rebuild; SourceProblem for a requested source that is not an allowed one."""
     docs_dir = settings.documents_dir.resolve()
     warnings: list[str] = []
     if requested:
+        allowed = allowed_sources(settings)
         base = []
         for i, s in enumerate(requested):
-            p = Path(s).expanduser()
             try:
-                found = p.exists()
-            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-                found = False
-            if not found:
-                raise SourceProblem(f"sources[{i}]", f"source not found: {s[:200]}")
-            base.append(str(p.resolve()))
+                r = str(Path(s).expanduser().resolve())
+            except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+                r = None
+            if r not in allowed:
+                raise SourceProblem(f"sources[{i}]", f"{s[:200]!r} is not one of the sources this service "
+                                                     f"indexes: {', '.join(allowed)}")
+            base.append(r)
     else:
-        home = settings.home_path
-        gen_id = store.read_pointer(home)
-        base = []
-        if gen_id:
-            try:
-                base = list(store.read_manifest(store.generation_dir(home, gen_id)).sources)
-            except (OSError, ValueError) as e:
-                warnings.append(f"cannot read the published manifest ({e}); using settings.source_dirs")
-                base = list(settings.source_dirs)
-        else:
-            base = list(settings.source_dirs)
+        try:
+            published = _published_sources(settings)
+        except (OSError, ValueError) as e:
+            warnings.append(f"cannot read the published manifest ({e}); using settings.source_dirs")
+            published = None
+        base = list(settings.source_dirs) if published is None else published
     out: list[str] = []
     if docs_dir.is_dir() and any(docs_dir.rglob("*.md")):
         out.append(str(docs_dir))

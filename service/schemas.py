@@ -24,7 +24,9 @@ DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 
-NONBLANK = r"\S"  # at least one non-space character (JSON Schema and msgspec patterns are unanchored)
+# At least one visible character. Patterns are unanchored searches in both JSON Schema and msgspec; the class is
+# the union of what Python's `\s` and ECMA-262's `\s` call space, so validators of either dialect agree.
+NONBLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 
 DocId = Annotated[str, Meta(pattern=DOC_ID_PATTERN, description="Document id.", examples=["fin-index-funds"])]
 UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description="User id.", examples=["u-0001"])]

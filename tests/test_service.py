@@ -322,6 +322,71 @@ def test_generation_slots_bound_concurrency_then_503_with_retry_after():
     asyncio.run(scenario())
 
 
+class SlowGenerator:
+    """Stands in for a generative backend: slow enough to hit timeouts and fill generation slots."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def generate(self, messages, *, max_new_tokens, temperature=0.0):
+        time.sleep(self.seconds)
+        return "Rebalance once a year [1]."
+
+    def stream(self, messages, *, max_new_tokens, temperature=0.0):
+        time.sleep(self.seconds)
+        yield "Rebalance once a year [1]."
+
+    def generate_batch(self, batch, *, max_new_tokens):
+        return [self.generate(m, max_new_tokens=max_new_tokens) for m in batch]
+
+
+@pytest.fixture
+def slow_transformers(engine):
+    """The engine's `transformers` backend replaced by a 1.5 s stub for one test."""
+    pool = engine.answerer.generators
+    pool.register("transformers", SlowGenerator(1.5))
+    yield
+    with pool._lock:
+        pool._generators.pop("transformers", None)
+
+
+def test_generation_timeout_falls_back_to_the_extractive_answer(built, engine, slow_transformers):
+    settings, _ = built
+    quick = settings_for(settings.home_path)
+    quick.generator.timeout_s = 0.3
+    with TestClient(create_app(quick, engine), raise_server_exceptions=False) as c:
+        r = c.post("/v1/ask", json={"question": "How often should I rebalance?", "backend": "transformers"},
+                   headers=READER)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert "timed out" in body["fallback"] and body["backend"] == "transformers"
+        assert body["citations"] and not body["abstained"]
+
+
+def test_generation_slots_full_is_503_with_retry_after(built, engine, slow_transformers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings, _ = built
+    one = settings_for(settings.home_path, queue_timeout_s=0.2)
+    one.generator.max_concurrent = 1
+    with TestClient(create_app(one, engine), raise_server_exceptions=False) as c:
+        def ask(_):
+            return c.post("/v1/ask", json={"question": "How often should I rebalance?", "backend": "transformers"},
+                          headers=READER)
+
+        with ThreadPoolExecutor(3) as ex:
+            rs = list(ex.map(ask, range(3)))
+        codes = sorted(r.status_code for r in rs)
+        assert codes[0] == 200 and 503 in codes, [r.text for r in rs]
+        busy = next(r for r in rs if r.status_code == 503)
+        assert err(busy)["code"] == "busy" and busy.headers["retry-after"] == "1"
+        # extractive answers need no slot: they are not held up by the slow generation
+        assert c.post("/v1/ask", json={"question": "What is an ETF?", "backend": "extractive"},
+                      headers=READER).status_code == 200
+
+
 # --- search ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
@@ -668,7 +733,7 @@ def test_rebuild_job_publishes_new_documents_then_rollback(client, built, engine
     assert client.get("/v1/documents/svc-new", headers=READER).json()["pending_change"] == "create"
     r = client.post("/v1/admin/index/rollback", json={"generation_id": "g-nope"}, headers=ADMIN)
     assert r.status_code == 404 and err(r)["field"] == "generation_id"
-    r = client.post("/v1/admin/index/rebuild", json={"sources": ["/definitely/not/here"]}, headers=ADMIN)
+    r = client.post("/v1/admin/index/rebuild", json={"sources": ["/etc"]}, headers=ADMIN)  # not an indexed source
     assert r.status_code == 400 and err(r)["field"] == "sources[0]"
     r = client.post("/v1/admin/index/rebuild", json={"embedder": "no-such-model"}, headers=ADMIN)
     assert r.status_code == 400 and err(r)["field"] == "embedder"

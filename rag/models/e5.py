@@ -43,6 +43,8 @@ from rag.models import integrity
 
 log = logging.getLogger(__name__)
 
+# Part of the folder name (and so of the embedding cache key): bump it whenever the conversion's output changes.
+CONVERTER_VERSION = 1
 E5_QUERY_PREFIX = "query: "
 E5_PASSAGE_PREFIX = "passage: "
 
@@ -522,7 +524,7 @@ def ensure_e5_model(models_dir: Path) -> Path:
     bin_path = integrity.pinned_file(_PACKAGE, _FILE)  # raises ModelIntegrityError on a changed file
     digest = integrity.PINNED[f"{_PACKAGE}/{_FILE}"]
     models_dir = Path(models_dir)
-    final = models_dir / f"e5-small-{digest[:12]}"
+    final = models_dir / f"e5-small-{digest[:12]}-c{CONVERTER_VERSION}"
     if final.is_dir():
         return final
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import anyio.to_thread
@@ -13,7 +12,7 @@ from rag import store
 from rag.engine import Engine
 from rag.index import NoGeneration
 from service.errors import GENERATION_ID_KEY, ServiceError, bad_request, error_responses
-from service.jobs import JobConflict, JobManager, SourceProblem
+from service.jobs import JobConflict, JobManager, SourceProblem, allowed_embedders
 from service.schemas import GenerationOut, JobOut, RebuildRequest, RollbackRequest, RollbackResponse
 
 
@@ -21,16 +20,11 @@ def _job(d: dict) -> JobOut:
     return JobOut(**d)
 
 
-def _check_embedder(spec: str) -> None:
-    from rag.models.embedders import NAMED
-
-    try:
-        if spec in NAMED or Path(spec).expanduser().is_dir():
-            return
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        pass
-    raise bad_request(f"embedder {spec!r} is neither a named default ({', '.join(NAMED)}) nor a model folder "
-                      "on the server", field="embedder")
+def _check_embedder(settings, spec: str) -> None:
+    allowed = allowed_embedders(settings)
+    if spec not in allowed:
+        raise bad_request(f"embedder {spec[:200]!r} is not one of {', '.join(allowed)} (configure others with "
+                          "settings.embedder)", field="embedder")
 
 
 class AdminController(Controller):
@@ -40,14 +34,15 @@ class AdminController(Controller):
 
     @post("/index/rebuild", status_code=202, summary="Start an index rebuild (background job)",
           responses=error_responses(400, 401, 403, 409, 413, 429))
-    async def rebuild(self, jobs: JobManager,
+    async def rebuild(self, jobs: JobManager, engine: Engine,
                       data: Annotated[RebuildRequest | None, Body(description="Optional: sources, embedder")] = None
                       ) -> JobOut:
         """202 with the job; follow it at `GET /v1/admin/jobs/{id}`. 409 (with the running job) while another
-        rebuild runs. Default sources: the documents store plus the published generation's sources."""
+        rebuild runs. Default sources: the documents store plus the published generation's sources; `sources`
+        may only name those (and `settings.source_dirs`), `embedder` a named or configured one."""
         req = data or RebuildRequest()
         if req.embedder is not None:
-            _check_embedder(req.embedder)
+            _check_embedder(engine.settings, req.embedder)
         try:
             job = await anyio.to_thread.run_sync(lambda: jobs.start_rebuild(req.sources, req.embedder))
         except SourceProblem as e:

@@ -49,6 +49,21 @@ def uses_model(engine: Engine, backend: str | None) -> bool:
         raise ServiceError(400, str(e), code="validation_error", field="backend") from e
 
 
+async def prepare_backend(engine: Engine, backend: str | None) -> str | None:
+    """Load the backend's model before the generation clock starts (loading is not generating: a first
+    request must not time out because the weights were still being read). Returns why the backend cannot be
+    used (the caller then answers extractively and says so in `fallback`), or None."""
+    if not uses_model(engine, backend):
+        return None
+    pool = engine.answerer.generators
+    try:
+        await anyio.to_thread.run_sync(pool.get, backend)
+    except Exception as e:  # noqa: BLE001 - a missing/broken model degrades to the extractive answer
+        log.warning("generator backend %s unavailable: %s", backend or pool.settings.backend, e)
+        return f"backend {pool.resolve_name(backend)} unavailable ({type(e).__name__}: {e}); extractive answer"
+    return None
+
+
 def _event_parts(ev: Any, gen_id: str) -> tuple[str, dict]:
     """An `AnswerEvent(type, data)` -> (SSE event name, JSON payload object)."""
     kind = str(getattr(ev, "type", None) or getattr(ev, "kind", None) or "message")
@@ -79,15 +94,29 @@ class AskController(Controller):
         filters = to_filters(data.filters, data.domain)
         history = [{"role": t.role, "content": t.content} for t in data.history]
         answerer = await anyio.to_thread.run_sync(lambda: engine.answerer)
-        needs_slot = uses_model(engine, data.backend)
-        kwargs = dict(filters=filters, top_k=data.top_k, history=history, backend=data.backend, mode=data.mode)
+        asked = answerer.generators.resolve_name(data.backend) if data.backend else None
+        unavailable = await prepare_backend(engine, data.backend)
+        backend = "extractive" if unavailable else data.backend
+        needs_slot = uses_model(engine, backend)
+        kwargs = dict(filters=filters, top_k=data.top_k, history=history, backend=backend, mode=data.mode)
         if data.user_id:
             request.scope.setdefault("state", {})["rag.user_id"] = data.user_id
         if data.stream:
             return await self._stream(answerer, gen, question, kwargs, needs_slot, slots, metrics, request)
 
         call = partial(answerer.answer, gen, question, **kwargs)
-        ans = await (slots.run(call) if needs_slot else anyio.to_thread.run_sync(call))
+        try:
+            ans = await (slots.run(call) if needs_slot else anyio.to_thread.run_sync(call))
+        except TimeoutError:
+            # The generation outlived settings.generator.timeout_s: answer extractively instead (the slot stays
+            # taken until the abandoned generation really ends, so the bound on concurrent generations holds).
+            log.warning("generation timed out after %.0f s; extractive answer", slots.run_timeout_s)
+            ans = await anyio.to_thread.run_sync(partial(answerer.answer, gen, question,
+                                                         **{**kwargs, "backend": "extractive"}))
+            unavailable = f"generation timed out after {slots.run_timeout_s:g} s; extractive answer"
+        if unavailable and not getattr(ans, "abstained", False):
+            ans.fallback = unavailable
+            ans.backend = asked or ans.backend
         metrics.observe_timings("ask", getattr(ans, "timings_ms", None))
         metrics.observe_answer(getattr(ans, "backend", None), getattr(ans, "abstained", False),
                                getattr(ans, "fallback", None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import anyio.to_thread
@@ -10,11 +11,14 @@ from litestar import Controller, post
 
 from rag.engine import Engine
 from rag.generation import Generation
-from service.controllers.ask import uses_model
+from service.controllers.ask import prepare_backend, uses_model
 from service.errors import bad_request, error_responses, unknown_ids_are_404
 from service.limits import GenerationSlots
 from service.metrics import Metrics
 from service.schemas import SummarizeRequest, SummaryResponse, nonblank, plain, to_filters, to_struct
+
+
+log = logging.getLogger("service.summarize")
 
 
 class SummarizeController(Controller):
@@ -37,14 +41,22 @@ class SummarizeController(Controller):
             raise bad_request("filters apply to a query summary only", field="filters")
         filters = to_filters(data.filters) if data.filters is not msgspec.UNSET else None
         summarizer = await anyio.to_thread.run_sync(lambda: engine.summarizer)
-        call = partial(summarizer.summarize, gen, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
-                       max_words=data.max_words, backend=data.backend)
+        unavailable = await prepare_backend(engine, data.backend)
+        backend = "extractive" if unavailable else data.backend
 
-        def run():
+        def run(backend=backend):
             with unknown_ids_are_404("doc_ids" if data.doc_ids else "doc_id"):
-                return call()
+                return summarizer.summarize(gen, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
+                                            max_words=data.max_words, backend=backend)
 
-        result = await (slots.run(run) if uses_model(engine, data.backend) else anyio.to_thread.run_sync(run))
+        try:
+            result = await (slots.run(run) if uses_model(engine, backend) else anyio.to_thread.run_sync(run))
+        except TimeoutError:
+            log.warning("summary generation timed out after %.0f s; extractive summary", slots.run_timeout_s)
+            result = await anyio.to_thread.run_sync(partial(run, "extractive"))
+            unavailable = f"generation timed out after {slots.run_timeout_s:g} s; extractive summary"
+        if unavailable:
+            result.fallback = unavailable
         metrics.observe_timings("summarize", getattr(result, "timings_ms", None))
         raw = plain(result)
         raw["generation_id"] = raw.get("generation_id") or gen.id

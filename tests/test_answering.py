@@ -1,0 +1,364 @@
+"""Grounded answers over a real index (real MiniLM, real extractive backend), with stub generators where a test
+needs a generator to misbehave on purpose, and (slow) the real SmolLM2."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import threading
+
+import pytest
+
+from rag.answering import NOT_FOUND, Answerer, CitationStreamFilter, standalone_query, tidy_generated
+from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool
+from rag.grounding import Evidence, Passage, check_text, cited_numbers, clean_citations, split_sentences
+from rag.retriever import Retriever
+
+DOCS = {
+    "finance/etf.md": ("fin-etf", "finance", "en", """
+        # Exchange-traded funds
+        An exchange-traded fund (ETF) holds a basket of securities and trades on a stock exchange like a share.
+        Most ETFs track an index such as the S&P 500. Their expense ratios are usually below 0.2 percent a year.
+
+        ## Rebalancing
+        Rebalancing means selling assets that grew above their target weight and buying those below it.
+        Many investors rebalance once a year or when an allocation drifts by more than five percentage points.
+        """),
+    "finance/mortgage.md": ("fin-mortgage", "finance", "en", """
+        # Fixed and variable mortgages
+        A fixed-rate mortgage keeps the same interest rate for the whole term, so monthly payments never change.
+        A variable-rate mortgage follows a reference rate; payments rise when central banks raise rates.
+        """),
+    "medical/hypertension.md": ("med-hypertension", "medical", "en", """
+        # Measuring blood pressure at home
+        Hypertension is diagnosed when blood pressure stays at or above 130/80 mmHg on repeated measurements.
+        Measure at the same time each morning, seated, after five minutes of rest, with the cuff at heart level.
+        Avoid caffeine and exercise for 30 minutes before measuring.
+        """),
+    "medical/vaccines.md": ("med-vaccines", "medical", "en", """
+        # Childhood vaccination schedule
+        The measles, mumps and rubella (MMR) vaccine is given in two doses: at 12 to 15 months and at 4 to 6 years.
+        Influenza vaccination is recommended every year for everyone older than six months.
+        """),
+    "education/formative.md": ("edu-formative", "education", "en", """
+        # Formative assessment
+        Formative assessment checks understanding during learning so that teaching can adjust.
+        Exit tickets, mini whiteboards and think-pair-share are quick formative techniques.
+        """),
+    "education/fractions-zh.md": ("edu-fractions-zh", "education", "zh", """
+        # 小学数学分数教学
+        分数教学应从具体的实物开始，例如把一个披萨平均分成四份，每份就是四分之一。
+        学生理解分数的意义以后，再学习比较分数的大小和分数的加减法。
+        """),
+}
+
+
+def write_docs(root, docs=DOCS):
+    for rel, (doc_id, domain, lang, body) in docs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = textwrap.dedent(body).strip()
+        title = body.splitlines()[0][2:]
+        path.write_text(f"---\nid: {doc_id}\ntitle: \"{title}\"\ndomain: {domain}\nlanguage: {lang}\n---\n{body}\n",
+                        encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, models_dir):
+    """(settings, generation) of a small real index built with the production indexer."""
+    from indexer.build import build
+    from rag.config import load_settings
+    from rag.engine import Engine
+
+    home = tmp_path_factory.mktemp("answer-home")
+    settings = load_settings(environ={}, home=str(home), model_cache=str(models_dir))
+    build(settings, [write_docs(tmp_path_factory.mktemp("answer-docs"))], show_progress=False)
+    return settings, Engine(settings).generation()
+
+
+class Stub:
+    """A generator that answers what a test tells it to: a string, a function of the prompt, or an error."""
+
+    def __init__(self, reply, piece_chars: int = 3):
+        self.reply = reply
+        self.piece_chars = piece_chars
+        self.calls: list[list[dict]] = []
+        self.name = "stub"
+
+    def generate(self, messages, *, max_new_tokens, temperature=0.0):
+        self.calls.append(messages)
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply(messages) if callable(self.reply) else self.reply
+
+    def stream(self, messages, *, max_new_tokens, temperature=0.0):
+        text = self.generate(messages, max_new_tokens=max_new_tokens)
+        for i in range(0, len(text), self.piece_chars):
+            yield text[i:i + self.piece_chars]
+
+    def generate_batch(self, batch, *, max_new_tokens):
+        return [self.generate(m, max_new_tokens=max_new_tokens) for m in batch]
+
+
+def first_sentence_of(n: int):
+    """A reply that copies the first sentence of passage [n] from the prompt (a faithful answer)."""
+
+    def reply(messages):
+        prompt = messages[-1]["content"]
+        block = re.search(rf"^\[{n}\] .*? — (.*?)$", prompt, re.MULTILINE).group(1)
+        return split_sentences(block)[0].text
+
+    return reply
+
+
+def answerer_with(settings, stub: Stub | None = None, **pool_kw) -> Answerer:
+    pool = GeneratorPool(settings.generator, settings.models_dir, **pool_kw)
+    if stub is not None:
+        pool.register("stub", stub)
+    return Answerer(settings, Retriever(settings.retrieval), pool)
+
+
+def assert_citations_valid(answer):
+    given = {p.n for p in answer.passages}
+    assert set(cited_numbers(answer.answer)) <= given
+    for c in answer.citations:
+        p = next(p for p in answer.passages if p.n == c.n)
+        assert (c.doc_id, c.chunk_id, c.title) == (p.doc_id, p.chunk_id, p.title)
+        assert c.span and c.span in p.text.replace("**", "")
+
+
+# --- extractive backend -------------------------------------------------------------------------------------
+
+def test_extractive_answer_cites_the_supporting_passage(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "What blood pressure means hypertension?", backend="extractive")
+    assert not ans.abstained and ans.fallback is None and ans.backend == "extractive"
+    assert "130/80" in ans.answer
+    assert ans.citations and ans.citations[0].doc_id == "med-hypertension"
+    assert_citations_valid(ans)
+    assert ans.generation_id == gen.id and ans.language == "en"
+    assert {"retrieve_ms", "check_ms", "total_ms"} <= set(ans.timings_ms)
+
+
+def test_medical_answer_carries_the_medical_disclaimer(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "When is the MMR vaccine given?", backend="extractive")
+    assert ans.citations[0].doc_id == "med-vaccines"
+    assert ans.disclaimer == settings.generator.disclaimers["medical"]
+    edu = answerer_with(settings).answer(gen, "What are quick formative assessment techniques?", backend="extractive")
+    assert edu.disclaimer is None
+
+
+# --- abstention ---------------------------------------------------------------------------------------------
+
+def test_off_topic_question_abstains(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "Who won the 1998 World Cup?", backend="extractive")
+    assert ans.abstained and ans.answer == NOT_FOUND["en"]
+    assert ans.citations == [] and 0 < len(ans.passages) <= 3  # the closest passages, for the reader to judge
+    assert ans.disclaimer is None
+
+
+def test_chinese_off_topic_question_abstains_in_chinese(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "谁赢得了1998年世界杯？", backend="extractive")
+    assert ans.abstained and ans.language == "zh"
+    assert ans.answer == NOT_FOUND["zh"] and re.search(r"[\u4e00-\u9fff]", ans.answer)
+
+
+def test_no_hits_under_filters_abstains(index):
+    from rag.types import Filters
+
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "What is an ETF?", filters=Filters.of(domain="medical", tags="nope"),
+                                         backend="extractive")
+    assert ans.abstained and ans.passages == []
+
+
+# --- generated answers are checked --------------------------------------------------------------------------
+
+def test_citation_to_a_passage_not_given_is_removed_and_counted(index):
+    settings, gen = index
+    stub = Stub(lambda m: first_sentence_of(1)(m) + " [1][7]")
+    ans = answerer_with(settings, stub).answer(gen, "What is an ETF?", top_k=3, backend="stub")
+    assert len(ans.passages) == 3
+    assert "[7]" not in ans.answer and ans.invalid_citations_removed == 1
+    assert ans.fallback is None and ans.backend == "stub"
+    assert [c.n for c in ans.citations] == [1]
+    assert_citations_valid(ans)
+    prompt = stub.calls[0][-1]["content"]
+    assert "[1] " in prompt and "[3] " in prompt and "[4] " not in prompt and "Question: What is an ETF?" in prompt
+
+
+def test_unsupported_answer_falls_back_to_extractive(index):
+    settings, gen = index
+    stub = Stub("Bananas are yellow fruit that grow in tropical plantations near the equator [1].")
+    ans = answerer_with(settings, stub).answer(gen, "What is an ETF?", backend="stub")
+    assert ans.fallback and "not supported" in ans.fallback
+    assert "Banana" not in ans.answer and ans.citations
+    assert_citations_valid(ans)
+
+
+def test_uncited_but_supported_sentence_gets_its_citation(index):
+    settings, gen = index
+    ans = answerer_with(settings, Stub(first_sentence_of(1))).answer(gen, "What is an ETF?", backend="stub")
+    assert ans.fallback is None and ans.citations_added == 1
+    assert cited_numbers(ans.answer) == [1]
+
+
+def test_generator_failure_falls_back_to_extractive(index):
+    settings, gen = index
+    ans = answerer_with(settings, Stub(GeneratorError("server said no"))).answer(gen, "What is an ETF?",
+                                                                               backend="stub")
+    assert ans.fallback == "generator error: server said no"
+    assert not ans.abstained and ans.citations
+    assert_citations_valid(ans)
+
+
+def test_prompt_echo_is_rejected(index):
+    settings, gen = index
+    echo = Stub(lambda m: m[0]["content"])  # a weak model that repeats its instructions
+    ans = answerer_with(settings, echo).answer(gen, "What is an ETF?", backend="stub")
+    assert ans.fallback == "the generator repeated its instructions"
+
+
+def test_all_slots_busy_raises_generator_busy(index):
+    settings, gen = index
+    answerer = answerer_with(settings, Stub("x"), queue_timeout_s=0.1)
+    settings_slots = settings.generator.max_concurrent
+    holders, release = [], threading.Event()
+    for _ in range(settings_slots):
+        entered = threading.Event()
+
+        def hold(entered=entered):
+            with answerer.generators.slot():
+                entered.set()
+                release.wait(5)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        entered.wait(5)
+        holders.append(t)
+    try:
+        with pytest.raises(GeneratorBusy):
+            answerer.answer(gen, "What is an ETF?", backend="stub")
+        # the extractive backend needs no slot
+        assert not answerer.answer(gen, "What is an ETF?", backend="extractive").abstained
+    finally:
+        release.set()
+        for t in holders:
+            t.join()
+
+
+def test_unknown_backend_and_empty_question_are_errors(index):
+    settings, gen = index
+    with pytest.raises(ValueError, match="unknown generator backend"):
+        answerer_with(settings).answer(gen, "What is an ETF?", backend="gpt-17")
+    with pytest.raises(ValueError, match="empty"):
+        answerer_with(settings).answer(gen, "   ")
+
+
+# --- streaming ----------------------------------------------------------------------------------------------
+
+def test_stream_events_in_order_and_without_invalid_citations(index):
+    settings, gen = index
+    stub = Stub(lambda m: first_sentence_of(1)(m) + " [1] [7]", piece_chars=2)  # "[7]" arrives in pieces
+    events = list(answerer_with(settings, stub).answer_stream(gen, "What is an ETF?", top_k=3, backend="stub"))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "retrieval" and kinds[-1] == "done"
+    assert kinds.count("token") >= 2 and "citation" in kinds
+    assert kinds.index("citation") > max(i for i, k in enumerate(kinds) if k == "token")
+    streamed = "".join(e.data for e in events if e.type == "token")
+    assert "[7]" not in streamed and "[1]" in streamed
+    final = events[-1].data
+    assert final.invalid_citations_removed == 1 and "[7]" not in final.answer
+    assert [p.n for p in events[0].data] == [1, 2, 3]
+
+
+def test_stream_with_extractive_backend_and_abstention(index):
+    settings, gen = index
+    kinds = [e.type for e in answerer_with(settings).answer_stream(gen, "What is an ETF?", backend="extractive")]
+    assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds and "citation" in kinds
+    events = list(answerer_with(settings).answer_stream(gen, "Who won the 1998 World Cup?", backend="extractive"))
+    assert [e.type for e in events][-1] == "done" and events[-1].data.abstained
+
+
+def test_stream_generator_failure_still_ends_with_done(index):
+    settings, gen = index
+    events = list(answerer_with(settings, Stub(GeneratorError("boom"))).answer_stream(gen, "What is an ETF?",
+                                                                                      backend="stub"))
+    assert events[-1].type == "done" and events[-1].data.fallback == "generator error: boom"
+
+
+# --- conversation -------------------------------------------------------------------------------------------
+
+def test_follow_up_question_is_made_standalone(index):
+    history = [{"role": "user", "content": "How is hypertension diagnosed?"},
+               {"role": "assistant", "content": "At or above 130/80 mmHg [1]."}]
+    assert "hypertension" in standalone_query("And how should I measure it?", history).lower()
+    assert standalone_query("What is the MMR vaccine schedule for children?", history) == \
+        "What is the MMR vaccine schedule for children?"
+    settings, gen = index
+    stub = Stub(first_sentence_of(1))
+    ans = answerer_with(settings, stub).answer(gen, "And how should I measure it at home?", history=history,
+                                               backend="stub")
+    assert ans.passages[0].doc_id == "med-hypertension"
+    roles = [m["role"] for m in stub.calls[0]]
+    assert roles == ["system", "user", "assistant", "user"]
+    with pytest.raises(ValueError, match="history"):
+        answerer_with(settings).answer(gen, "What?", history=[{"role": "tool", "content": "x"}])
+
+
+# --- the grounding primitives -------------------------------------------------------------------------------
+
+def test_sentence_split_english_and_chinese():
+    text = "Dr. Smith paid 3.5 percent. Was it high? Yes! [2]\n- a list item\n个人所得税包括子女教育。每月二千元[1]。"
+    assert [s.text for s in split_sentences(text)] == [
+        "Dr. Smith paid 3.5 percent.", "Was it high?", "Yes! [2]", "a list item", "个人所得税包括子女教育。", "每月二千元[1]。"]
+
+
+def test_clean_citations_keeps_only_given_passages():
+    assert clean_citations("A [1, 7]. B [7]. C [2-3].", {1, 2}) == ("A [1]. B. C [2].", 3)
+    assert cited_numbers("x [3] y [1,2] z 【4】") == [3, 1, 2, 4]
+
+
+def test_check_text_marks_unsupported_sentences():
+    passages = [Passage(1, "d1", "d1#0", "T", "The fee is two percent a year. It is charged monthly.", 1.0)]
+    checked = check_text("The fee is two percent a year [1]. Penguins enjoy cold water swimming [1].",
+                         Evidence(passages))
+    assert checked.judged == 2 and checked.unsupported == 1
+    assert checked.citations[0].span == "The fee is two percent a year."
+
+
+def test_citation_stream_filter_handles_split_brackets():
+    f = CitationStreamFilter({1, 2})
+    out = "".join(f.feed(p) for p in ["Fees are low [", "1", "][", "9", "]. Te", "xt [2", "]."]) + f.flush()
+    assert out == "Fees are low [1]. Text [2]."
+
+
+def test_small_model_guards():
+    system = "You answer questions using only the numbered passages. Cite them like [1]."
+    assert tidy_generated("Answer: Paris is the capital [1].\nQuestion: what else?", "q", system)[0] == \
+        "Paris is the capital [1]."
+    looped = "La femme de France, la femme de France, la femme de France, la femme"
+    assert tidy_generated(looped, "q", system)[0] == "La femme de France"
+    assert tidy_generated("   ", "q", system)[1] == "the generator returned an empty answer"
+    assert tidy_generated("What is an ETF?", "What is an ETF?", system)[1] == "the generator only repeated the question"
+
+
+# --- the real local model (slow) ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_answer_and_stream_have_only_valid_citations(index):
+    settings, gen = index
+    settings.generator.max_new_tokens = 48  # keep CPU time down; the checks do not depend on length
+    answerer = answerer_with(settings)
+    ans = answerer.answer(gen, "What blood pressure means hypertension?", top_k=2, backend="transformers")
+    assert not ans.abstained and ans.backend == "transformers" and ans.answer
+    assert ans.citations and "generate_ms" in ans.timings_ms
+    assert_citations_valid(ans)
+    assert ans.disclaimer == settings.generator.disclaimers["medical"]
+    events = list(answerer.answer_stream(gen, "When is the MMR vaccine given?", top_k=2, backend="transformers"))
+    assert events[0].type == "retrieval" and events[-1].type == "done"
+    assert_citations_valid(events[-1].data)

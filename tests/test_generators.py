@@ -1,0 +1,224 @@
+"""Generator backends: the OpenAI-compatible client against a real local HTTP server, the pool, and (slow) the
+real SmolLM2 through transformers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rag.config import GeneratorSettings
+from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool
+from rag.generators.openai_backend import OpenAIGenerator
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """`/v1/chat/completions` as vLLM/TGI/llama.cpp answer it. The requested model picks the behaviour."""
+
+    requests: list[dict] = []
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        if self.path != "/v1/chat/completions":
+            self._send(404, b'{"error": {"message": "no such route"}}')
+            return
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAI.requests.append({"payload": payload, "auth": self.headers.get("Authorization")})
+        model = payload["model"]
+        if model == "broken":
+            self._send(500, json.dumps({"error": {"message": "CUDA out of memory", "type": "server_error"}}).encode())
+            return
+        if model == "plain-error":
+            self._send(503, b"upstream overloaded")
+            return
+        text = f"Hello from {model}."
+        if not payload.get("stream"):
+            self._send(200, json.dumps({"id": "c1", "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode())
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        events = [{"choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+        events += [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("Hello ", "from ", f"{model}.")]
+        if model == "dies-midway":
+            events.append({"error": {"message": "worker crashed"}})
+        for ev in events:
+            self.wfile.write(f"data: {json.dumps(ev)}\n\n".encode())
+            self.wfile.write(b": keep-alive\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _client(base_url: str, model: str = "tiny", **kw) -> OpenAIGenerator:
+    return OpenAIGenerator(GeneratorSettings(backend="openai", openai_base_url=base_url, openai_model=model,
+                                             timeout_s=5.0, **kw))
+
+
+def test_openai_generate_sends_chat_completion(fake_server):
+    FakeOpenAI.requests.clear()
+    gen = _client(fake_server, openai_api_key="sk-test")
+    assert gen.generate(MESSAGES, max_new_tokens=17, temperature=0.0) == "Hello from tiny."
+    sent = FakeOpenAI.requests[-1]
+    assert sent["payload"]["messages"] == MESSAGES
+    assert sent["payload"]["max_tokens"] == 17 and sent["payload"]["stream"] is False
+    assert sent["auth"] == "Bearer sk-test"
+
+
+def test_openai_stream_parses_sse_until_done(fake_server):
+    pieces = list(_client(fake_server).stream(MESSAGES, max_new_tokens=8))
+    assert pieces == ["Hello ", "from ", "tiny."]
+    assert FakeOpenAI.requests[-1]["payload"]["stream"] is True
+
+
+def test_openai_batch_loops(fake_server):
+    assert _client(fake_server).generate_batch([MESSAGES, MESSAGES], max_new_tokens=4) == ["Hello from tiny."] * 2
+
+
+@pytest.mark.parametrize("model, message", [("broken", "CUDA out of memory"), ("plain-error", "upstream overloaded")])
+def test_openai_errors_carry_the_server_message(fake_server, model, message):
+    gen = _client(fake_server, model)
+    with pytest.raises(GeneratorError, match=message):
+        gen.generate(MESSAGES, max_new_tokens=4)
+    with pytest.raises(GeneratorError, match=message):
+        list(gen.stream(MESSAGES, max_new_tokens=4))
+
+
+def test_openai_error_event_inside_a_stream(fake_server):
+    with pytest.raises(GeneratorError, match="worker crashed"):
+        list(_client(fake_server, "dies-midway").stream(MESSAGES, max_new_tokens=4))
+
+
+def test_openai_unreachable_server_is_a_generator_error():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(GeneratorError, match="cannot reach"):
+        _client(f"http://127.0.0.1:{port}/v1").generate(MESSAGES, max_new_tokens=4)
+
+
+# --- the pool ----------------------------------------------------------------------------------------------
+
+class _Echo:
+    name = "echo"
+
+    def generate(self, messages, *, max_new_tokens, temperature=0.0):
+        return messages[-1]["content"]
+
+    def stream(self, messages, *, max_new_tokens, temperature=0.0):
+        yield self.generate(messages, max_new_tokens=max_new_tokens)
+
+    def generate_batch(self, batch, *, max_new_tokens):
+        return [self.generate(m, max_new_tokens=max_new_tokens) for m in batch]
+
+
+def test_pool_is_lazy_cached_and_thread_safe(tmp_path):
+    built = []
+
+    def factory(name, settings, models_dir):
+        time.sleep(0.2)  # a slow load: concurrent callers must wait for it, not start their own
+        built.append(name)
+        return _Echo()
+
+    pool = GeneratorPool(GeneratorSettings(backend="openai"), tmp_path, factory=factory)
+    assert built == []
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pool.get(None))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert built == ["openai"] and len({id(g) for g in got}) == 1
+    assert pool.get("extractive") is None
+    with pytest.raises(ValueError, match="unknown generator backend"):
+        pool.get("gpt-17")
+
+
+def test_pool_bounds_concurrency_with_a_timeout(tmp_path):
+    pool = GeneratorPool(GeneratorSettings(max_concurrent=1), tmp_path, queue_timeout_s=0.2)
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with pool.slot():
+            entered.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    started = time.monotonic()
+    with pytest.raises(GeneratorBusy, match="busy"):
+        with pool.slot():
+            pass
+    assert time.monotonic() - started >= 0.15
+    release.set()
+    holder.join()
+    with pool.slot():  # freed again
+        pass
+
+
+def test_registered_generator_is_usable_by_name(tmp_path):
+    pool = GeneratorPool(GeneratorSettings(), tmp_path)
+    pool.register("echo", _Echo())
+    assert pool.get("echo").generate(MESSAGES, max_new_tokens=3) == "Say hello."
+
+
+# --- the real local model (slow: SmolLM2-135M on CPU) -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm(models_dir):
+    from rag.generators.transformers_backend import TransformersGenerator
+
+    return TransformersGenerator(GeneratorSettings(max_new_tokens=8), models_dir)
+
+
+@pytest.mark.slow
+def test_smollm2_dequantized_once_into_a_plain_folder(smollm, models_dir):
+    folder = smollm.path
+    assert folder.parent == models_dir and folder.name.startswith("smollm2-")
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert not [p for p in models_dir.iterdir() if p.name.startswith(".tmp-")]  # the atomic rename left nothing
+    from rag.generators.transformers_backend import resolve_model
+
+    assert resolve_model("smollm2", models_dir) == folder  # a second resolve reuses it
+
+
+@pytest.mark.slow
+def test_smollm2_generate_stream_and_batch(smollm):
+    messages = [{"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    text = smollm.generate(messages, max_new_tokens=6)
+    assert text and "<|im" not in text
+    assert "".join(smollm.stream(messages, max_new_tokens=6)).strip() == text  # greedy: same tokens
+    batch = smollm.generate_batch([messages, [{"role": "user", "content": "Name a colour."}]], max_new_tokens=4)
+    assert len(batch) == 2 and all(isinstance(b, str) and b for b in batch)
+    assert smollm.count_tokens("hello world") >= 2
