@@ -25,7 +25,7 @@ from typing import Any
 from rag.config import Settings
 from rag.extractive import extractive_answer, keyword_coverage, term_weights
 from rag.generation import Generation
-from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens
+from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
 from rag.grounding import (
     Checked,
     Citation,
@@ -118,6 +118,7 @@ class _Plan:
     language: str
     backend: str
     generator: Generator | None
+    failure: str | None  # why the generator could not be used (it failed to load)
     result: SearchResult
     passages: list[Passage]
     evidence: Evidence
@@ -285,7 +286,7 @@ class Answerer:
         if plan.abstain:
             return self._abstention(plan)
         if plan.generator is None:
-            return self._finish(plan, None, None)
+            return self._finish(plan, None, plan.failure)
         t = time.perf_counter()
         draft, failure = None, None
         with self.generators.slot():
@@ -307,7 +308,7 @@ class Answerer:
         ValueError for bad input and GeneratorBusy when no slot frees up, before any event is produced."""
         plan = self._plan(gen, question, filters=filters, top_k=top_k, history=history, backend=backend, mode=mode)
         if plan.abstain or plan.generator is None:
-            final = self._abstention(plan) if plan.abstain else self._finish(plan, None, None)
+            final = self._abstention(plan) if plan.abstain else self._finish(plan, None, plan.failure)
             yield AnswerEvent("retrieval", final.passages)
             for s in split_sentences(final.answer) or [None]:
                 yield AnswerEvent("token", final.answer if s is None else final.answer[s.start:s.end] + " ")
@@ -356,14 +357,22 @@ class Answerer:
         timings = {"retrieve_ms": _ms(t)}
         passages = hits_to_passages(result.hits)
         abstain = self._weak_evidence(gen, query, result, passages)
-        generator = None if abstain or name == EXTRACTIVE else self.generators.get(name)
+        generator, failure = None, None
+        if not abstain and name != EXTRACTIVE:
+            try:
+                generator = self.generators.get(name)
+            except GeneratorBusy:
+                raise
+            except GeneratorError as e:
+                log.warning("generator %s unavailable: %s", name, e)
+                failure = f"generator unavailable: {e}"
         messages: list[dict] = []
         if generator is not None:
             passages = fit_passages(passages, generator, self.settings.generator.context_tokens)
             messages = self._messages(question, passages, history_msgs, language)
         evidence = Evidence(passages, gen.embedder if embedder_fits(gen.embedder, language) else None)
-        return _Plan(gen, question, query, language, name, generator, result, passages, evidence, messages, abstain,
-                     gen.id, started, timings)
+        return _Plan(gen, question, query, language, name, generator, failure, result, passages, evidence, messages,
+                     abstain, gen.id, started, timings)
 
     def _weak_evidence(self, gen: Generation, query: str, result: SearchResult, passages: list[Passage]) -> bool:
         if not passages:

@@ -114,10 +114,10 @@ class Summarizer:
         evidence = Evidence(passages, gen.embedder if embedder_fits(gen.embedder, language) else None)
 
         draft, fallback = None, None
-        generator = None if name == EXTRACTIVE else self.generators.get(name)
-        if generator is not None:
+        if name != EXTRACTIVE:
             t = time.perf_counter()
             try:
+                generator = self.generators.get(name)
                 with self.generators.slot():
                     draft = self._generate(generator, passages, style, max_words, language)
             except GeneratorBusy:

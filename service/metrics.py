@@ -5,7 +5,10 @@
 - ``rag_stage_duration_seconds{operation,stage}`` from the library's ``timings_ms`` (embed, dense, keyword, ...).
 - ``rag_generation_info{generation_id,embedder}`` (1 for the loaded generation) and ``rag_generation_swaps_total``,
   read from the engine at scrape time, so swaps made by another process's build show up too.
-- ``rag_cache_hit_ratio{cache}`` for caches the library exposes (profiles, query embeddings), when it exposes them.
+- ``rag_generation_embedding_cache_reuse_ratio`` (the served generation's build: vectors reused from the embedding
+  cache / chunks, from its manifest) and ``rag_generation_size{kind}``.
+- ``rag_cache_hit_ratio{cache}`` for caches the library exposes through ``cache_stats()``/``cache_info()`` (none of
+  the recommender's profile caches do yet; the gauge appears when one does).
 - ``rag_answers_total{backend,abstained,fallback}``, ``rag_rate_limited_total``, ``rag_generation_slots_in_use``,
   ``rag_jobs_total{state}``.
 """
@@ -39,6 +42,11 @@ class _EngineCollector:
         slots = GaugeMetricFamily("rag_generation_slots_in_use", "Generation slots in use.")
         ratio = GaugeMetricFamily("rag_cache_hit_ratio", "Hit ratio of library caches that expose stats.",
                                   labels=["cache"])
+        reuse = GaugeMetricFamily("rag_generation_embedding_cache_reuse_ratio",
+                                  "Share of the served generation's chunk vectors its build took from the "
+                                  "embedding cache.", labels=["generation_id"])
+        counts = GaugeMetricFamily("rag_generation_size", "Documents and chunks of the served generation.",
+                                   labels=["kind"])
         if engine is not None:
             index = getattr(engine, "index", None)
             gen = getattr(index, "_gen", None) if index is not None else None
@@ -48,12 +56,19 @@ class _EngineCollector:
                 except AttributeError:
                     emb = ""
                 info.add_metric([gen.id, emb], 1.0)
+                c = gen.manifest.counts
+                if c.chunks:
+                    reuse.add_metric([gen.id], c.vectors_reused / c.chunks)
+                counts.add_metric(["documents"], float(c.documents))
+                counts.add_metric(["chunks"], float(c.chunks))
             swaps.add_metric([], float(getattr(index, "swaps", 0) or 0))
             for name, value in _cache_ratios(engine).items():
                 ratio.add_metric([name], value)
         if self.m.slots is not None:
             slots.add_metric([], float(self.m.slots.in_use))
         yield info
+        yield reuse
+        yield counts
         yield swaps
         yield slots
         yield ratio
@@ -90,8 +105,7 @@ def _cache_ratios(engine: Any) -> dict[str, float]:
                 stats = fn()
             except Exception:  # noqa: BLE001 - a metrics scrape never fails because of one source
                 continue
-            if isinstance(stats, dict) and stats and all(isinstance(v, (dict, object)) for v in stats.values()) \
-                    and not {"hits", "misses", "hit_rate"} & set(stats):
+            if isinstance(stats, dict) and stats and not {"hits", "misses", "hit_rate"} & set(stats):
                 for name, sub in stats.items():
                     r = _ratio(sub)
                     if r is not None:

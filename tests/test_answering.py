@@ -216,6 +216,17 @@ def test_generator_failure_falls_back_to_extractive(index):
     assert_citations_valid(ans)
 
 
+def test_model_that_cannot_load_falls_back_to_extractive(index):
+    import msgspec
+
+    settings, gen = index
+    broken = msgspec.structs.replace(settings, generator=msgspec.structs.replace(settings.generator,
+                                                                              model="/no/such/model"))
+    ans = answerer_with(broken).answer(gen, "What is an ETF?", backend="transformers")
+    assert ans.fallback.startswith("generator unavailable") and "/no/such/model" in ans.fallback
+    assert ans.citations and not ans.abstained
+
+
 def test_prompt_echo_is_rejected(index):
     settings, gen = index
     echo = Stub(lambda m: m[0]["content"])  # a weak model that repeats its instructions

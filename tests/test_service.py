@@ -570,6 +570,8 @@ def test_events_partial_acceptance_and_recommendations(client, built):
     assert 1 <= len(body["items"]) <= 3
     assert not {"svc-etf", "svc-mortgage"} & {i["doc_id"] for i in body["items"]}  # seen ones excluded
     assert all(i["reason"] for i in body["items"])
+    r = client.get("/v1/users/u-rec/recommendations", params={"k": 2, "explain": "true"}, headers=READER)
+    assert r.status_code == 200 and all(i["blurb"] for i in r.json()["items"]), r.text
     r = client.get("/v1/users/u-rec/recommendations", params={"domain": "medical", "k": 5}, headers=READER)
     assert {i["domain"] for i in r.json()["items"]} <= {"medical"}
     r = client.get("/v1/users/nobody-yet/recommendations", headers=READER)
@@ -740,6 +742,15 @@ def test_rebuild_job_publishes_new_documents_then_rollback(client, built, engine
     assert client.get("/v1/admin/jobs/job-nope", headers=ADMIN).status_code == 404
     assert "rag_generation_swaps_total" in client.get("/metrics").text
     client.delete("/v1/documents/svc-new", headers=ADMIN)
+
+
+def test_rebuild_while_another_process_holds_the_build_lock_is_409(client, built):
+    from indexer.build import BuildLock
+
+    settings, _ = built
+    with BuildLock(settings.home_path):  # what `rag index build` in another process holds
+        r = client.post("/v1/admin/index/rebuild", headers=ADMIN)
+    assert r.status_code == 409 and "build lock" in err(r)["message"]
 
 
 def test_jobs_left_running_by_a_dead_process_are_marked_failed(built, engine):

@@ -39,6 +39,13 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("proc")
     home = root / "home"
     corpus = write_docs(root / "corpus")
+    demo = root / "demo"
+    demo.mkdir()
+    (demo / "users.jsonl").write_text(json.dumps({"user_id": "u-demo", "name": "Demo", "interests": ["vaccines"],
+                                                  "domains": ["medical"]}) + "\n")
+    (demo / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+        {"user_id": "u-demo", "doc_id": "svc-vaccines", "type": "like", "ts": "2025-06-01T10:00:00Z"},
+        {"user_id": "u-demo", "doc_id": "svc-hypertension", "type": "view", "ts": "2025-06-02T10:00:00Z"}]))
     report = build(load_settings(environ={}, home=str(home)), [corpus], show_progress=False)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
@@ -47,8 +54,8 @@ def server(tmp_path_factory):
                 "RAG_SERVICE__RATE_LIMIT_PER_MINUTE": "100000"})
     log_path = root / "serve.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen([*rag_command(), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    proc = subprocess.Popen([*rag_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--load-demo", str(demo)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     ready = False
@@ -65,7 +72,7 @@ def server(tmp_path_factory):
         proc.wait(10)
         log.close()
         pytest.fail(f"rag serve did not become ready; log:\n{log_path.read_text(errors='replace')[-4000:]}")
-    yield base, report, log_path
+    yield base, report, log_path, env, corpus
     proc.send_signal(signal.SIGTERM)
     try:
         rc = proc.wait(30)
@@ -79,7 +86,7 @@ def server(tmp_path_factory):
 
 
 def test_ready_health_and_json_logs(server):
-    base, report, log_path = server
+    base, report, log_path, _, _ = server
     r = httpx.get(f"{base}/ready")
     assert r.json()["generation_id"] == report.generation_id and r.json()["documents"] == len(DOCS)
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
@@ -93,7 +100,7 @@ def test_ready_health_and_json_logs(server):
 
 
 def test_search_over_http(server):
-    base, report, _ = server
+    base, report, _, _, _ = server
     r = httpx.post(f"{base}/v1/search", json={"query": "ETF expense ratio", "top_k": 3}, headers=READER)
     assert r.status_code == 200
     assert r.json()["hits"][0]["doc_id"] == "svc-etf"
@@ -104,7 +111,7 @@ def test_search_over_http(server):
 
 
 def test_ask_and_stream_over_http(server):
-    base, report, _ = server
+    base, report, _, _, _ = server
     r = httpx.post(f"{base}/v1/ask", json={"question": "How should blood pressure be measured at home?"},
                    headers=READER, timeout=60)
     assert r.status_code == 200, r.text
@@ -128,7 +135,7 @@ def test_ask_and_stream_over_http(server):
 
 
 def test_bad_input_and_auth_over_http(server):
-    base, _, _ = server
+    base, _, _, _, _ = server
     r = httpx.post(f"{base}/v1/search", json={"query": "x", "mode": "psychic"}, headers=READER)
     assert r.status_code == 400 and r.json()["error"]["field"] == "mode"
     r = httpx.post(f"{base}/v1/search", content=b"{nope", headers={**READER, "Content-Type": "application/json"})
@@ -147,3 +154,31 @@ def test_bad_input_and_auth_over_http(server):
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert "rag_http_requests_total" in httpx.get(f"{base}/metrics").text
     assert httpx.get(f"{base}/schema/openapi.json").json()["info"]["title"] == "RAG service API"
+
+
+def test_demo_data_was_loaded_before_serving(server):
+    base, _, log_path, _, _ = server
+    r = httpx.get(f"{base}/v1/users/u-demo/recommendations", params={"k": 3}, headers=READER)
+    assert r.status_code == 200 and r.json()["strategy"] == "personalized"
+    assert "svc-vaccines" not in {i["doc_id"] for i in r.json()["items"]}  # seen
+    assert "demo data loaded" in log_path.read_text()
+
+
+def test_a_build_by_the_cli_in_another_process_is_served_without_restart(server):
+    base, report, _, env, corpus = server
+    done = subprocess.run([*rag_command(), "index", "build", "--quiet", "--json", str(corpus)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    new_id = json.loads(done.stdout)["generation_id"]
+    assert new_id != report.generation_id
+    deadline = time.monotonic() + 30
+    seen = None
+    while time.monotonic() < deadline:  # the service polls the published pointer (generation_poll_s)
+        r = httpx.post(f"{base}/v1/search", json={"query": "vaccines"}, headers=READER)
+        assert r.status_code == 200
+        seen = r.headers["x-generation-id"]
+        if seen == new_id:
+            break
+        time.sleep(0.3)
+    assert seen == new_id
+    assert httpx.get(f"{base}/ready").json()["generation_id"] == new_id

@@ -96,7 +96,13 @@ class GeneratorPool:
             with self._lock:
                 if name in self._generators:
                     return self._generators[name]
-            gen = self._factory(name, self.settings, self.models_dir)
+            try:
+                gen = self._factory(name, self.settings, self.models_dir)
+            except GeneratorError:
+                raise
+            except (RuntimeError, OSError, ValueError, ImportError) as e:
+                # Not cached: the next request retries (the model file may be fixed, the server may come up).
+                raise GeneratorError(f"cannot load the {name} backend: {e}") from e
             with self._lock:
                 self._generators[name] = gen
             return gen

@@ -35,6 +35,29 @@ def _domain(value: str | None) -> str | None:
     return value
 
 
+def lead_blurb(doc: dict, summary: dict, max_words: int = 40) -> str | None:
+    """`explain=true`: a short blurb per item, the document's own opening sentences (extractive: no generative
+    model runs per recommended item, so explaining stays cheap and cannot invent anything)."""
+    from rag.extractive import count_words, join_sentences
+    from rag.grounding import split_sentences
+
+    body = "\n".join(line for line in (doc.get("text") or "").splitlines() if not line.lstrip().startswith("#"))
+    parts: list[str] = []
+    words = 0
+    for sent in split_sentences(body):
+        t = sent.text.strip()
+        if not t or t.startswith("|"):
+            continue
+        w = count_words(t)
+        if parts and words + w > max_words:
+            break
+        parts.append(t)
+        words += w
+        if words >= 15:
+            break
+    return join_sentences(parts) or None
+
+
 def _rec_response(result, gen: Generation, metrics: Metrics, op: str, user_id: str | None = None):
     metrics.observe_timings(op, getattr(result, "timings_ms", None))
     return to_struct(result, RecommendationsResponse, user_id=user_id,
@@ -58,13 +81,14 @@ class RecommendController(Controller):
         explain: bool = False,
     ) -> RecommendationsResponse:
         """Personalized ("for you"): a time-decayed profile of what the user engaged with, diversified, each
-        item with a reason. New users get trending items or items near their declared interests."""
+        item with a reason. New users get trending items or items near their declared interests. `explain=true`
+        adds a blurb per item (the document's opening sentences)."""
         recommender = await anyio.to_thread.run_sync(lambda: engine.recommender)
 
         def run():
             return recommender.recommend(gen, user_id, k=k, domain=_domain(domain), language=language,
                                          audience=audience, exclude_seen=exclude_seen, explain=explain,
-                                         explainer=None)
+                                         explainer=lead_blurb if explain else None)
 
         result = await anyio.to_thread.run_sync(run)
         return _rec_response(result, gen, metrics, "recommend", user_id)
