@@ -74,7 +74,8 @@ _MODEL_ABSTAINS = re.compile(
 # Where a small model starts echoing the prompt back.
 _ECHO = re.compile(r"(^|\n)\s*(question|passages?|context|user|human|system)\s*:|<\|im_|\n\[\d+\][^\n]*—",
                    re.IGNORECASE)
-_PREFIX = re.compile(r"^\s*(answer|a|assistant|答案?|回答)\s*[:：]\s*", re.IGNORECASE)
+_PREFIX = re.compile(r"^\s*(?:(?:answer|a|assistant|答案?|回答)\s*[:：]|the answer(?: to (?:this|the) question)? is\s*[:：]?)"
+                     r"\s*", re.IGNORECASE)
 _FOLLOW_UP = re.compile(r"\b(it|its|they|them|their|this|that|these|those|he|she|his|her|there|one)\b"
                         r"|它|他们|她|这个|那个|这些|那些|其", re.IGNORECASE)
 
@@ -435,11 +436,11 @@ class Answerer:
 
     @staticmethod
     def _rejection(checked: Checked) -> str | None:
-        if not checked.citations:
-            return "the generated answer has no valid citation and no sentence the passages support"
         if checked.judged and checked.unsupported * 2 > checked.judged:
             return (f"{checked.unsupported} of {checked.judged} generated sentences are not supported by the "
                     "passages")
+        if not checked.citations:
+            return "the generated answer has no valid citation and no sentence the passages support"
         return None
 
     @staticmethod

@@ -4,9 +4,9 @@ It needs no generative model, so it is always available: it is the fallback when
 writes something the checks reject, and a backend of its own.
 
 Answers: every passage sentence is scored against the question by idf-weighted overlap of content words
-(the generation's own BM25 idf, so rare words such as names and numbers dominate) plus the cosine of the
-generation's embedder; the best sentence answers a factoid question, up to three close seconds join it for
-how/why/list questions. Summaries: centroid selection (sentences closest to the mean meaning of the text,
+(the generation's own BM25 idf, so rare words such as names and numbers dominate), re-ranked by the cosine of
+the generation's embedder for the few best candidates; the best sentence answers a factoid question, up to
+three close seconds join it for how/why/list questions. Summaries: centroid selection (sentences closest to the mean meaning of the text,
 earlier sentences slightly preferred, near-duplicates penalized MMR-style) within a word budget.
 """
 

@@ -8,7 +8,9 @@
 
 Support rule (why these numbers): a sentence is supported by a passage when at least half of its content
 words (stemmed, stop words dropped, `rag.text.tokenize`) occur in the passage, or when its embedding is
-within cosine 0.7 of one passage sentence (a paraphrase). Sentences with fewer than two content words
+within cosine 0.7 of one passage sentence (a paraphrase) -- and, either way, every number it states occurs
+in the passage: small models keep the passage's words and invent the figures ("began on October 16, 1973",
+"a 10% increase"), which word overlap alone would wave through. Sentences with fewer than two content words
 ("Yes.", "In 2019.") carry no claim we can check and are not judged.
 """
 
@@ -191,12 +193,21 @@ class Verdict:
     span: str
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers_in(text: str) -> set[str]:
+    """Numbers as written, thousands separators dropped ("1,200" == "1200"), trailing ".0" kept distinct."""
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
 @dataclass
 class _PassageSentences:
     passage: Passage
     sentences: list[Sentence]
     terms: list[set[str]]
     all_terms: set[str] = field(default_factory=set)
+    numbers: set[str] = field(default_factory=set)
 
 
 class Evidence:
@@ -212,7 +223,8 @@ class Evidence:
         for p in passages:
             sents = split_sentences(p.text) or [Sentence(p.text.strip(), 0, len(p.text))]
             terms = [content_terms(s.text) for s in sents]
-            self.units[p.n] = _PassageSentences(p, sents, terms, set().union(*terms) if terms else set())
+            self.units[p.n] = _PassageSentences(p, sents, terms, set().union(*terms) if terms else set(),
+                                                numbers_in(p.text))
         self._sentence_vecs: dict[tuple[int, int], np.ndarray] = {}
         self._text_vecs: dict[str, np.ndarray] = {}
 
@@ -237,30 +249,33 @@ class Evidence:
     def verdict(self, sentence: str, ns: list[int] | None = None) -> Verdict:
         """Support of `sentence` by the passages numbered `ns` (all passages when None): the best one wins."""
         terms = content_terms(sentence)
+        figures = numbers_in(sentence)
         judged = len(terms) >= MIN_JUDGED_TERMS
-        scored = []  # (recall, n, index of the best-overlapping sentence)
+        scored = []  # (numbers all found, recall, n, index of the best-overlapping sentence)
         for n in (ns if ns is not None else list(self.units)):
             u = self.units.get(n)
             if u is None or not u.sentences:
                 continue
             recall = len(terms & u.all_terms) / len(terms) if terms else 0.0
             i = max(range(len(u.terms)), key=lambda k: len(terms & u.terms[k]))
-            scored.append((recall, n, i))
+            scored.append((figures <= u.numbers, recall, n, i))
         if not scored:
             return Verdict(judged, False, 0.0, None, None, "")
-        scored.sort(key=lambda x: (-x[0], x[1]))
-        recall_of = {m: r for r, m, _ in scored}
-        recall, n, i = scored[0]
-        if recall >= SUPPORT_RECALL or self.embedder is None or not terms:
-            return Verdict(judged, recall >= SUPPORT_RECALL, recall, None, n, self.units[n].sentences[i].text)
+        scored.sort(key=lambda x: (not x[0], -x[1], x[2]))
+        numbers_ok, recall, n, i = scored[0]
+        if not numbers_ok or recall >= SUPPORT_RECALL or self.embedder is None or not terms:
+            supported = numbers_ok and recall >= SUPPORT_RECALL
+            return Verdict(judged, supported, recall, None, n, self.units[n].sentences[i].text)
         # Words fall short: a paraphrase still counts when it is close in meaning to one passage sentence.
         vec = self.text_vector(sentence)
-        keys = [(m, k) for _, m, _ in scored[:CANDIDATE_PASSAGES] for k in range(len(self.units[m].sentences))]
+        candidates = [x for x in scored if x[0]][:CANDIDATE_PASSAGES]
+        keys = [(m, k) for _, _, m, _ in candidates for k in range(len(self.units[m].sentences))]
         sims = self.sentence_vectors(keys) @ vec
         j = int(np.argmax(sims))
         cos = float(sims[j])
         m, k = keys[j]
         if cos >= SUPPORT_COSINE:
+            recall_of = {x[2]: x[1] for x in candidates}
             return Verdict(judged, True, recall_of[m], cos, m, self.units[m].sentences[k].text)
         return Verdict(judged, False, recall, cos, n, self.units[n].sentences[i].text)
 

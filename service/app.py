@@ -227,7 +227,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         eng = engine or Engine(settings)
         metrics.engine = eng
         app.state.engine = eng
-        app.state.settings = eng.settings
         app.state.docstore = DocumentStore(eng.settings, max_bytes=svc.max_document_bytes)
         if svc.open_mode:
             log.warning("OPEN MODE: API keys are not checked; every caller is admin. Local demos only.")

@@ -154,7 +154,11 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if _code_for(exc, status) == "malformed_body":
         message = f"malformed JSON body: {exc.detail}"
     if status == 413:
-        message = f"request body too large ({exc.detail})" if exc.detail else "request body too large"
+        try:
+            limit = request.app.state.settings.service.max_body_bytes
+            message = f"request body too large: the limit is {limit} bytes"
+        except AttributeError:
+            message = "request body too large"
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="rag", ApiKey header="X-API-Key"')
     if status >= 500:

@@ -64,9 +64,10 @@ class JobConflict(Exception):
 
 
 class SourceProblem(ValueError):
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, status: int = 400):
         super().__init__(message)
         self.field = field
+        self.status = status  # 409 when the request is fine but there is nothing to index right now
 
 
 def _now() -> datetime:
@@ -163,8 +164,9 @@ def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> t
         if r != str(docs_dir) and r not in out:
             out.append(r)
     if not out:
-        raise SourceProblem("sources", "nothing to index: no published generation to take sources from, no "
-                                       "settings.source_dirs and no documents in the documents store")
+        raise SourceProblem("sources", "nothing to index: the sources hold no documents (no published generation "
+                                       "to take sources from, no settings.source_dirs, an empty documents store)",
+                            status=409)
     return out, warnings
 
 

@@ -3,7 +3,7 @@
 - `RateLimitMiddleware`: a token bucket per API key (per client address for requests without a valid key),
   ``settings.service.rate_limit_per_minute`` tokens a minute with that many as burst; an empty bucket is a 429
   with ``Retry-After`` (seconds until the next token). Health, readiness, metrics and the API document are
-  exempt (``opt={"rate_limit": False}`` exempts any handler).
+  exempt (``opt={"rate_limit_exempt": True}`` exempts any handler).
 - Body size: Litestar's ``request_max_body_size`` (``settings.service.max_body_bytes``) -> 413, checked on the
   Content-Length before reading and while reading a chunked body (wired in `service.app`).
 - `GenerationSlots`: at most ``settings.generator.max_concurrent`` generations at once; a request waits up to

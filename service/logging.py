@@ -149,5 +149,7 @@ class RequestContextMiddleware:
         }
         if state.get(KEY_ID_KEY):
             fields["key"] = state[KEY_ID_KEY]
+        if state.get("rag.user_id"):
+            fields["user_id"] = state["rag.user_id"]
         level = logging.WARNING if status >= 500 else logging.INFO
         access_log.log(level, "request", extra=fields)

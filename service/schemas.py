@@ -28,7 +28,12 @@ LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 # the union of what Python's `\s` and ECMA-262's `\s` call space, so validators of either dialect agree.
 NONBLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 
+# Ids the documents store can hold: not "readme" (a README.md is never indexed as a document).
+NEW_DOC_ID_PATTERN = r"^(?![Rr][Ee][Aa][Dd][Mm][Ee]$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
 DocId = Annotated[str, Meta(pattern=DOC_ID_PATTERN, description="Document id.", examples=["fin-index-funds"])]
+NewDocId = Annotated[str, Meta(pattern=NEW_DOC_ID_PATTERN, description="Document id (not `readme`).",
+                               examples=["fin-emergency-fund"])]
 UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description="User id.", examples=["u-0001"])]
 Language = Annotated[str, Meta(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code.", examples=["en"])]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=NONBLANK)]
@@ -72,6 +77,8 @@ class ErrorBody(Struct):
 # --- ask --------------------------------------------------------------------------------------------------
 
 class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """`domain` is a shortcut for `filters.domain`; given both, both apply."""
+
     question: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK,
                                   description="The question, 1..2000 characters.",
                                   examples=["How often should I rebalance an index fund portfolio?"])]
@@ -125,6 +132,8 @@ class AskResponse(Struct, kw_only=True):
 # --- search -----------------------------------------------------------------------------------------------
 
 class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """`domain` is a shortcut for `filters.domain`; given both, both apply."""
+
     query: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK, examples=["expense ratio of ETFs"])]
     mode: SearchMode = "hybrid"
     domain: Domain | None = None
@@ -252,7 +261,7 @@ class DocumentFields(Struct, forbid_unknown_fields=True, kw_only=True):
 class DocumentIn(DocumentFields, kw_only=True):
     """A new document (POST /v1/documents)."""
 
-    id: DocId
+    id: NewDocId
 
 
 class DocumentSummary(Struct, kw_only=True):
@@ -399,19 +408,20 @@ def to_struct(obj: Any, typ: type, **extra: Any) -> Any:
     return msgspec.convert(data, typ, strict=False)
 
 
+NO_DOMAIN = "\x00none"  # a domain no document has: the filter for "these constraints exclude everything"
+
+
 def to_filters(filters: FiltersIn | None, domain: str | None = None):
-    """Request filters (+ the `domain` shortcut) -> `rag.types.Filters`; ServiceError 400 naming the field."""
+    """Request filters (+ the `domain` shortcut) -> `rag.types.Filters`. All constraints apply together, so
+    contradictory ones (disjoint domains, `date_from` after `date_to`) simply match nothing."""
     from rag.types import Filters
-    from service.errors import bad_request
 
     f = filters or FiltersIn()
     f_domain = f.domain
     if domain is not None:
-        if f_domain is not None and domain not in ([f_domain] if isinstance(f_domain, str) else f_domain):
-            raise bad_request(f"domain {domain!r} contradicts filters.domain {f_domain!r}", field="domain")
-        f_domain = f_domain or domain
-    if f.date_from and f.date_to and f.date_from > f.date_to:
-        raise bad_request("filters.date_to is before filters.date_from", field="filters.date_to")
+        # Both apply (filters are a conjunction): their intersection; disjoint ones match nothing.
+        listed = None if f_domain is None else ([f_domain] if isinstance(f_domain, str) else list(f_domain))
+        f_domain = domain if listed is None or domain in listed else [NO_DOMAIN]
     return Filters.of(domain=f_domain, tags=f.tags, language=f.language, audience=f.audience,
                       date_from=f.date_from.isoformat() if f.date_from else None,
                       date_to=f.date_to.isoformat() if f.date_to else None, doc_ids=f.doc_ids)

@@ -342,6 +342,16 @@ def test_check_text_marks_unsupported_sentences():
     assert checked.citations[0].span == "The fee is two percent a year."
 
 
+def test_invented_numbers_are_unsupported_even_with_matching_words():
+    passages = [Passage(1, "d1", "d1#0", "T", "The 1973 oil crisis began in October 1973 when OAPEC proclaimed an "
+                                            "oil embargo. Prices rose from US$3 per barrel to nearly $12.", 1.0)]
+    evidence = Evidence(passages)
+    invented = "The 1973 oil crisis began on October 16, 1973, when OAPEC announced a 10% increase [1]."
+    assert check_text(invented, evidence).unsupported == 1
+    assert check_text("The oil crisis began in October 1973 when OAPEC proclaimed an embargo [1].",
+                      evidence).unsupported == 0
+
+
 def test_citation_stream_filter_handles_split_brackets():
     f = CitationStreamFilter({1, 2})
     out = "".join(f.feed(p) for p in ["Fees are low [", "1", "][", "9", "]. Te", "xt [2", "]."]) + f.flush()
@@ -362,8 +372,12 @@ def test_small_model_guards():
 
 @pytest.mark.slow
 def test_smollm2_answer_and_stream_have_only_valid_citations(index):
+    import msgspec
+
     settings, gen = index
-    settings.generator.max_new_tokens = 48  # keep CPU time down; the checks do not depend on length
+    # Short drafts keep CPU time down; the checks do not depend on length.
+    settings = msgspec.structs.replace(settings, generator=msgspec.structs.replace(settings.generator,
+                                                                                max_new_tokens=48))
     answerer = answerer_with(settings)
     ans = answerer.answer(gen, "What blood pressure means hypertension?", top_k=2, backend="transformers")
     assert not ans.abstained and ans.backend == "transformers" and ans.answer

@@ -423,14 +423,24 @@ def test_search_filters_are_respected(client):
     assert {h["doc_id"] for h in body["hits"]} == {"svc-mortgage"}
 
 
+def test_domain_shortcut_and_filters_both_apply(client):
+    body = client.post("/v1/search", json={"query": "vaccines", "domain": "medical",
+                                           "filters": {"domain": ["medical", "finance"]}}, headers=READER).json()
+    assert body["hits"] and {h["metadata"]["domain"] for h in body["hits"]} == {"medical"}
+    r = client.post("/v1/search", json={"query": "vaccines", "domain": "finance", "filters": {"domain": "medical"}},
+                    headers=READER)
+    assert r.status_code == 200 and r.json()["hits"] == []
+    r = client.post("/v1/search", json={"query": "vaccines", "filters": {"date_from": "2025-02-01",
+                                                                         "date_to": "2025-01-01"}}, headers=READER)
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
 def test_search_bad_input_names_the_field(client):
     cases = [({"query": "x", "mode": "fuzzy"}, "mode"), ({"query": ""}, "query"), ({"query": "   "}, "query"),
              ({"query": "x", "top_k": 0}, "top_k"), ({"query": "x", "top_k": 51}, "top_k"),
              ({"query": "x", "rerank": True}, "rerank"), ({"mode": "dense"}, "query"),
              ({"query": "x", "filters": {"domain": "sports"}}, "filters.domain"),
              ({"query": "x", "filters": {"date_from": "2025-13-01"}}, "filters.date_from"),
-             ({"query": "x", "filters": {"date_from": "2025-02-01", "date_to": "2025-01-01"}}, "filters.date_to"),
-             ({"query": "x", "domain": "finance", "filters": {"domain": "medical"}}, "domain"),
              ({"query": "q" * 2001}, "query"), ({"query": "x", "rerank": 0}, "rerank"),
              ({"query": "x", "top_k": "5"}, "top_k"), ({"query": "x", "filters": {"tags": [""]}}, "filters.tags[0]")]
     for body, field in cases:
@@ -664,7 +674,7 @@ def test_documents_crud_and_validation(client, built):
                        ({**new, "language": "English"}, "language"), ({**new, "tags": "one"}, "tags"),
                        ({k: v for k, v in new.items() if k != "title"}, "title"), ({**new, "colour": 1}, "colour"),
                        ({k: v for k, v in new.items() if k != "id"}, "id"), ({**new, "tags": [" "]}, "tags[0]"),
-                       ({**new, "title": None}, "title")]:
+                       ({**new, "title": None}, "title"), ({**new, "id": "README"}, "id")]:
         r = client.post("/v1/documents", json=bad, headers=ADMIN)
         assert r.status_code == 400, (bad, r.text)
         assert err(r)["field"] == field, (bad, r.json())

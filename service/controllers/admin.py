@@ -46,6 +46,8 @@ class AdminController(Controller):
         try:
             job = await anyio.to_thread.run_sync(lambda: jobs.start_rebuild(req.sources, req.embedder))
         except SourceProblem as e:
+            if e.status == 409:
+                raise ServiceError(409, str(e), code="nothing_to_index", field=e.field) from e
             raise bad_request(str(e), field=e.field) from e
         except JobConflict as e:
             raise ServiceError(409, str(e), code="job_running", extra={"job": e.job} if e.job else None) from e

@@ -94,7 +94,7 @@ class AskController(Controller):
         filters = to_filters(data.filters, data.domain)
         history = [{"role": t.role, "content": t.content} for t in data.history]
         answerer = await anyio.to_thread.run_sync(lambda: engine.answerer)
-        asked = answerer.generators.resolve_name(data.backend) if data.backend else None
+        asked = answerer.generators.resolve_name(data.backend)  # None -> the configured default
         unavailable = await prepare_backend(engine, data.backend)
         backend = "extractive" if unavailable else data.backend
         needs_slot = uses_model(engine, backend)
@@ -102,7 +102,8 @@ class AskController(Controller):
         if data.user_id:
             request.scope.setdefault("state", {})["rag.user_id"] = data.user_id
         if data.stream:
-            return await self._stream(answerer, gen, question, kwargs, needs_slot, slots, metrics, request)
+            return await self._stream(answerer, gen, question, kwargs, needs_slot, slots, metrics, request,
+                                      unavailable=unavailable, asked=asked)
 
         call = partial(answerer.answer, gen, question, **kwargs)
         try:
@@ -123,7 +124,8 @@ class AskController(Controller):
         return to_struct(ans, AskResponse, generation_id=getattr(ans, "generation_id", None) or gen.id)
 
     async def _stream(self, answerer, gen: Generation, question: str, kwargs: dict, needs_slot: bool,
-                      slots: GenerationSlots, metrics: Metrics, request: Request) -> EventStream:
+                      slots: GenerationSlots, metrics: Metrics, request: Request, *, unavailable: str | None = None,
+                      asked: str | None = None) -> EventStream:
         rid = request_id_of(request)
         # Take the slot before answering 200: when all are busy the client gets a real 503, not an error event.
         lease = await slots.acquire() if needs_slot else None
@@ -136,6 +138,9 @@ class AskController(Controller):
             try:
                 async for ev in slots.iterate(make_iter, lease=lease):
                     kind, payload = _event_parts(ev, gen.id)
+                    if kind == "done" and unavailable and not payload.get("abstained"):
+                        payload["fallback"] = unavailable
+                        payload["backend"] = asked or payload.get("backend")
                     if kind == "done":
                         metrics.observe_timings("ask", payload.get("timings_ms"))
                         metrics.observe_answer(payload.get("backend"), payload.get("abstained", False),

@@ -31,6 +31,7 @@ from rag.types import DOMAINS, Document
 from service.errors import GENERATION_ID_KEY, ServiceError, bad_request, error_responses
 from service.schemas import (
     DOC_ID_PATTERN,
+    NEW_DOC_ID_PATTERN,
     Domain,
     DocumentFields,
     DocumentIn,
@@ -155,8 +156,6 @@ def _check_doc(doc: DocumentFields, doc_id: str) -> None:
         raise bad_request("title must not be blank", field="title")
     if not doc.text.strip():
         raise bad_request("text must not be blank", field="text")
-    if doc_id.lower() in ("readme",):
-        raise bad_request("id 'readme' is reserved (README.md files are not indexed)", field="id")
     for i, t in enumerate(doc.tags):
         if not t.strip():
             raise bad_request("tags must not be blank", field=f"tags[{i}]")
@@ -178,6 +177,7 @@ def _write_response(doc_id: str, status: str, domain: str | None) -> DocumentWri
 
 
 DocIdParam = Annotated[str, Parameter(pattern=DOC_ID_PATTERN, description="Document id.")]
+NewDocIdParam = Annotated[str, Parameter(pattern=NEW_DOC_ID_PATTERN, description="Document id (not `readme`).")]
 
 
 class DocumentsController(Controller):
@@ -268,7 +268,7 @@ class DocumentsController(Controller):
              201: ResponseSpec(data_container=DocumentWriteResponse, description="Created in the store.",
                                generate_examples=False),
              **error_responses(400, 401, 403, 413, 429)})
-    def replace_document(self, doc_id: DocIdParam, data: DocumentFields, docstore: DocumentStore) -> Response[
+    def replace_document(self, doc_id: NewDocIdParam, data: DocumentFields, docstore: DocumentStore) -> Response[
             DocumentWriteResponse]:
         """201 when it did not exist in the store, 200 when it replaced it. The id is the path's."""
         _check_doc(data, doc_id)

@@ -42,10 +42,13 @@ def lead_blurb(doc: dict, summary: dict, max_words: int = 40) -> str | None:
     from rag.grounding import split_sentences
 
     body = "\n".join(line for line in (doc.get("text") or "").splitlines() if not line.lstrip().startswith("#"))
+    title = (doc.get("title") or "").strip()
     parts: list[str] = []
     words = 0
     for sent in split_sentences(body):
         t = sent.text.strip()
+        if title and t.startswith(title):  # a title line the loader kept in the text
+            t = t[len(title):].lstrip(" :.-")
         if not t or t.startswith("|"):
             continue
         w = count_words(t)
