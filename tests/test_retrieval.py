@@ -97,3 +97,17 @@ def test_handle_swaps_to_newly_published_generation(tmp_path, models_dir):
     assert Engine(settings, handle).search("50/30/20 needs wants", gen=old).generation_id == first
     store.publish(settings.home_path, first)  # rollback is just another publish
     assert handle.current().id == first
+
+
+def test_zscore_fusion_keeps_score_gaps():
+    from rag.retriever import zscore_fuse
+
+    # dense is confident about row 1; keyword barely prefers row 2 over 1: the confident leg wins
+    dense = [(1, 0.90), (2, 0.40), (3, 0.38)]
+    keyword = [(2, 10.1), (1, 10.0), (4, 2.0)]
+    fused = zscore_fuse([dense, keyword], [0.5, 0.5])
+    assert max(fused, key=fused.get) == 1
+    # a row found by one leg only is ranked with that leg's floor for the other, not dropped
+    assert set(fused) == {1, 2, 3, 4}
+    assert fused[1] > fused[2] > fused[3] >= fused[4]
+    assert zscore_fuse([[], []], [0.5, 0.5]) == {}
