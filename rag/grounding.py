@@ -9,8 +9,9 @@
 Support rule (why these numbers): a sentence is supported by a passage when at least half of its content
 words (stemmed, stop words dropped, `rag.text.tokenize`) occur in the passage, or when its embedding is
 within cosine 0.7 of one passage sentence (a paraphrase) -- and, either way, every number it states occurs
-in the passage: small models keep the passage's words and invent the figures ("began on October 16, 1973",
-"a 10% increase"), which word overlap alone would wave through. Sentences with fewer than two content words
+in the passage and it says "not" exactly when the supporting passage sentence does: small models keep the
+passage's words and invent the figures ("began on October 16, 1973") or flip the polarity ("you can't
+measure your blood pressure at home"), which word overlap alone would wave through. Sentences with fewer than two content words
 ("Yes.", "In 2019.") carry no claim we can check and are not judged.
 """
 
@@ -194,6 +195,17 @@ class Verdict:
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|without|neither|nor|none)\b|n't\b|不|没有|无|未|非|别|勿",
+                       re.IGNORECASE)
+
+
+def negated(text: str) -> bool:
+    """Whether a sentence says "not": a claim whose polarity differs from its span's contradicts it."""
+    return bool(_NEGATION.search(text.replace("’", "'")))
+
+
+def _is_question(sentence: Sentence) -> bool:
+    return sentence.text.rstrip().endswith(("?", "？"))
 
 
 def numbers_in(text: str) -> set[str]:
@@ -257,15 +269,17 @@ class Evidence:
             if u is None or not u.sentences:
                 continue
             recall = len(terms & u.all_terms) / len(terms) if terms else 0.0
-            i = max(range(len(u.terms)), key=lambda k: len(terms & u.terms[k]))
+            # The span: the sentence sharing most words, a statement rather than an FAQ's question on a tie.
+            i = max(range(len(u.terms)), key=lambda k: (len(terms & u.terms[k]), not _is_question(u.sentences[k])))
             scored.append((figures <= u.numbers, recall, n, i))
         if not scored:
             return Verdict(judged, False, 0.0, None, None, "")
         scored.sort(key=lambda x: (not x[0], -x[1], x[2]))
         numbers_ok, recall, n, i = scored[0]
         if not numbers_ok or recall >= SUPPORT_RECALL or self.embedder is None or not terms:
-            supported = numbers_ok and recall >= SUPPORT_RECALL
-            return Verdict(judged, supported, recall, None, n, self.units[n].sentences[i].text)
+            span = self.units[n].sentences[i].text
+            supported = numbers_ok and recall >= SUPPORT_RECALL and negated(sentence) == negated(span)
+            return Verdict(judged, supported, recall, None, n, span)
         # Words fall short: a paraphrase still counts when it is close in meaning to one passage sentence.
         vec = self.text_vector(sentence)
         candidates = [x for x in scored if x[0]][:CANDIDATE_PASSAGES]
@@ -274,9 +288,10 @@ class Evidence:
         j = int(np.argmax(sims))
         cos = float(sims[j])
         m, k = keys[j]
-        if cos >= SUPPORT_COSINE:
+        span = self.units[m].sentences[k].text
+        if cos >= SUPPORT_COSINE and negated(sentence) == negated(span):
             recall_of = {x[2]: x[1] for x in candidates}
-            return Verdict(judged, True, recall_of[m], cos, m, self.units[m].sentences[k].text)
+            return Verdict(judged, True, recall_of[m], cos, m, span)
         return Verdict(judged, False, recall, cos, n, self.units[n].sentences[i].text)
 
 

@@ -352,6 +352,16 @@ def test_invented_numbers_are_unsupported_even_with_matching_words():
                       evidence).unsupported == 0
 
 
+def test_flipped_polarity_is_unsupported():
+    passages = [Passage(1, "d1", "d1#0", "T", "How often should I measure? Measure your blood pressure at home "
+                                            "twice a day.", 1.0)]
+    evidence = Evidence(passages)
+    flipped = check_text("You can't measure your blood pressure at home [1].", evidence)
+    assert flipped.unsupported == 1
+    kept = check_text("Measure your blood pressure at home twice a day [1].", evidence)
+    assert kept.unsupported == 0 and kept.citations[0].span == "Measure your blood pressure at home twice a day."
+
+
 def test_citation_stream_filter_handles_split_brackets():
     f = CitationStreamFilter({1, 2})
     out = "".join(f.feed(p) for p in ["Fees are low [", "1", "][", "9", "]. Te", "xt [2", "]."]) + f.flush()
@@ -379,7 +389,10 @@ def test_smollm2_answer_and_stream_have_only_valid_citations(index):
     settings = msgspec.structs.replace(settings, generator=msgspec.structs.replace(settings.generator,
                                                                                 max_new_tokens=48))
     answerer = answerer_with(settings)
-    ans = answerer.answer(gen, "What blood pressure means hypertension?", top_k=2, backend="transformers")
+    from rag.types import Filters
+
+    ans = answerer.answer(gen, "What blood pressure means hypertension?", top_k=2, backend="transformers",
+                          filters=Filters.of(domain="medical"))  # whatever it cites, the answer is medical
     assert not ans.abstained and ans.backend == "transformers" and ans.answer
     assert ans.citations and "generate_ms" in ans.timings_ms
     assert_citations_valid(ans)

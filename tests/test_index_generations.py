@@ -169,7 +169,10 @@ def test_one_build_at_a_time(tmp_path, models_dir):
 
 
 def _build_cmd(src: Path, home: Path, models: Path) -> tuple[list[str], dict]:
-    env = {**os.environ, "RAG_HOME": str(home), "RAG_MODEL_CACHE": str(models), "PYTHONUNBUFFERED": "1"}
+    # Small encoder batches: the cache is written every 8 batches, so the embed stage spans several writes and
+    # the test can catch it between two of them.
+    env = {**os.environ, "RAG_HOME": str(home), "RAG_MODEL_CACHE": str(models), "PYTHONUNBUFFERED": "1",
+           "RAG_INDEX__BATCH_SIZE": "2"}
     return [sys.executable, "-m", "service.cli", "index", "build", str(src), "--quiet"], env
 
 
