@@ -9,7 +9,7 @@ opened by `rag.generation.Generation`:
   filtered 30%   gen.dense(qvec, 100, domain=medical)   ~30% of rows pass
   filtered 1%    gen.dense(qvec, 100, domain=education) ~1% of rows pass
   keyword        gen.keyword(text, 100)                BM25 in DuckDB (once per size: FAISS-independent)
-  hybrid         dense + keyword + rag.retriever.rrf + sort (the fusion the Retriever does)
+  hybrid         dense + keyword + rag.retriever.rrf + sort (RRF; Retriever's configured fusion is in 'retriever')
   retriever      rag.retriever.Retriever.search(mode="hybrid") end to end: + chunk fetch, per-doc cap
   recall@10      of each type's top 10 against exact search (numpy brute force over the same vectors,
                  same filter), computed in the parent process
@@ -21,9 +21,14 @@ The TEXT is real: passages of /work/shared/eval (nfcorpus-medical, tatqa-finance
 size with unique ids, queries from the same sets' queries.jsonl, so the keyword leg runs on real postings.
 Each (size, index type) is measured in a fresh subprocess so RSS numbers are not polluted by the builder.
 
-    .venv/bin/python bench/search_latency.py --sizes 10k,100k
-    .venv/bin/python bench/search_latency.py --sizes 1m          # ~20 min on 2 cores
-    .venv/bin/python bench/search_latency.py --sizes 100k --keyword-variants   # + alternative BM25 SQL
+    .venv/bin/python bench/search_latency.py --sizes 10k,100k --keyword-variants     # ~15 min on 2 busy cores
+    .venv/bin/python bench/search_latency.py --sizes 1m --workdir /tmp/rag-bench --reuse --resume
+        # 1M: write_metadata ~10 min, HNSW build ~25 min (efConstruction 40), IVF ~8 min, measuring ~15 min on a
+        # 2-core VM at load average 6-10; --reuse/--resume pick up an interrupted run without rebuilding.
+
+Search runs with FAISS and OpenBLAS on one thread per query by default (--search-threads/--blas-threads): on a
+loaded 2-core machine intra-query threading made flat search 2-3x slower (the "2thr" column shows it). Latency
+is wall time; CPU ms (process CPU of all threads) is reported too because it is far less sensitive to load.
 
 Results are printed as tables and merged (by size) into bench/results/search_latency.json.
 """
