@@ -244,7 +244,7 @@ async def run_swap(client: httpx.AsyncClient, concurrency: int, min_requests: in
     async def driver():
         await asyncio.sleep(0.5)  # load is flowing before the rebuild starts
         before = (await client.get("/ready")).json().get("generation_id")
-        r = await client.post("/v1/admin/index/rebuild", json={})
+        r = await client.post("/v1/admin/index/rebuild", json={"force": True})
         if r.status_code != 202:
             job_info["error"] = f"rebuild not started: {r.status_code} {r.text[:300]}"
             stop.set()

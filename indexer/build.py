@@ -28,7 +28,7 @@ from indexer.verify import verify_generation
 from indexer.writer import choose_index_type, document_vectors, write_metadata, write_vectors
 from rag import store
 from rag.config import Settings
-from rag.models.embedders import load_embedder
+from rag.models.embedders import load_embedder, resolve
 from rag.models.integrity import sha256_file
 from rag.types import SkippedSource
 
@@ -57,6 +57,7 @@ class BuildReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     index_type: str = "flat"
     embedder: str = ""
+    unchanged: bool = False  # nothing changed since the published generation: no new generation was written
 
     @property
     def chunks_per_s(self) -> float:
@@ -69,7 +70,7 @@ class BuildReport:
                 "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
                 "seconds": round(self.seconds, 3), "chunks_per_s": round(self.chunks_per_s, 1),
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
-                "index_type": self.index_type, "embedder": self.embedder}
+                "index_type": self.index_type, "embedder": self.embedder, "unchanged": self.unchanged}
 
 
 class BuildLock:
@@ -137,10 +138,45 @@ def source_fingerprint(content_hashes: list[tuple[str, str]], embedder_identity:
     return h.hexdigest()
 
 
+# Index settings that only change how a generation is searched or how the build runs, not what it holds.
+_RUNTIME_INDEX_SETTINGS = {"hnsw_ef_search", "ivf_nprobe", "keep_generations", "batch_size", "verify_sample"}
+
+
+def build_key(settings: Settings, docs, embedder_identity: str, loader_options: LoaderOptions | None) -> str:
+    """Digest of everything a build's output depends on, computable before chunking or loading the model."""
+    import msgspec
+
+    from rag import __version__
+
+    h = hashlib.sha256()
+    index = {k: v for k, v in msgspec.structs.asdict(settings.index).items() if k not in _RUNTIME_INDEX_SETTINGS}
+    h.update(repr((__version__, embedder_identity, sorted(index.items()), repr(loader_options))).encode())
+    for d in sorted(docs, key=lambda d: d.doc_id):
+        h.update(f"{d.doc_id}\x00{d.content_hash}\x00".encode())
+        h.update(msgspec.json.encode(d.metadata, order="sorted"))
+    return h.hexdigest()
+
+
+def _unchanged(home: Path, key: str) -> store.Manifest | None:
+    """The published generation's manifest when it was built from exactly this input."""
+    current = store.read_pointer(home)
+    if not current:
+        return None
+    try:
+        manifest = store.read_manifest(store.generation_dir(home, current))
+    except (OSError, ValueError):
+        return None
+    return manifest if manifest.build_key == key else None
+
+
 def build(settings: Settings, sources: list[str | Path], *, embedder: str | None = None,
-          publish: bool = True, show_progress: bool = True, on_progress: ProgressCallback | None = None,
-          loader_options: LoaderOptions | None = None) -> BuildReport:
-    """Build (and by default publish) a new generation from `sources`. Raises BuildError on failure."""
+          publish: bool = True, force: bool = False, show_progress: bool = True,
+          on_progress: ProgressCallback | None = None, loader_options: LoaderOptions | None = None) -> BuildReport:
+    """Build (and by default publish) a new generation from `sources`. Raises BuildError on failure.
+
+    When the published generation was built from the same documents, embedder and settings, nothing is written
+    and the report says `unchanged` (an operator's nightly rebuild costs a load and a hash); `force=True`
+    builds a new generation anyway, reusing every cached vector."""
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store.generations_dir(home).mkdir(parents=True, exist_ok=True)
@@ -166,6 +202,17 @@ def build(settings: Settings, sources: list[str | Path], *, embedder: str | None
             if not docs:
                 raise BuildError(f"no documents found in {', '.join(sources)} "
                                  f"({loaded.files_seen} files seen, {len(loaded.skipped)} skipped)")
+
+            key = build_key(settings, docs, resolve(spec, settings.models_dir)[2], loader_options)
+            same = None if (force or not publish) else _unchanged(home, key)
+            if same is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return BuildReport(
+                    generation_id=same.id, published=False, documents=same.counts.documents,
+                    chunks=same.counts.chunks, vectors_reused=same.counts.chunks, vectors_embedded=0,
+                    skipped=loaded.skipped, files_seen=loaded.files_seen, seconds=time.perf_counter() - started,
+                    stage_seconds=progress.stage_seconds, index_type=same.index_type, embedder=same.embedder.name,
+                    unchanged=True)
 
             emb = load_embedder(spec, settings.models_dir)
             max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
@@ -218,6 +265,7 @@ def build(settings: Settings, sources: list[str | Path], *, embedder: str | None
                 chunking=chunking,
                 build_seconds=0.0,
                 parent=store.read_pointer(home),
+                build_key=key,
             )
             manifest.build_seconds = round(time.perf_counter() - started, 3)
             store.write_manifest(tmp, manifest)

@@ -61,6 +61,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     chunking: dict[str, int]
     build_seconds: float
     parent: str | None = None  # the generation that was published when this one was built
+    # Everything a build's output depends on (documents with metadata, embedder weights, chunking and index
+    # settings, code version), known before chunking: an unchanged rebuild compares it and stops early.
+    build_key: str = ""
     format_version: int = 1
 
 

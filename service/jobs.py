@@ -234,7 +234,8 @@ class JobManager:
         return d
 
     # -- rebuild --------------------------------------------------------------------------------------------
-    def start_rebuild(self, sources: list[str] | None = None, embedder: str | None = None) -> dict[str, Any]:
+    def start_rebuild(self, sources: list[str] | None = None, embedder: str | None = None,
+                      force: bool = False) -> dict[str, Any]:
         from indexer.build import BuildLock
 
         resolved, warnings = rebuild_sources(self.settings, sources)
@@ -245,7 +246,7 @@ class JobManager:
                 raise JobConflict("another index build (e.g. `rag index build` in another process) holds the "
                                   "build lock of this data home; retry when it finishes")
             job_id = "job-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            params = {"sources": resolved, "embedder": embedder or self.settings.embedder}
+            params = {"sources": resolved, "embedder": embedder or self.settings.embedder, "force": force}
             if warnings:
                 params["warnings"] = warnings
             now = _now()
@@ -256,7 +257,7 @@ class JobManager:
             with _LIVE_LOCK:
                 _LIVE.add(job_id)
             self._running_id = job_id
-            self._thread = threading.Thread(target=self._run_rebuild, args=(job_id, resolved, embedder),
+            self._thread = threading.Thread(target=self._run_rebuild, args=(job_id, resolved, embedder, force),
                                             name=f"rebuild-{job_id}", daemon=True)
             self._thread.start()
         log.info("rebuild job %s started", job_id, extra={"job_id": job_id, "sources": resolved})
@@ -271,7 +272,7 @@ class JobManager:
         except Exception:  # noqa: BLE001 - progress bookkeeping must not kill the build
             log.exception("could not update job %s", job_id)
 
-    def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None) -> None:
+    def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None, force: bool = False) -> None:
         from indexer.build import build
 
         state = "failed"
@@ -287,8 +288,8 @@ class JobManager:
 
         try:
             self._update(job_id, state="running", started_at=_now())
-            report = build(self.settings, sources, embedder=embedder, publish=True, show_progress=False,
-                           on_progress=on_progress)
+            report = build(self.settings, sources, embedder=embedder, publish=True, force=force,
+                           show_progress=False, on_progress=on_progress)
             result = report.as_dict()
             try:  # serve the new generation from the next request on, not one poll interval later
                 self.engine.index.refresh()

@@ -323,6 +323,9 @@ class RebuildRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     sources: Annotated[list[Annotated[str, Meta(min_length=1, max_length=4096)]],
                        Meta(min_length=1, max_length=64)] | None = None
     embedder: Annotated[str, Meta(min_length=1, max_length=4096, examples=["minilm"])] | None = None
+    # By default a rebuild whose documents, embedder and settings equal the published generation's writes
+    # nothing and reports `unchanged`; force writes (and publishes) a new generation anyway.
+    force: bool = False
 
 
 class JobOut(Struct, kw_only=True):

