@@ -59,3 +59,17 @@ class Engine:
         from rag.recommend import Recommender
 
         return Recommender(self.settings, self.state)
+
+    def blurb_writer(self, gen: Generation | None = None, backend: str | None = None):
+        """The explainer for `explain=true`: grounded one-sentence blurbs from the generator `backend`
+        (default: the configured one)."""
+        from rag.recommend.blurbs import BlurbWriter
+
+        gen = gen or self.generation()
+        return BlurbWriter(self.answerer.generators, embedder=gen.embedder, backend=backend)
+
+    def recommend(self, user_id: str, *, explain: bool = False, explain_backend: str | None = None,
+                  gen: Generation | None = None, **options):
+        gen = gen or self.generation()
+        explainer = self.blurb_writer(gen, explain_backend) if explain else None
+        return self.recommender.recommend(gen, user_id, explain=explain, explainer=explainer, **options)

@@ -377,3 +377,102 @@ def test_cli_import_recommend_similar(rec_home, gen, tmp_path, capsys):
 
     assert main(["--home", home, "similar", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# --- generated blurbs (explain=true) ----------------------------------------------------------------------
+
+class _Scripted:
+    """A generator backend that answers from a script, to drive the blurb checks deterministically."""
+
+    name = "scripted"
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.batches = []
+
+    def generate(self, messages, *, max_new_tokens, temperature=0.0):
+        return self.generate_batch([messages], max_new_tokens=max_new_tokens)[0]
+
+    def stream(self, messages, *, max_new_tokens, temperature=0.0):
+        yield self.generate(messages, max_new_tokens=max_new_tokens)
+
+    def generate_batch(self, batch, *, max_new_tokens):
+        self.batches.append(batch)
+        return [self.reply(m[-1]["content"]) for m in batch]
+
+
+def _writer(rec_home, gen, reply):
+    from rag.generators.base import GeneratorPool
+    from rag.recommend.blurbs import BlurbWriter
+
+    pool = GeneratorPool(rec_home.generator, rec_home.models_dir)
+    backend = _Scripted(reply)
+    pool.register("scripted", backend)
+    return BlurbWriter(pool, embedder=gen.embedder, backend="scripted"), backend
+
+
+def test_blurbs_come_from_the_generator_in_one_batch_when_grounded(rec_home, rec, gen):
+    rec.ingest(events("gil", ["fin-etf", "fin-index"], "like"))
+
+    def reply(prompt):
+        if "Bond Yields" in prompt:
+            return "You will see why bond prices fall when interest rates rise [1]. Then more text."
+        return "You get a short guide to fixed and variable mortgage rates and monthly payments."
+
+    writer, backend = _writer(rec_home, gen, reply)
+    res = rec.recommend(gen, "gil", k=3, domain="finance", explain=True, explainer=writer)
+    assert len(backend.batches) == 1 and len(backend.batches[0]) == len(res.items)  # one batch per list
+    prompt = backend.batches[0][0][-1]["content"]
+    assert "Exchange-Traded Funds Explained" in prompt or "Index Funds" in prompt  # the reader's history
+    by_id = {it.doc_id: it.blurb for it in res.items}
+    if "fin-bonds" in by_id:  # the first sentence only, citation markers removed
+        assert by_id["fin-bonds"] == "You will see why bond prices fall when interest rates rise."
+    if "fin-mortgage" in by_id:
+        assert by_id["fin-mortgage"].startswith("You get a short guide to fixed and variable mortgage")
+    assert {"fin-bonds", "fin-mortgage"} & set(by_id)
+
+
+def test_unsupported_or_failed_blurbs_fall_back_to_the_documents_opening(rec_home, gen):
+    from rag.generators.base import GeneratorError
+
+    docs = [{**gen.document("fin-bonds"), "reason": "popular in finance this week"},
+            {**gen.document("med-bp"), "reason": "popular in medical this week"}]
+    summary = {"recent_titles": [], "interests": [], "domains": ["finance"]}
+    invented = {
+        "figures": "You will earn a guaranteed 12% return every year with these bonds.",
+        "off-topic": "You will love this thrilling story about pirates sailing across distant oceans.",
+        "too short": "Read this.",
+    }
+    for case, text in invented.items():
+        writer, _ = _writer(rec_home, gen, lambda prompt, text=text: text)
+        blurbs = writer.blurbs(docs, summary)
+        assert [b.source for b in blurbs] == ["document", "document"], case
+        assert blurbs[0].text.startswith("A bond pays a fixed coupon."), case
+
+    def down(prompt):
+        raise GeneratorError("server unreachable")
+
+    writer, _ = _writer(rec_home, gen, down)
+    assert [b.source for b in writer.blurbs(docs, summary)] == ["document", "document"]
+
+
+@pytest.mark.slow
+def test_smollm2_blurbs_are_grounded_or_replaced(rec_home, gen):
+    """The real default generator: whatever it writes, a shown blurb is a checked sentence or the opening."""
+    from rag.generators.base import GeneratorPool
+    from rag.grounding import Evidence, Passage
+    from rag.recommend.blurbs import BlurbWriter, lead_sentences
+
+    pool = GeneratorPool(rec_home.generator, rec_home.models_dir)
+    writer = BlurbWriter(pool, embedder=gen.embedder)  # the configured backend: transformers (SmolLM2)
+    docs = [{**gen.document(d), "reason": "matches your interest in saving"} for d in ("fin-budget", "med-sleep")]
+    blurbs = writer.blurbs(docs, {"recent_titles": [], "interests": ["saving money"], "domains": []})
+    for doc, b in zip(docs, blurbs):
+        assert b is not None and b.text
+        if b.source == "document":
+            assert b.text == lead_sentences(doc)
+        else:
+            source = f"{doc['title']}\n{doc['text']}\n{doc['reason']}\nsaving money"
+            evidence = Evidence([Passage(1, doc["doc_id"], "", doc["title"], source, 1.0)], gen.embedder)
+            assert evidence.verdict(b.text).supported, b.text
+            assert 6 <= len(b.text.split()) <= 45

@@ -217,8 +217,13 @@ class Recommender:
             t1 = time.perf_counter()
             summary = prof.summary(cat.titles)
             summary["strategy"] = result.strategy
-            for item in result.items:
-                item.blurb = _call_explainer(explainer, gen, item, summary)
+            many = getattr(explainer, "explain_many", None)
+            if many is not None:  # one generator batch for the whole list
+                for item, blurb in zip(result.items, _call_explain_many(many, gen, result.items, summary)):
+                    item.blurb = blurb
+            else:
+                for item in result.items:
+                    item.blurb = _call_explainer(explainer, gen, item, summary)
             result.timings_ms["explain"] = round((time.perf_counter() - t1) * 1e3, 3)
         result.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 3)
         return result
@@ -480,11 +485,23 @@ def _union(parts: list[np.ndarray]) -> np.ndarray:
     return allr[np.sort(first)].astype(np.int64)
 
 
+def _explained_doc(gen, item: Recommendation) -> dict[str, Any]:
+    doc = gen.document(item.doc_id) or {"doc_id": item.doc_id, "title": item.title, "domain": item.domain}
+    return {**doc, "reason": item.reason}
+
+
+def _call_explain_many(many, gen, items: list[Recommendation], summary: dict[str, Any]) -> list[str | None]:
+    try:
+        blurbs = list(many([_explained_doc(gen, it) for it in items], summary))
+    except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendations stand without it
+        log.warning("explainer failed for %d items", len(items), exc_info=True)
+        return [None] * len(items)
+    return [" ".join(str(b).split()) or None if b is not None else None for b in blurbs]
+
+
 def _call_explainer(explainer: Explainer, gen, item: Recommendation, summary: dict[str, Any]) -> str | None:
     try:
-        doc = gen.document(item.doc_id) or {"doc_id": item.doc_id, "title": item.title, "domain": item.domain}
-        doc = {**doc, "reason": item.reason}
-        blurb = explainer(doc, summary)
+        blurb = explainer(_explained_doc(gen, item), summary)
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendation stands without it
         log.warning("explainer failed for %s", item.doc_id, exc_info=True)
         return None

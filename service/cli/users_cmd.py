@@ -36,6 +36,9 @@ def register(sub) -> None:
     r.add_argument("--audience", action="append", help="only this audience (repeatable)")
     r.add_argument("--k", type=int, default=10, help="how many (default 10)")
     r.add_argument("--include-seen", action="store_true", help="allow documents the user already engaged with")
+    r.add_argument("--explain", action="store_true",
+                   help="a one-sentence blurb per item from the generator, checked against the document")
+    r.add_argument("--backend", help="generator backend for --explain (default: the configured one)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=run_recommend)
 
@@ -128,9 +131,9 @@ def run_recommend(args) -> int:
         raise CLIError("--k must be at least 1")
     engine, gen = _engine(settings_from(args))
     try:
-        result = engine.recommender.recommend(gen, args.user_id, k=args.k, domain=args.domain,
-                                              language=args.language, audience=args.audience,
-                                              exclude_seen=not args.include_seen)
+        result = engine.recommend(args.user_id, gen=gen, k=args.k, domain=args.domain, language=args.language,
+                                  audience=args.audience, exclude_seen=not args.include_seen,
+                                  explain=args.explain, explain_backend=args.backend)
     finally:
         engine.state.close()
     if args.json:

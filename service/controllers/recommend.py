@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from rag.engine import Engine
 from rag.generation import Generation
 from rag.types import DOMAINS
+from service.controllers.ask import prepare_backend, uses_model
 from service.errors import bad_request, error_responses, unknown_ids_are_404
 from service.limits import GenerationSlots
 from service.metrics import Metrics
@@ -33,32 +34,6 @@ def _domain(value: str | None) -> str | None:
     if value is not None and value not in DOMAINS:
         raise bad_request(f"domain must be one of {', '.join(DOMAINS)}", field="domain")
     return value
-
-
-def lead_blurb(doc: dict, summary: dict, max_words: int = 40) -> str | None:
-    """`explain=true`: a short blurb per item, the document's own opening sentences (extractive: no generative
-    model runs per recommended item, so explaining stays cheap and cannot invent anything)."""
-    from rag.extractive import count_words, join_sentences
-    from rag.grounding import split_sentences
-
-    body = "\n".join(line for line in (doc.get("text") or "").splitlines() if not line.lstrip().startswith("#"))
-    title = (doc.get("title") or "").strip()
-    parts: list[str] = []
-    words = 0
-    for sent in split_sentences(body):
-        t = sent.text.strip()
-        if title and t.startswith(title):  # a title line the loader kept in the text
-            t = t[len(title):].lstrip(" :.-")
-        if not t or t.startswith("|"):
-            continue
-        w = count_words(t)
-        if parts and words + w > max_words:
-            break
-        parts.append(t)
-        words += w
-        if words >= 15:
-            break
-    return join_sentences(parts) or None
 
 
 def _rec_response(result, gen: Generation, metrics: Metrics, op: str, user_id: str | None = None):
@@ -85,15 +60,23 @@ class RecommendController(Controller):
     ) -> RecommendationsResponse:
         """Personalized ("for you"): a time-decayed profile of what the user engaged with, diversified, each
         item with a reason. New users get trending items or items near their declared interests. `explain=true`
-        adds a blurb per item (the document's opening sentences)."""
-        recommender = await anyio.to_thread.run_sync(lambda: engine.recommender)
+        adds a one-sentence blurb per item, written by the configured generator and checked against the document
+        (its opening sentences when the check fails or the backend is `extractive`)."""
+        domain = _domain(domain)
 
-        def run():
-            return recommender.recommend(gen, user_id, k=k, domain=_domain(domain), language=language,
-                                         audience=audience, exclude_seen=exclude_seen, explain=explain,
-                                         explainer=lead_blurb if explain else None)
+        def run(explain_backend: str | None = None):
+            return engine.recommend(user_id, gen=gen, k=k, domain=domain, language=language, audience=audience,
+                                    exclude_seen=exclude_seen, explain=explain, explain_backend=explain_backend)
 
-        result = await anyio.to_thread.run_sync(run)
+        # Blurbs from a generative model take a generation slot, like /v1/ask; a model that is missing or
+        # outlives the generation timeout gives the documents' opening sentences instead.
+        if explain and uses_model(engine, None) and await prepare_backend(engine, None) is None:
+            try:
+                result = await slots.run(run)
+            except TimeoutError:
+                result = await anyio.to_thread.run_sync(run, "extractive")
+        else:
+            result = await anyio.to_thread.run_sync(run, "extractive" if explain else None)
         return _rec_response(result, gen, metrics, "recommend", user_id)
 
     @get("/items/{doc_id:str}/similar", sync_to_thread=True, summary="More like this document",
