@@ -92,6 +92,14 @@ def exact_match(prediction: str, golds: list[str]) -> float:
     return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
 
 
+def contains_answer(prediction: str, golds: list[str]) -> float:
+    """Whether a gold answer occurs in the prediction, word-aligned after normalization. EM and F1 punish the
+    whole-sentence answers of the extractive backend however right they are; this says whether the answer is
+    in what the reader gets."""
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(f" {g} " in pred for g in (normalize_answer(x) for x in golds) if g))
+
+
 def f1_score(prediction: str, golds: list[str]) -> float:
     def f1(pred: str, gold: str) -> float:
         p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
@@ -164,6 +172,7 @@ def evaluate(settings: Settings, path: Path, *, backend: str | None = None, limi
             "abstained": ans.abstained, "fallback": ans.fallback,
             "em": exact_match(prediction, row.answers) if prediction else 0.0,
             "f1": f1_score(prediction, row.answers) if prediction else 0.0,
+            "contains_answer": contains_answer(prediction, row.answers) if prediction else 0.0,
             "cited_gold": any(c.doc_id == gold_doc for c in ans.citations),
             "has_citations": bool(ans.citations),
             "invalid_citation": any(n not in given for n in cited_numbers(ans.answer)),
@@ -188,6 +197,7 @@ def summarize_metrics(per_question: list[dict]) -> dict:
     return {
         "exact_match": round(100 * sum(q["em"] for q in per_question) / n, 2),
         "f1": round(100 * sum(q["f1"] for q in per_question) / n, 2),
+        "contains_answer": round(sum(q.get("contains_answer", 0.0) for q in per_question) / n, 4),
         "citation_accuracy": round(sum(q["cited_gold"] for q in answered) / max(1, len(answered)), 4),
         "invalid_citation_rate": round(sum(q["invalid_citation"] for q in per_question) / n, 4),
         "abstention_rate": round(sum(q["abstained"] for q in per_question) / n, 4),
@@ -212,9 +222,9 @@ def format_table(report: dict) -> str:
         f"{report['dataset']}  backend={report['backend']}  questions={report['questions']}  seed={report['seed']}  "
         f"docs={report['documents']}  generation={report['generation_id']}"
         f"{' (reused)' if report['generation_reused'] else ''}",
-        f"{'EM':>7}{'F1':>7}{'cite acc':>10}{'invalid':>9}{'abstain':>9}{'fallback':>10}{'gold ctx':>10}"
+        f"{'EM':>7}{'F1':>7}{'has ans':>9}{'cite acc':>10}{'invalid':>9}{'abstain':>9}{'fallback':>10}{'gold ctx':>10}"
         f"{'s/answer':>10}{'p95 s':>8}",
-        f"{m['exact_match']:>7.2f}{m['f1']:>7.2f}{m['citation_accuracy']:>10.3f}{m['invalid_citation_rate']:>9.3f}"
+        f"{m['exact_match']:>7.2f}{m['f1']:>7.2f}{m['contains_answer']:>9.3f}{m['citation_accuracy']:>10.3f}{m['invalid_citation_rate']:>9.3f}"
         f"{m['abstention_rate']:>9.3f}{m['fallback_rate']:>10.3f}{m['gold_context_retrieved']:>10.3f}"
         f"{m['seconds_per_answer']:>10.3f}{m['p95_s']:>8.2f}",
     ]
