@@ -14,6 +14,8 @@ import numpy as np
 
 from rag.config import RetrievalSettings
 from rag.generation import Generation
+from rag.grounding import ENGLISH_ONLY_EMBEDDERS
+from rag.text import detect_language
 from rag.types import Filters, Hit
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,11 @@ def mmr_order(vectors: np.ndarray, relevance: np.ndarray, lam: float, k: int) ->
     return chosen
 
 
+def _embedder_reads(gen: Generation, query: str) -> bool:
+    """Whether the generation's embedder understands the query's language."""
+    return gen.manifest.embedder.name not in ENGLISH_ONLY_EMBEDDERS or detect_language(query) == "en"
+
+
 class Retriever:
     def __init__(self, settings: RetrievalSettings):
         self.settings = settings
@@ -150,7 +157,12 @@ class Retriever:
             if s.fusion == "rrf":
                 fused = rrf([[r for r, _ in dense], [r for r, _ in keyword]], s.rrf_k)
             else:
-                fused = zscore_fuse([dense, keyword], [s.fusion_dense_weight, 1.0 - s.fusion_dense_weight])
+                w = s.fusion_dense_weight
+                if keyword and not _embedder_reads(gen, query):
+                    # An English-only embedder's cosines for, say, Chinese text are noise (MiniLM scores any two
+                    # Chinese texts ~0.55-0.65): the keyword leg, segmented with jieba, ranks alone.
+                    w = 0.0
+                fused = zscore_fuse([dense, keyword], [w, 1.0 - w])
             order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
         # Keep enough candidates for rerank / MMR / per-document capping to choose from.

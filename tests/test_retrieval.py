@@ -45,6 +45,17 @@ def test_keyword_leg_finds_bundled_chinese_documents(chinese_engine, query, expe
     assert res.hits[0].keyword_score > 0
 
 
+def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_engine):
+    """MiniLM's cosines between Chinese texts are noise: for a Chinese query its dense leg must not reorder."""
+    assert chinese_engine.generation().manifest.embedder.name == "minilm"
+    for query in ("孩子上学的个税扣除怎么申请", "晚上睡不着怎么办", "接到自称公安的电话要我转账"):
+        gen, search = chinese_engine.generation(), chinese_engine.retriever.search
+        keyword = [h.chunk_id for h in search(gen, query, mode="keyword", top_k=5, max_per_doc=0).hits]
+        hybrid = search(gen, query, mode="hybrid", top_k=5, max_per_doc=0).hits
+        assert keyword and [h.chunk_id for h in hybrid][:len(keyword)] == keyword, query
+        assert all(h.dense_rank is not None or h.keyword_rank is not None for h in hybrid)
+
+
 def test_whitespace_tokenizing_would_have_failed(chinese_engine):
     """The segmenter is what makes Chinese match: the whole sentence as one token finds nothing."""
     gen = chinese_engine.generation()
