@@ -38,6 +38,7 @@ from rag.grounding import (
     split_sentences,
 )
 from rag.retriever import Retriever, SearchResult
+from rag.models.calibration import threshold as calibrated
 from rag.text import detect_language, tokenize
 from rag.types import Filters, Hit
 
@@ -380,7 +381,10 @@ class Answerer:
             return True
         dense = result.top_dense_score
         # An English-only embedder's cosine cannot vouch for a Chinese question: keywords decide alone.
-        if embedder_fits(gen.embedder, detect_language(query)) and dense is not None and dense >= self.settings.retrieval.abstain_min_dense:
+        floor = self.settings.retrieval.abstain_min_dense
+        if floor is None:
+            floor = calibrated(gen.embedder, "abstain_min_dense")
+        if embedder_fits(gen.embedder, detect_language(query)) and dense is not None and dense >= floor:
             return False
         terms = content_terms(query) - _QUESTION_WORDS
         if not terms:

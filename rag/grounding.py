@@ -8,7 +8,7 @@
 
 Support rule (why these numbers): a sentence is supported by a passage when at least half of its content
 words (stemmed, stop words dropped, `rag.text.tokenize`) occur in the passage, or when its embedding is
-within cosine 0.7 of one passage sentence (a paraphrase) -- and, either way, every number it states occurs
+within cosine 0.7 (MiniLM; rag.models.calibration per embedder) of one passage sentence (a paraphrase) -- and, either way, every number it states occurs
 in the passage and it says "not" exactly when the supporting passage sentence does: small models keep the
 passage's words and invent the figures ("began on October 16, 1973") or flip the polarity ("you can't
 measure your blood pressure at home"), which word overlap alone would wave through. Sentences with fewer than two content words
@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.models.calibration import threshold as calibrated
 from rag.text import tokenize
 
 SUPPORT_RECALL = 0.5
-SUPPORT_COSINE = 0.7
+# A paraphrase's cosine floor lives in rag.models.calibration ("support_cosine"): it depends on the embedder.
 MIN_JUDGED_TERMS = 2
 
 
@@ -289,7 +290,7 @@ class Evidence:
         cos = float(sims[j])
         m, k = keys[j]
         span = self.units[m].sentences[k].text
-        if cos >= SUPPORT_COSINE and negated(sentence) == negated(span):
+        if cos >= calibrated(self.embedder, "support_cosine") and negated(sentence) == negated(span):
             recall_of = {x[2]: x[1] for x in candidates}
             return Verdict(judged, True, recall_of[m], cos, m, span)
         return Verdict(judged, False, recall, cos, n, self.units[n].sentences[i].text)

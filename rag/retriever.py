@@ -81,10 +81,17 @@ def zscore_fuse(legs: list[list[tuple[int, float]]], weights: list[float]) -> di
 
 
 def mmr_order(vectors: np.ndarray, relevance: np.ndarray, lam: float, k: int) -> list[int]:
-    """Maximal Marginal Relevance over candidates: indices in pick order."""
+    """Maximal Marginal Relevance over candidates: indices in pick order.
+
+    Similarities are min-max scaled over the candidates' pairs: embedders differ in cosine range (MiniLM puts
+    unrelated passages near 0, e5 near 0.75), and the trade-off `lam` should mean the same for every one."""
     chosen: list[int] = []
     rest = list(range(len(relevance)))
     sims = vectors @ vectors.T
+    if len(sims) > 1:
+        off = sims[~np.eye(len(sims), dtype=bool)]
+        lo, hi = float(off.min()), float(off.max())
+        sims = np.clip((sims - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(sims)
     while rest and len(chosen) < k:
         if chosen:
             penalty = sims[np.ix_(rest, chosen)].max(axis=1)

@@ -33,7 +33,7 @@ def test_build_writes_a_verified_published_generation(built_home):
     m = store.read_manifest(gen_dir)
     assert m.counts.documents == len(SMALL_CORPUS) == report.documents
     assert m.counts.chunks == report.chunks >= len(SMALL_CORPUS)
-    assert m.embedder.name == "minilm" and m.embedder.dim == 384
+    assert m.embedder.name == "e5-small" and m.embedder.dim == 384  # the default embedder
     assert m.index_type == "flat"
     assert set(m.checksums) == {store.META_DB, store.FAISS_FILE, store.VECTORS_FILE, store.DOC_VECTORS_FILE}
     assert len(m.source_fingerprint) == 64

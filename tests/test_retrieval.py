@@ -17,17 +17,31 @@ from rag.types import Filters
 
 
 @pytest.fixture(scope="module")
-def chinese_engine(tmp_path_factory, models_dir):
-    """The bundled Chinese documents of data/, indexed on their own (small and fast)."""
+def chinese_docs(tmp_path_factory):
+    """The bundled Chinese documents of data/, on their own (small and fast to index)."""
     src = tmp_path_factory.mktemp("zh")
     for path in sorted((REPO / "data" / "documents").glob("*/*-zh-*.md")):
         dest = src / path.parent.name / path.name
         dest.parent.mkdir(exist_ok=True)
         shutil.copy(path, dest)
     assert len(list(src.rglob("*.md"))) >= 10
-    settings = make_settings(tmp_path_factory.mktemp("zh-home"), models_dir)
+    return src
+
+
+def _engine(tmp_path_factory, models_dir, src, **over):
+    settings = make_settings(tmp_path_factory.mktemp("zh-home"), models_dir, **over)
     build(settings, [src], show_progress=False)
     return Engine(settings)
+
+
+@pytest.fixture(scope="module")
+def chinese_engine(tmp_path_factory, models_dir, chinese_docs):
+    return _engine(tmp_path_factory, models_dir, chinese_docs)  # the default embedder, e5-small
+
+
+@pytest.fixture(scope="module")
+def chinese_minilm_engine(tmp_path_factory, models_dir, chinese_docs):
+    return _engine(tmp_path_factory, models_dir, chinese_docs, embedder="minilm")
 
 
 @pytest.mark.parametrize("query, expected", [
@@ -45,8 +59,21 @@ def test_keyword_leg_finds_bundled_chinese_documents(chinese_engine, query, expe
     assert res.hits[0].keyword_score > 0
 
 
-def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_engine):
+@pytest.mark.parametrize("query, expected", [
+    ("孩子上学可以少交个税吗", "fin-zh-special-deductions"),
+    ("有人噎住了不能呼吸怎么急救", "med-zh-heimlich"),
+    ("晚上总是睡不着觉", "med-zh-insomnia"),
+])
+def test_default_embedder_reads_chinese_questions(chinese_engine, query, expected):
+    """e5-small's dense leg alone finds the document for a Chinese paraphrase that shares few keywords."""
+    assert chinese_engine.generation().manifest.embedder.name == "e5-small"
+    res = chinese_engine.search(query, mode="dense", top_k=3)
+    assert expected in [h.doc_id for h in res.hits], [h.doc_id for h in res.hits]
+
+
+def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_minilm_engine):
     """MiniLM's cosines between Chinese texts are noise: for a Chinese query its dense leg must not reorder."""
+    chinese_engine = chinese_minilm_engine
     assert chinese_engine.generation().manifest.embedder.name == "minilm"
     for query in ("孩子上学的个税扣除怎么申请", "晚上睡不着怎么办", "接到自称公安的电话要我转账"):
         gen, search = chinese_engine.generation(), chinese_engine.retriever.search

@@ -140,7 +140,7 @@ def test_health_ready_and_generation_header(client, built):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ready" and body["generation_id"] == report.generation_id
-    assert body["embedder"] == "minilm" and body["documents"] == len(DOCS)
+    assert body["embedder"] == "e5-small" and body["documents"] == len(DOCS)
     assert r.headers["x-generation-id"] == report.generation_id
     assert r.headers["x-request-id"]
 
@@ -188,7 +188,7 @@ def test_metrics_expose_requests_stages_and_generation(client, built):
     assert 'rag_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/search",status="200"}' \
         in text
     assert 'rag_stage_duration_seconds_count{operation="search",stage="embed"}' in text
-    assert f'rag_generation_info{{embedder="minilm",generation_id="{report.generation_id}"}} 1.0' in text
+    assert f'rag_generation_info{{embedder="e5-small",generation_id="{report.generation_id}"}} 1.0' in text
     assert "rag_generation_swaps_total" in text
 
 

@@ -103,6 +103,7 @@ class CatalogView:
 
     def __init__(self, gen):
         self.gen_id: str = gen.id
+        self.embedder: str = gen.manifest.embedder.name  # its name picks calibrated cosine thresholds
         self.doc_ids: list[str] = list(gen.doc_ids)
         self.row_of: dict[str, int] = dict(gen.doc_row_of)
         n = len(self.doc_ids)

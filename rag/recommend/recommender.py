@@ -26,6 +26,7 @@ import numpy as np
 
 from rag import events as events_mod
 from rag.config import RecommendSettings
+from rag.models.calibration import threshold as calibrated
 from rag.recommend.candidates import (CatalogView, CoEngagementIndex, CoModel, coengagement_block,
                                       coengagement_scores, single_thread_blas, top_rows)
 from rag.recommend.profile import UserProfile, build_profile
@@ -36,10 +37,9 @@ log = logging.getLogger(__name__)
 
 Explainer = Callable[[dict[str, Any], dict[str, Any]], "str | None"]
 TRENDING_POOL = 50
-# A content reason ("because you read X", "matches your interest in Y") needs at least this cosine between the
-# item and X or Y. Measured with MiniLM on the test corpus: related short documents 0.1-0.3, unrelated ones
-# -0.05-0.1. (Embedders with a narrow cosine range, e.g. e5, rarely go below it: the check then never fires.)
-REASON_MIN_COSINE = 0.1
+# A content reason ("because you read X", "matches your interest in Y") needs a cosine between the item and X or
+# Y of at least the embedder's "reason_min_cosine" (rag.models.calibration). With MiniLM, 0.1: on the test corpus
+# related short documents scored 0.1-0.3, unrelated ones -0.05-0.1.
 MAX_PROFILES = 50_000
 
 
@@ -357,7 +357,7 @@ class Recommender:
             if dom != "coengagement":
                 best = max(float(int_cos[j].max()) if int_cos is not None else -1.0,
                            float(seed_cos[:, j].max()) if seed_cos is not None else -1.0)
-                if best < REASON_MIN_COSINE:  # no honest content link to name: say what else holds
+                if best < calibrated(cat.embedder, "reason_min_cosine"):  # no honest content link to name
                     if co.trending[r] > 0:
                         out.append(popularity_reason(cat.domains[r], co.week[r] > 0))
                     else:
