@@ -166,7 +166,7 @@ def test_demo_data_was_loaded_before_serving(server):
 
 def test_a_build_by_the_cli_in_another_process_is_served_without_restart(server):
     base, report, _, env, corpus = server
-    done = subprocess.run([*rag_command(), "index", "build", "--quiet", "--json", str(corpus)], env=env,
+    done = subprocess.run([*rag_command(), "index", "build", "--quiet", "--json", "--force", str(corpus)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     new_id = json.loads(done.stdout)["generation_id"]
