@@ -8,10 +8,11 @@
 
 Support rule (why these numbers): a sentence is supported by a passage when at least half of its content
 words (stemmed, stop words dropped, `rag.text.tokenize`) occur in the passage, or when its embedding is
-within cosine 0.7 (MiniLM; rag.models.calibration per embedder) of one passage sentence (a paraphrase) -- and, either way, every number it states occurs
-in the passage and it says "not" exactly when the supporting passage sentence does: small models keep the
-passage's words and invent the figures ("began on October 16, 1973") or flip the polarity ("you can't
-measure your blood pressure at home"), which word overlap alone would wave through. Sentences with fewer than two content words
+within cosine 0.7 (MiniLM's value; rag.models.calibration holds each embedder's) of one passage sentence (a
+paraphrase) -- and, either way, every number it states occurs in the passage and it says "not" exactly when the
+supporting passage sentence does: small models keep the passage's words and invent the figures ("began on
+October 16, 1973") or flip the polarity ("you can't measure your blood pressure at home"), which word overlap
+alone would wave through. Sentences with fewer than two content words
 ("Yes.", "In 2019.") carry no claim we can check and are not judged.
 """
 

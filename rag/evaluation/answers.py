@@ -224,7 +224,8 @@ def format_table(report: dict) -> str:
         f"{' (reused)' if report['generation_reused'] else ''}",
         f"{'EM':>7}{'F1':>7}{'has ans':>9}{'cite acc':>10}{'invalid':>9}{'abstain':>9}{'fallback':>10}{'gold ctx':>10}"
         f"{'s/answer':>10}{'p95 s':>8}",
-        f"{m['exact_match']:>7.2f}{m['f1']:>7.2f}{m['contains_answer']:>9.3f}{m['citation_accuracy']:>10.3f}{m['invalid_citation_rate']:>9.3f}"
+        f"{m['exact_match']:>7.2f}{m['f1']:>7.2f}{m['contains_answer']:>9.3f}{m['citation_accuracy']:>10.3f}"
+        f"{m['invalid_citation_rate']:>9.3f}"
         f"{m['abstention_rate']:>9.3f}{m['fallback_rate']:>10.3f}{m['gold_context_retrieved']:>10.3f}"
         f"{m['seconds_per_answer']:>10.3f}{m['p95_s']:>8.2f}",
     ]
