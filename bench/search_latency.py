@@ -8,7 +8,7 @@ opened by `rag.generation.Generation`:
   dense          gen.dense(qvec, 100)                 (100 = RetrievalSettings.candidates, the per-leg depth)
   filtered 30%   gen.dense(qvec, 100, domain=medical)   ~30% of rows pass
   filtered 1%    gen.dense(qvec, 100, domain=education) ~1% of rows pass
-  keyword        gen.keyword(text, 100)                BM25 in DuckDB (once per size: FAISS-independent)
+  keyword        gen.keyword(text, 100)                BM25 over in-memory CSR postings (once per size)
   hybrid         dense + keyword + rag.retriever.rrf + sort (RRF; Retriever's configured fusion is in 'retriever')
   retriever      rag.retriever.Retriever.search(mode="hybrid") end to end: + chunk fetch, per-doc cap
   recall@10      of each type's top 10 against exact search (numpy brute force over the same vectors,
