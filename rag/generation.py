@@ -74,6 +74,7 @@ class Generation:
         self._embedder = embedder
         self._lock = threading.Lock()
         self._allowed_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._selector_cache: OrderedDict[tuple, Any] = OrderedDict()
         stats = self.sql("SELECT n, avgdl FROM kw_stats").fetchone()
         self.kw_n, self.kw_avgdl = (int(stats[0]), float(stats[1])) if stats else (0, 1.0)
         self.doc_ids: list[str] = [r[0] for r in self.sql("SELECT doc_id FROM documents ORDER BY doc_row").fetchall()]
@@ -145,15 +146,35 @@ class Generation:
                 scores = np.asarray(self.vectors[allowed]) @ q[0]
                 top = np.argsort(-scores)[:k]
                 return [(int(allowed[i]), float(scores[i])) for i in top]
-        params = self._search_params(allowed)
+        params = self._search_params(self._selector(filters, allowed) if allowed is not None else None)
         k = min(k, self.index.ntotal)
         if k <= 0:
             return []
         scores, rows = self.index.search(q, k, params=params) if params is not None else self.index.search(q, k)
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
-    def _search_params(self, allowed: np.ndarray | None):
-        sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+    def _selector(self, filters: Filters, allowed: np.ndarray):
+        """A FAISS selector for the rows a filter lets through, cached with the filter. A bitmap (one bit per
+        row: 125 KB at 1M chunks) answers each membership test with a shift, where IDSelectorBatch builds a
+        hash set of every allowed id on each query (~100 ms for 300k ids)."""
+        key = filters.key()
+        with self._lock:
+            sel = self._selector_cache.get(key)
+            if sel is not None:
+                self._selector_cache.move_to_end(key)
+                return sel
+        mask = np.zeros(self.index.ntotal, dtype=bool)
+        mask[allowed] = True
+        bits = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bits))
+        sel._bits = bits  # the selector reads this buffer: keep it alive as long as the selector
+        with self._lock:
+            self._selector_cache[key] = sel
+            while len(self._selector_cache) > 64:
+                self._selector_cache.popitem(last=False)
+        return sel
+
+    def _search_params(self, sel):
         kind = self.manifest.index_type
         if kind == "hnsw":
             p = faiss.SearchParametersHNSW()

@@ -152,3 +152,22 @@ def test_zscore_fusion_keeps_score_gaps():
     tie = zscore_fuse([[(1, 0.9), (2, 0.5), (3, 0.5)], [(1, 3.0), (2, 1.0)]], [0.5, 0.5])
     assert tie[2] > tie[3]
     assert zscore_fuse([[], []], [0.5, 0.5]) == {}
+
+
+def test_faiss_filter_path_matches_exact_search_on_the_subset(engine, monkeypatch):
+    """Large filtered subsets search FAISS with a cached bitmap selector: same rows as exact search."""
+    import numpy as np
+
+    import rag.generation as generation_mod
+
+    gen = engine.generation()
+    monkeypatch.setattr(generation_mod, "EXACT_SUBSET_MAX", 0)  # small test index: force the FAISS path
+    qvec = gen.embed_query("blood pressure at home")
+    for filters in (Filters(domain=["medical"]), Filters(domain=["finance", "education"]), Filters(language=["en"])):
+        allowed = gen.allowed_rows(filters)
+        exact = np.asarray(gen.vectors[allowed]) @ qvec
+        want = [int(allowed[i]) for i in np.argsort(-exact)[:5]]
+        got = gen.dense(qvec, 5, filters)
+        assert [r for r, _ in got] == want, filters
+        assert set(r for r, _ in gen.dense(qvec, 100, filters)) <= set(allowed.tolist())
+        assert gen._selector(filters, allowed) is gen._selector(filters, allowed)  # cached per filter
