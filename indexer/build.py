@@ -139,7 +139,8 @@ def source_fingerprint(content_hashes: list[tuple[str, str]], embedder_identity:
 
 
 # Index settings that only change how a generation is searched or how the build runs, not what it holds.
-_RUNTIME_INDEX_SETTINGS = {"hnsw_ef_search", "ivf_nprobe", "keep_generations", "batch_size", "verify_sample"}
+_RUNTIME_INDEX_SETTINGS = {"hnsw_ef_search", "ivf_nprobe", "search_threads", "keep_generations", "batch_size",
+                           "verify_sample"}
 
 
 def build_key(settings: Settings, docs, embedder_identity: str, loader_options: LoaderOptions | None) -> str:

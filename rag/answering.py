@@ -37,8 +37,8 @@ from rag.grounding import (
     embedder_fits,
     split_sentences,
 )
-from rag.retriever import Retriever, SearchResult
 from rag.models.calibration import threshold as calibrated
+from rag.retriever import Retriever, SearchResult
 from rag.text import detect_language, tokenize
 from rag.types import Filters, Hit
 

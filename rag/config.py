@@ -32,6 +32,10 @@ class IndexSettings(msgspec.Struct, kw_only=True):
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 96
+    # FAISS threads per search. A server runs searches side by side: one thread each uses the cores better than
+    # each search spread over all of them (bench/search_latency.py: intra-query threads made flat search 2-3x
+    # slower on a busy 2-core machine). 0 leaves FAISS's default (all cores).
+    search_threads: int = 1
     ivf_nlist: int = 0  # 0 = 4*sqrt(n)
     ivf_nprobe: int = 16
     keep_generations: int = 5

@@ -61,7 +61,7 @@ def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any
 
 class Generation:
     def __init__(self, path: Path, models_dir: Path, *, hnsw_ef_search: int = 96, ivf_nprobe: int = 16,
-                 embedder: Embedder | None = None):
+                 search_threads: int = 0, embedder: Embedder | None = None):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         self.models_dir = Path(models_dir)
@@ -71,6 +71,7 @@ class Generation:
         self.doc_vectors = np.load(self.path / DOC_VECTORS_FILE, mmap_mode="r")
         self.hnsw_ef_search = hnsw_ef_search
         self.ivf_nprobe = ivf_nprobe
+        self.search_threads = search_threads
         self._embedder = embedder
         self._lock = threading.Lock()
         self._allowed_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -150,6 +151,8 @@ class Generation:
         k = min(k, self.index.ntotal)
         if k <= 0:
             return []
+        if self.search_threads > 0:
+            faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
         scores, rows = self.index.search(q, k, params=params) if params is not None else self.index.search(q, k)
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 

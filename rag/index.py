@@ -36,7 +36,7 @@ class IndexHandle:
     def _open(self, gen_id: str) -> Generation:
         path = store.generation_dir(self.home, gen_id)
         return Generation(path, self.settings.models_dir, hnsw_ef_search=self.settings.index.hnsw_ef_search,
-                          ivf_nprobe=self.settings.index.ivf_nprobe)
+                          ivf_nprobe=self.settings.index.ivf_nprobe, search_threads=self.settings.index.search_threads)
 
     def current(self) -> Generation:
         now = time.monotonic()
