@@ -497,7 +497,7 @@ def child_main(spec_path: str) -> None:
         allowed = gen.allowed_rows(f)
         path = "exact-subset (numpy over vectors.npy)" if (len(allowed) <= EXACT_SUBSET_MAX or
                                                           gen.index.ntotal <= EXACT_SUBSET_MAX) \
-            else "faiss + IDSelectorBatch"
+            else "faiss + cached IDSelectorBitmap"
         out["notes"][name] = {"allowed_rows": int(len(allowed)), "path": path}
         vf, tf = q[name]
         tops = run(name, lambda v, s, f=f: gen.dense(v, K_CAND, f), vf, tf)
@@ -912,7 +912,8 @@ def print_tables(results: dict, mach: dict) -> None:
         kwl = first["lat"].get("keyword")
         if kwl:
             kf = first["lat"]["keyword_filt30"]
-            print(f"keyword leg (BM25 in DuckDB, independent of the FAISS type): p50 {kwl['p50_ms']} / p95 {kwl['p95_ms']} "
+            print(f"keyword leg (BM25 over in-memory postings, independent of the FAISS type): "
+                  f"p50 {kwl['p50_ms']} / p95 {kwl['p95_ms']} "
                   f"(n={kwl['n']}); with the 30% domain filter p50 {kf['p50_ms']} / p95 {kf['p95_ms']} (n={kf['n']})")
         if "flat" in r["types"]:
             print("ratios vs flat (p50):  " + "; ".join(
