@@ -158,8 +158,8 @@ class Generation:
 
     def _selector(self, filters: Filters, allowed: np.ndarray):
         """A FAISS selector for the rows a filter lets through, cached with the filter. A bitmap (one bit per
-        row: 125 KB at 1M chunks) answers each membership test with a shift, where IDSelectorBatch builds a
-        hash set of every allowed id on each query (~100 ms for 300k ids)."""
+        row: 125 KB at 1M chunks) answers each membership test with a shift; IDSelectorBatch would build a
+        hash set of every allowed id on each query."""
         key = filters.key()
         with self._lock:
             sel = self._selector_cache.get(key)
@@ -256,6 +256,7 @@ class Generation:
     def doc_vector(self, doc_id: str) -> np.ndarray | None:
         i = self.doc_row_of.get(doc_id)
         return None if i is None else np.asarray(self.doc_vectors[i])
+
 
 class _KeywordIndex:
     """The generation's BM25 postings as in-memory CSR arrays: one slice of chunk rows per term, with the BM25

@@ -161,14 +161,14 @@ class Retriever:
         elif mode == "keyword":
             order = [(row, sc) for row, sc in keyword]
         else:
+            # An English-only embedder's cosines for, say, Chinese text are noise (MiniLM scores any two Chinese
+            # texts ~0.55-0.65): then the keyword leg, segmented with jieba, ranks alone.
+            keywords_only = bool(keyword) and not _embedder_reads(gen, query)
             if s.fusion == "rrf":
-                fused = rrf([[r for r, _ in dense], [r for r, _ in keyword]], s.rrf_k)
+                legs = [[r for r, _ in keyword]] if keywords_only else [[r for r, _ in dense], [r for r, _ in keyword]]
+                fused = rrf(legs, s.rrf_k)
             else:
-                w = s.fusion_dense_weight
-                if keyword and not _embedder_reads(gen, query):
-                    # An English-only embedder's cosines for, say, Chinese text are noise (MiniLM scores any two
-                    # Chinese texts ~0.55-0.65): the keyword leg, segmented with jieba, ranks alone.
-                    w = 0.0
+                w = 0.0 if keywords_only else s.fusion_dense_weight
                 fused = zscore_fuse([dense, keyword], [w, 1.0 - w])
             order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
