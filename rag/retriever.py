@@ -14,7 +14,7 @@ import numpy as np
 
 from rag.config import RetrievalSettings
 from rag.generation import Generation
-from rag.grounding import ENGLISH_ONLY_EMBEDDERS
+from rag.grounding import embedder_fits
 from rag.text import detect_language
 from rag.types import Filters, Hit
 
@@ -104,11 +104,6 @@ def mmr_order(vectors: np.ndarray, relevance: np.ndarray, lam: float, k: int) ->
     return chosen
 
 
-def _embedder_reads(gen: Generation, query: str) -> bool:
-    """Whether the generation's embedder understands the query's language."""
-    return gen.manifest.embedder.name not in ENGLISH_ONLY_EMBEDDERS or detect_language(query) == "en"
-
-
 class Retriever:
     def __init__(self, settings: RetrievalSettings):
         self.settings = settings
@@ -163,7 +158,7 @@ class Retriever:
         else:
             # An English-only embedder's cosines for, say, Chinese text are noise (MiniLM scores any two Chinese
             # texts ~0.55-0.65): then the keyword leg, segmented with jieba, ranks alone.
-            keywords_only = bool(keyword) and not _embedder_reads(gen, query)
+            keywords_only = bool(keyword) and not embedder_fits(gen.manifest.embedder, detect_language(query))
             if s.fusion == "rrf":
                 legs = [[r for r, _ in keyword]] if keywords_only else [[r for r, _ in dense], [r for r, _ in keyword]]
                 fused = rrf(legs, s.rrf_k)
