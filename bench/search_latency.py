@@ -586,7 +586,7 @@ class NumpyBM25:
 
     def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
         from rag import text as textmod
-        from rag.generation import BM25_B, BM25_K1
+        from rag.generation import BM25_B, BM25_K1, top_scored
 
         tt = _terms(textmod, query)
         if not tt:
@@ -603,13 +603,7 @@ class NumpyBM25:
             tf + BM25_K1 * (1 - BM25_B + BM25_B * self.n_terms[rows] / self.gen.kw_avgdl))
         scores = np.bincount(rows, weights=w, minlength=len(self.n_terms))
         allowed = self.gen.allowed_rows(filters)
-        hit = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
-        kk = min(k, len(hit))
-        if kk == 0:
-            return []
-        top = hit[np.argpartition(-scores[hit], kk - 1)[:kk]]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [(int(r), float(scores[r])) for r in top]
+        return top_scored(scores, np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0], k)
 
 
 class WeightedPostings:
@@ -671,6 +665,7 @@ class CsrBM25:
 
     def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
         from rag import text as textmod
+        from rag.generation import top_scored
 
         tt = _terms(textmod, query)
         parts = [(self.slices[t], q) for t, q in tt.items() if t in self.slices]
@@ -680,13 +675,7 @@ class CsrBM25:
         w = np.concatenate([self.w[a:b] * q for (a, b), q in parts])
         scores = np.bincount(rows, weights=w, minlength=self.n)
         allowed = self.gen.allowed_rows(filters)
-        hit = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
-        kk = min(k, len(hit))
-        if kk == 0:
-            return []
-        top = hit[np.argpartition(-scores[hit], kk - 1)[:kk]]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [(int(r), float(scores[r])) for r in top]
+        return top_scored(scores, np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0], k)
 
 
 def keyword_variants_main(spec_path: str) -> None:

@@ -33,6 +33,43 @@ class EmbedderMismatch(RuntimeError):
     pass
 
 
+class _Lru:
+    """A bounded, thread-safe map that forgets the least recently used entry (per-filter row sets, selectors)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """(row, score) of the `k` best of `rows` by `scores`, best first, ties by row: a partial sort, not a full one."""
+    kk = min(k, len(rows))
+    if kk <= 0:
+        return []
+    top = rows[np.argpartition(-scores[rows], kk - 1)[:kk]]
+    top = top[np.lexsort((top, -scores[top]))]
+    return [(int(r), float(scores[r])) for r in top]
+
+
 def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any]]:
     """SQL predicate over the denormalized filter columns of `chunks` (or `documents`)."""
     if filters is None or filters.is_empty():
@@ -74,8 +111,8 @@ class Generation:
         self.search_threads = search_threads
         self._embedder = embedder
         self._lock = threading.Lock()
-        self._allowed_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._selector_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._allowed_cache = _Lru(256)
+        self._selector_cache = _Lru(64)
         stats = self.sql("SELECT n, avgdl FROM kw_stats").fetchone()
         self.kw_n, self.kw_avgdl = (int(stats[0]), float(stats[1])) if stats else (0, 1.0)
         self.doc_ids: list[str] = [r[0] for r in self.sql("SELECT doc_id FROM documents ORDER BY doc_row").fetchall()]
@@ -118,19 +155,12 @@ class Generation:
         if filters is None or filters.is_empty():
             return None
         key = filters.key()
-        with self._lock:
-            hit = self._allowed_cache.get(key)
-            if hit is not None:
-                self._allowed_cache.move_to_end(key)
-                return hit
+        hit = self._allowed_cache.get(key)
+        if hit is not None:
+            return hit
         where, params = filter_sql(filters)
         rows = self.sql(f"SELECT row FROM chunks c WHERE {where} ORDER BY row", params).fetchnumpy()["row"]
-        rows = np.asarray(rows, dtype=np.int64)
-        with self._lock:
-            self._allowed_cache[key] = rows
-            while len(self._allowed_cache) > 256:
-                self._allowed_cache.popitem(last=False)
-        return rows
+        return self._allowed_cache.put(key, np.asarray(rows, dtype=np.int64))
 
     # -- legs -------------------------------------------------------------------------------------------
     def embed_query(self, query: str) -> np.ndarray:
@@ -161,21 +191,15 @@ class Generation:
         row: 125 KB at 1M chunks) answers each membership test with a shift; IDSelectorBatch would build a
         hash set of every allowed id on each query."""
         key = filters.key()
-        with self._lock:
-            sel = self._selector_cache.get(key)
-            if sel is not None:
-                self._selector_cache.move_to_end(key)
-                return sel
+        sel = self._selector_cache.get(key)
+        if sel is not None:
+            return sel
         mask = np.zeros(self.index.ntotal, dtype=bool)
         mask[allowed] = True
         bits = np.packbits(mask, bitorder="little")
         sel = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bits))
         sel._bits = bits  # the selector reads this buffer: keep it alive as long as the selector
-        with self._lock:
-            self._selector_cache[key] = sel
-            while len(self._selector_cache) > 64:
-                self._selector_cache.popitem(last=False)
-        return sel
+        return self._selector_cache.put(key, sel)
 
     def _search_params(self, sel):
         kind = self.manifest.index_type
@@ -205,13 +229,7 @@ class Generation:
         if rows is None:
             return []
         allowed = self.allowed_rows(filters)
-        hit = np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0]
-        if not len(hit):
-            return []
-        kk = min(k, len(hit))
-        top = hit[np.argpartition(-scores[hit], kk - 1)[:kk]]
-        top = top[np.lexsort((top, -scores[top]))]  # score desc, then row: the old ORDER BY score DESC, p.row
-        return [(int(r), float(scores[r])) for r in top]
+        return top_scored(scores, np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0], k)
 
     # -- lookups ----------------------------------------------------------------------------------------
     def chunks(self, rows: list[int]) -> dict[int, dict[str, Any]]:
