@@ -97,12 +97,14 @@ class BlurbWriter:
         return [b.text if b else None for b in self.blurbs(docs, summary)]
 
     def blurbs(self, docs: list[dict], summary: dict[str, Any]) -> list[Blurb | None]:
-        drafts = self._generate(docs, summary)
+        reader = _reader(summary)
+        excerpts = [_excerpt(doc) for doc in docs]
+        drafts = self._generate(docs, excerpts, reader)
         out: list[Blurb | None] = []
-        for doc, draft in zip(docs, drafts):
+        for doc, excerpt, draft in zip(docs, excerpts, drafts):
             if draft is not None:
                 sentence = _first_sentence(draft)
-                if self._grounded(sentence, doc, summary):
+                if self._grounded(sentence, doc, excerpt, reader):
                     out.append(Blurb(sentence, "generator"))
                     continue
                 log.info("blurb for %s rejected: %r", doc.get("doc_id"), sentence[:200])
@@ -110,7 +112,7 @@ class BlurbWriter:
             out.append(Blurb(lead, "document") if lead else None)
         return out
 
-    def _generate(self, docs: list[dict], summary: dict[str, Any]) -> list[str | None]:
+    def _generate(self, docs: list[dict], excerpts: list[str], reader: str) -> list[str | None]:
         none: list[str | None] = [None] * len(docs)
         try:
             if self.generators.resolve_name(self.backend) == EXTRACTIVE:
@@ -119,12 +121,11 @@ class BlurbWriter:
         except (GeneratorError, ValueError) as e:
             log.warning("blurbs fall back to opening sentences: %s", e)
             return none
-        reader = _reader(summary)
         batch = []
-        for doc in docs:
+        for doc, excerpt in zip(docs, excerpts):
             language = LANGUAGES.get(doc.get("language") or "en", "English")
             user = (f"Reader: {reader}\nWhy it is recommended: {doc.get('reason') or 'it matches the reader'}\n"
-                    f"Document title: {doc.get('title') or ''}\nDocument excerpt: {_excerpt(doc)}\n\n"
+                    f"Document title: {doc.get('title') or ''}\nDocument excerpt: {excerpt}\n\n"
                     "In one sentence, tell the reader what this document offers them.")
             batch.append([{"role": "system", "content": SYSTEM.format(language=language)},
                           {"role": "user", "content": user}])
@@ -135,7 +136,7 @@ class BlurbWriter:
             log.warning("blurbs fall back to opening sentences: %s", e)
             return none
 
-    def _grounded(self, sentence: str, doc: dict, summary: dict[str, Any]) -> bool:
+    def _grounded(self, sentence: str, doc: dict, excerpt: str, reader: str) -> bool:
         words = count_words(sentence)
         if not (MIN_WORDS <= words <= MAX_WORDS) or "\n" in sentence or re.search(r"[{}<>|]", sentence):
             return False
@@ -144,7 +145,7 @@ class BlurbWriter:
             return False
         # What the blurb may draw on: the document, the reason we give, and the reader's own interests/titles.
         # The excerpt is what the generator saw; a claim from elsewhere in the document is not checkable cheaply.
-        source = "\n".join([title, _excerpt(doc), doc.get("reason") or "", _reader(summary)])
+        source = "\n".join([title, excerpt, doc.get("reason") or "", reader])
         embedder = self.embedder if embedder_fits(self.embedder, doc.get("language") or "en") else None
         verdict = Evidence([Passage(1, str(doc.get("doc_id", "")), "", title, source, 1.0)], embedder) \
             .verdict(sentence)

@@ -496,7 +496,7 @@ def _call_explain_many(many, gen, items: list[Recommendation], summary: dict[str
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendations stand without it
         log.warning("explainer failed for %d items", len(items), exc_info=True)
         return [None] * len(items)
-    return [" ".join(str(b).split()) or None if b is not None else None for b in blurbs]
+    return [_clean_blurb(b) for b in blurbs]
 
 
 def _call_explainer(explainer: Explainer, gen, item: Recommendation, summary: dict[str, Any]) -> str | None:
@@ -505,7 +505,9 @@ def _call_explainer(explainer: Explainer, gen, item: Recommendation, summary: di
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendation stands without it
         log.warning("explainer failed for %s", item.doc_id, exc_info=True)
         return None
-    if blurb is None:
-        return None
-    blurb = " ".join(str(blurb).split())
-    return blurb or None
+    return _clean_blurb(blurb)
+
+
+def _clean_blurb(blurb) -> str | None:
+    """One line of text, or None for a missing or blank blurb."""
+    return (" ".join(str(blurb).split()) or None) if blurb is not None else None
