@@ -23,16 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_load import ROOT, Server  # noqa: E402
+from service_load import ROOT, target_server  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "fuzz_api.json"
 
@@ -101,40 +99,26 @@ def main() -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
 
-    server = None
-    tmp = None
-    log_path = None
-    if args.url:
-        url, key = args.url.rstrip("/"), args.api_key
-    else:
-        home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="rag-fuzz-"))
-        tmp = None if args.home else home
-        server = Server(home, args.build_from, rate_limit=10_000_000)
-        server.start()
-        url, key = server.url, server.key
-        log_path = home / "bench-serve.log"
-    st = Path(sys.executable).parent / "schemathesis"
-    cmd = [str(st) if st.exists() else "schemathesis", "run", f"{url}/schema/openapi.json", "--checks", "all",
-           "--max-response-time", "180", "--request-timeout", "240", "--max-examples", str(args.max_examples),
-           "--seed", str(args.seed), "--phases", args.phases, "--workers", args.workers, "--no-color",
-           "--suppress-health-check", "too_slow,filter_too_much"]
-    if key:
-        cmd += ["-H", f"X-API-Key: {key}"]
-    shown = " ".join(c if not c.startswith("X-API-Key") else "'X-API-Key: ***'" for c in cmd)
-    print(f"$ {shown}", flush=True)
-    t = time.perf_counter()
-    try:
+    with target_server(args, "rag-fuzz-") as (url, key, server):
+        st = Path(sys.executable).parent / "schemathesis"
+        cmd = [str(st) if st.exists() else "schemathesis", "run", f"{url}/schema/openapi.json", "--checks", "all",
+               "--max-response-time", "180", "--request-timeout", "240", "--max-examples", str(args.max_examples),
+               "--seed", str(args.seed), "--phases", args.phases, "--workers", args.workers, "--no-color",
+               "--suppress-health-check", "too_slow,filter_too_much"]
+        if key:
+            cmd += ["-H", f"X-API-Key: {key}"]
+        shown = " ".join(c if not c.startswith("X-API-Key") else "'X-API-Key: ***'" for c in cmd)
+        print(f"$ {shown}", flush=True)
+        t = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
-    finally:
         wall = time.perf_counter() - t
+        output = proc.stdout + proc.stderr
+        print(output)
+        summary = parse_summary(output)
+        fivexx = None
         if server:
-            server.stop()
-    output = proc.stdout + proc.stderr
-    print(output)
-    summary = parse_summary(output)
-    fivexx = server_5xx(log_path) if log_path else None
-    if tmp:
-        shutil.rmtree(tmp, ignore_errors=True)
+            server.stop()  # flushes its log before we count the 5xx lines in it
+            fivexx = server_5xx(server.home / "bench-serve.log")
     result = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": shown.split(" ", 1)[1], "exit_code": proc.returncode, "seconds": round(wall, 1),
               "summary": summary, "server_5xx": fivexx,

@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -159,6 +160,24 @@ class Server:
 
 
 # --- load ----------------------------------------------------------------------------------------------------
+
+@contextmanager
+def target_server(args, prefix: str):
+    """The server a bench talks to: `--url` (with `--api-key`), or `rag serve` started over `--home` (default: a
+    temporary data home, removed afterwards). Yields (url, api key, the started Server or None)."""
+    if args.url:
+        yield args.url.rstrip("/"), args.api_key, None
+        return
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix=prefix))
+    server = Server(home, args.build_from, rate_limit=10_000_000)
+    try:
+        server.start()
+        yield server.url, server.key, server
+    finally:
+        server.stop()
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
 
 class Phase:
     def __init__(self, name: str, concurrency: int):
@@ -323,24 +342,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
 
-    server = None
-    tmp = None
-    if args.url:
-        url, key = args.url.rstrip("/"), args.api_key
-    else:
-        home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="rag-bench-"))
-        tmp = None if args.home else home
-        server = Server(home, args.build_from, rate_limit=10_000_000)
-        server.start()
-        url, key = server.url, server.key
-    try:
+    with target_server(args, "rag-bench-") as (url, key, _server):
         print(HEADER)
         result = asyncio.run(main_async(args, url, key))
-    finally:
-        if server:
-            server.stop()
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     swap = next((p for p in result["phases"] if p["phase"].startswith("search during")), None)
     result.update({
@@ -348,7 +352,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"requests": args.requests, "concurrency": args.concurrency, "ask_requests": args.ask_requests,
                      "ask_concurrency": args.ask_concurrency, "swap_concurrency": args.swap_concurrency,
-                     "started_server": server is not None},
+                     "started_server": not args.url},
     })
     print()
     print(HEADER)

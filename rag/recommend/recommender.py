@@ -441,7 +441,6 @@ class Recommender:
             raise KeyError(f"unknown document id {doc_id!r}: generation {gen.id} has no such document")
         cfg = self.cfg
         co = self.co.get(cat, cfg)
-        t1 = time.perf_counter()
         v = cat.vectors[row]
         cos = cat.vectors @ v
         co_row = coengagement_scores(co, np.asarray([row]), np.ones(1))
