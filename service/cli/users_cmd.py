@@ -38,7 +38,8 @@ def register(sub) -> None:
     r.add_argument("--include-seen", action="store_true", help="allow documents the user already engaged with")
     r.add_argument("--explain", action="store_true",
                    help="a one-sentence blurb per item from the generator, checked against the document")
-    r.add_argument("--backend", help="generator backend for --explain (default: the configured one)")
+    r.add_argument("--backend", choices=("transformers", "openai", "extractive"),
+                   help="generator backend for --explain (default: settings.generator.backend)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=run_recommend)
 
