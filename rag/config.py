@@ -9,6 +9,7 @@ Environment variables use the prefix ``RAG_`` and ``__`` between section and fie
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -105,8 +106,11 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     interest_share: float = 0.3  # share of declared interests in the profile vector when the user has events
     event_weights: dict[str, float] = msgspec.field(default_factory=lambda: {
         "view": 1.0, "click": 1.5, "like": 3.0, "share": 3.0, "bookmark": 3.0, "dismiss": -4.0,
-        "dwell": 0.0})  # a rating weighs (value - 3) * rating_scale; dwell_s adds a bonus on any event
-    rating_scale: float = 1.5
+        "dwell": 0.0})  # dwell_s adds a bonus on any event; a rating weighs as below
+    # Weight of a top rating (the maximum of events.rating_scale). A rating weighs rating_weight x its position
+    # on the scale from the neutral point: -1 at the minimum, 0 at the neutral point, +1 at the maximum (on the
+    # default 1-5 scale: (value - 3) * 1.5, so 1 and 2 count against).
+    rating_weight: float = 3.0
     dwell_bonus_per_minute: float = 1.0
     dwell_bonus_max: float = 2.0
     # Blend (each signal min-max normalized over the candidate pool).
@@ -127,10 +131,35 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     coengagement_window: int = 50  # how far apart (in a user's history) two engagements still co-occur
     coengagement_tau: float = 10.0  # proximity kernel exp(-(distance-1)/tau)
     coengagement_alpha: float = 0.5  # normalization c_ij / (n_i^alpha * n_j^(1-alpha)); 0.5 = cosine
+    # Score profiles and profile candidates with item vectors minus the catalogue's mean, renormalized (e5's
+    # vectors share one dominant direction). ML-100K: profile alone nDCG@10 0.0132 -> 0.0177, coverage 0.46 ->
+    # 0.70; the tuned blend 0.1177 -> 0.1222 (README, Recommendations).
+    center_vectors: bool = True
     coengagement_neighbors: int = 200  # kept per item
     coengagement_ttl_s: float = 60.0  # a changed event log is re-read at most this often (0 = every change)
     near_duplicate_cosine: float = 0.98
     exclude_seen: bool = True
+
+
+class EventsSettings(msgspec.Struct, kw_only=True):
+    """Engagement events (rag.events).
+
+    `rating_scale`: the [min, max] a `rating` event's value must lie in (1-5 stars by default; [0.5, 5] for half
+    stars, [1, 10], [0, 100], [0, 1] for thumbs down/up). A rating outside it is rejected (that event alone).
+    `rating_neutral`: the value that says neither like nor dislike; None = the midpoint of the scale. Ratings are
+    mapped to one internal range for profiles (-1 at min, 0 at neutral, +1 at max), whatever the scale."""
+
+    rating_scale: tuple[float, float] = (1.0, 5.0)
+    rating_neutral: float | None = None
+
+    def __post_init__(self):
+        lo, hi = (float(x) for x in self.rating_scale)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise ValueError(f"events.rating_scale must be [min, max] with min < max, got [{lo:g}, {hi:g}]")
+        self.rating_scale = (lo, hi)
+        if self.rating_neutral is not None and not lo < self.rating_neutral < hi:
+            raise ValueError(f"events.rating_neutral must lie strictly inside the rating scale [{lo:g}, {hi:g}], "
+                             f"got {self.rating_neutral:g}")
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -146,6 +175,7 @@ class Settings(msgspec.Struct, kw_only=True):
     generator: GeneratorSettings = msgspec.field(default_factory=GeneratorSettings)
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     recommend: RecommendSettings = msgspec.field(default_factory=RecommendSettings)
+    events: EventsSettings = msgspec.field(default_factory=EventsSettings)
 
     @property
     def home_path(self) -> Path:

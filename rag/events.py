@@ -6,7 +6,8 @@ An event is a JSON object:
     doc_id           required, same rules; a doc id no index generation knows is kept (and ignored by the
                      recommender until a generation has that document)
     type             required: view | click | like | share | bookmark | dismiss | rating | dwell
-    value            rating: required, a number from 1 to 5; other types: optional number
+    value            rating: required, a number on the configured scale (`events.rating_scale`, default 1 to 5;
+                     e.g. [0.5, 5] for half stars); other types: optional number
     dwell_s          dwell: required, seconds >= 0; other types: optional (adds a dwell bonus)
     timestamp        ISO 8601 ("2025-03-01T10:00:00Z"; no zone = UTC) or Unix seconds; default now. Alias: ts
     idempotency_key  optional string; an event whose key was stored before (or earlier in the same batch)
@@ -30,8 +31,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from rag.config import EventsSettings
 from rag.state import StateStore
 
 EVENT_TYPES = ("view", "click", "like", "share", "bookmark", "dismiss", "rating", "dwell")
@@ -75,6 +78,61 @@ class InvalidUser(ValueError):
         super().__init__(f"{field_name}: {reason}")
         self.field = field_name
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The rating scale of `rating` events: values from `low` to `high`, `neutral` = neither like nor dislike
+    (the midpoint unless configured). `normalize` maps a rating to the one internal range profiles use:
+    -1 at `low`, 0 at the neutral point, +1 at `high`, linear on each side (values outside are clipped)."""
+
+    low: float = 1.0
+    high: float = 5.0
+    neutral: float | None = None
+
+    @classmethod
+    def of(cls, settings: "EventsSettings | RatingScale | tuple | None") -> "RatingScale":
+        if settings is None:
+            return DEFAULT_SCALE
+        if isinstance(settings, RatingScale):
+            return settings
+        if isinstance(settings, EventsSettings):
+            return cls(*settings.rating_scale, settings.rating_neutral)
+        return cls(*settings)
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+            raise ValueError(f"a rating scale needs min < max, got [{self.low:g}, {self.high:g}]")
+        if self.neutral is not None and not self.low < self.neutral < self.high:
+            raise ValueError(f"the neutral rating must lie inside [{self.low:g}, {self.high:g}], got {self.neutral:g}")
+
+    @property
+    def mid(self) -> float:
+        return (self.low + self.high) / 2.0 if self.neutral is None else self.neutral
+
+    def describe(self) -> str:
+        return f"from {self.low:g} to {self.high:g}"
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is not a rating on this scale (None when it is one)."""
+        return None if self.contains(value) else f"a rating must be {self.describe()}, got {value:g}"
+
+    def normalize(self, value):
+        """A rating (or an array of them) -> [-1, 1]."""
+        mid = self.mid
+        if isinstance(value, (int, float)):  # the per-event path: no numpy overhead
+            x = (value - mid) / (self.high - mid) if value >= mid else (value - mid) / (mid - self.low)
+            return min(1.0, max(-1.0, float(x)))
+        v = np.asarray(value, dtype=np.float64)
+        out = np.where(v >= mid, (v - mid) / (self.high - mid), (v - mid) / (mid - self.low))
+        out = np.clip(out, -1.0, 1.0)
+        return float(out) if out.ndim == 0 else out
+
+
+DEFAULT_SCALE = RatingScale()
 
 
 # --- values ------------------------------------------------------------------------------------------------
@@ -147,8 +205,10 @@ def parse_timestamp(value: Any, now: datetime | None = None) -> tuple[datetime |
     return ts, None
 
 
-def validate_event(ev: Any, now: datetime | None = None) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
-    """(normalized row, []) or (None, [(field, reason), ...])."""
+def validate_event(ev: Any, now: datetime | None = None, scale: RatingScale | None = None
+                   ) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    """(normalized row, []) or (None, [(field, reason), ...]). `scale`: the ratings' scale (default 1 to 5)."""
+    scale = scale or DEFAULT_SCALE
     if not isinstance(ev, dict):
         return None, [("event", f"expected a JSON object, got {type(ev).__name__}")]
     problems: list[tuple[str, str]] = []
@@ -175,9 +235,9 @@ def validate_event(ev: Any, now: datetime | None = None) -> tuple[dict[str, Any]
             problems.append(("value", why))
     if etype == "rating":
         if ev.get("value") is None:
-            problems.append(("value", "required for a rating (a number from 1 to 5)"))
-        elif value is not None and not 1 <= value <= 5:
-            problems.append(("value", f"a rating must be from 1 to 5, got {value:g}"))
+            problems.append(("value", f"required for a rating (a number {scale.describe()})"))
+        elif value is not None and scale.problem(value):
+            problems.append(("value", scale.problem(value)))
 
     dwell = None
     if ev.get("dwell_s") is not None:
@@ -214,9 +274,12 @@ _EVENT_SCHEMA = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), 
                            ("received_at", pa.timestamp("us"))])
 
 
-def ingest(state: StateStore, batch: list[Any], *, now: datetime | None = None) -> IngestReport:
-    """Validate and store a batch of events; each bad event is rejected on its own, the rest are stored."""
+def ingest(state: StateStore, batch: list[Any], *, now: datetime | None = None,
+           rating_scale: "EventsSettings | RatingScale | None" = None) -> IngestReport:
+    """Validate and store a batch of events; each bad event is rejected on its own, the rest are stored.
+    `rating_scale`: the settings' `events` section (or a RatingScale); default 1 to 5."""
     now = now or _utcnow()
+    scale = RatingScale.of(rating_scale)
     report = IngestReport()
     if not isinstance(batch, list):
         report.rejected.append({"index": 0, "field": "events", "reason": "expected a list of events"})
@@ -224,7 +287,7 @@ def ingest(state: StateStore, batch: list[Any], *, now: datetime | None = None) 
     good: list[dict[str, Any]] = []
     seen_keys: set[str] = set()
     for i, ev in enumerate(batch):
-        row, problems = validate_event(ev, now)
+        row, problems = validate_event(ev, now, scale)
         if problems:
             report.rejected.extend({"index": i, "field": f, "reason": r} for f, r in problems)
             continue
@@ -284,7 +347,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 yield line_no, None, f"invalid JSON ({e.msg})"
 
 
-def load_events_jsonl(state: StateStore, path: str | Path, *, batch_size: int = 20_000) -> IngestReport:
+def load_events_jsonl(state: StateStore, path: str | Path, *, batch_size: int = 20_000,
+                      rating_scale: "EventsSettings | RatingScale | None" = None) -> IngestReport:
     """Bulk-load an events JSONL file; rejected entries carry the file's line number as `index`."""
     path = Path(path)
     if not path.exists():
@@ -294,7 +358,7 @@ def load_events_jsonl(state: StateStore, path: str | Path, *, batch_size: int = 
     lines: list[int] = []
 
     def flush() -> None:
-        rep = ingest(state, buf)
+        rep = ingest(state, buf, rating_scale=rating_scale)
         total.accepted += rep.accepted
         total.duplicates += rep.duplicates
         total.rejected.extend({**r, "index": lines[r["index"]]} for r in rep.rejected)

@@ -203,3 +203,64 @@ def test_service_can_add_its_own_tables(state):
             cur.execute("INSERT INTO jobs VALUES ('j2', 'queued')")
             raise RuntimeError("boom")
     assert state.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1  # rolled back
+
+
+# --- rating scales ---------------------------------------------------------------------------------------
+
+def test_ratings_are_checked_against_the_configured_scale(state):
+    from rag.config import load_settings
+
+    half_stars = load_settings(environ={"RAG_EVENTS__RATING_SCALE": "[0.5, 5]"}).events
+    batch = [
+        {"user_id": "u1", "doc_id": "d1", "type": "rating", "value": 0.5},  # 0 bottom of the scale
+        {"user_id": "u1", "doc_id": "d2", "type": "rating", "value": 0.25},  # 1 below it
+        {"user_id": "u1", "doc_id": "d3", "type": "rating", "value": 5.5},  # 2 above it
+        {"user_id": "u1", "doc_id": "d4", "type": "rating", "value": 3.5},  # 3
+        {"user_id": "u1", "doc_id": "d5", "type": "rating"},  # 4 no value
+        {"user_id": "u1", "doc_id": "d6", "type": "view"},  # 5
+    ]
+    report = ingest(state, batch, rating_scale=half_stars)
+    assert report.accepted == 3
+    reasons = {r["index"]: r["reason"] for r in report.rejected}
+    assert {r["field"] for r in report.rejected} == {"value"}
+    assert reasons == {1: "a rating must be from 0.5 to 5, got 0.25", 2: "a rating must be from 0.5 to 5, got 5.5",
+                       4: "required for a rating (a number from 0.5 to 5)"}
+    assert sorted(r[0] for r in state.execute("SELECT value FROM events WHERE type = 'rating'").fetchall()) == \
+        [0.5, 3.5]
+    # the default scale is 1 to 5 stars: a half star is out of range there
+    report = ingest(state, [{"user_id": "u2", "doc_id": "d1", "type": "rating", "value": 0.5}])
+    assert report.accepted == 0 and report.rejected[0]["reason"] == "a rating must be from 1 to 5, got 0.5"
+
+
+def test_events_import_uses_the_configured_scale(tmp_path, monkeypatch, capsys):
+    from service.cli import main
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps({"user_id": "u", "doc_id": f"d{v}", "type": "rating", "value": v})
+                              for v in (0, 7, 10, 11)) + "\n", encoding="utf-8")
+    monkeypatch.setenv("RAG_EVENTS__RATING_SCALE", "[0, 10]")
+    assert main(["--home", str(tmp_path / "home"), "events", "import", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accepted"] == 3 and report["rejected_events"] == 1
+    assert report["rejected"] == [{"index": 4, "field": "value", "reason": "a rating must be from 0 to 10, got 11"}]
+
+
+def test_rating_scale_settings_and_normalization():
+    from rag.config import ConfigError, load_settings
+    from rag.events import RatingScale
+
+    assert load_settings(environ={}).events.rating_scale == (1.0, 5.0)
+    for env, why in (({"RAG_EVENTS__RATING_SCALE": "[5, 1]"}, "min < max"),
+                     ({"RAG_EVENTS__RATING_SCALE": "[1, 10]", "RAG_EVENTS__RATING_NEUTRAL": "10"}, "inside"),
+                     ({"RAG_EVENTS__RATING_SCALE": "[1]"}, "length 2")):
+        with pytest.raises(ConfigError, match=why):
+            load_settings(environ=env)
+    stars = RatingScale()
+    assert [stars.normalize(v) for v in (1, 2, 3, 4, 5)] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert list(stars.normalize([1, 3, 5])) == [-1.0, 0.0, 1.0]
+    percent = RatingScale.of(load_settings(environ={"RAG_EVENTS__RATING_SCALE": "[0, 100]",
+                                                    "RAG_EVENTS__RATING_NEUTRAL": "60"}).events)
+    assert (percent.mid, percent.normalize(60), percent.normalize(30), percent.normalize(80)) == (60, 0.0, -0.5, 0.5)
+    assert percent.normalize(150) == 1.0  # a stored value from before a scale change is clipped
+    thumbs = RatingScale(0, 1)
+    assert (thumbs.normalize(0), thumbs.normalize(1)) == (-1.0, 1.0)

@@ -204,6 +204,45 @@ def test_low_ratings_count_against(rec, gen):
     assert ids(rec.recommend(gen, "fay", k=3))[0].startswith("med-")
 
 
+def test_ratings_on_a_configured_scale_are_normalized_for_the_profile(rec_home, state, gen):
+    import msgspec
+
+    from rag.config import EventsSettings
+    from rag.events import RatingScale
+    from rag.recommend.profile import event_weight
+
+    half_stars = msgspec.structs.replace(rec_home, events=EventsSettings(rating_scale=(0.5, 5.0)))
+    rec = Recommender(half_stars, state)
+    report = rec.ingest([
+        {"user_id": "gus", "doc_id": "med-bp", "type": "rating", "value": 4.5, "timestamp": at(0)},
+        {"user_id": "gus", "doc_id": "fin-mortgage", "type": "rating", "value": 0.5, "timestamp": at(1)},
+        {"user_id": "gus", "doc_id": "edu-study", "type": "rating", "value": 3.0, "timestamp": at(2)},
+        {"user_id": "gus", "doc_id": "fin-etf", "type": "rating", "value": 6, "timestamp": at(3)}])
+    assert report.accepted == 3
+    assert report.rejected == [{"index": 3, "field": "value", "reason": "a rating must be from 0.5 to 5, got 6"}]
+    cat = rec.catalog(gen)
+    prof = rec.profile(gen, "gus")
+    assert prof.liked == {cat.row_of["med-bp"]}  # 4.5 of 5 is a like, 3.0 (just above the midpoint) is not
+    sims = cat.rank_vectors(rec.cfg.center_vectors) @ prof.vector
+    assert int(np.argmax(sims)) == cat.row_of["med-bp"]
+    assert sims[cat.row_of["fin-mortgage"]] == sims.min()  # half a star counts against
+    # the same weights as 1-5 stars at the ends and the midpoint, whatever the scale
+    cfg, scale = rec.cfg, RatingScale(0.5, 5.0)
+    assert [event_weight("rating", v, None, cfg, scale) for v in (0.5, 2.75, 5.0)] == [-3.0, 0.0, 3.0]
+    assert [event_weight("rating", v, None, cfg) for v in (1, 3, 4, 5)] == [-3.0, 0.0, 1.5, 3.0]
+
+
+def test_centred_item_vectors_remove_the_shared_direction(rec, gen):
+    cat = rec.catalog(gen)
+    raw, centred = cat.rank_vectors(False), cat.rank_vectors(True)
+    assert raw is cat.vectors and rec.cfg.center_vectors
+    np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(cat.mean_vector, raw.mean(axis=0), atol=1e-6)
+    off = ~np.eye(cat.n, dtype=bool)
+    assert (raw @ raw.T)[off].mean() > 0.5  # e5: every pair of documents far above zero
+    assert abs((centred @ centred.T)[off].mean()) < 0.15  # centred: spread around zero
+
+
 def test_per_domain_request_uses_that_domain(rec, gen):
     rec.ingest(events("gus", ["fin-etf", "fin-index", "fin-bonds"]) + events("gus", ["med-diabetes"], start=10))
     res = rec.recommend(gen, "gus", k=4, domain="medical")

@@ -592,6 +592,42 @@ def test_events_partial_acceptance_and_recommendations(client, built):
     assert r.status_code == 400 and err(r)["field"] == "k"
 
 
+def test_out_of_range_ratings_are_rejected_with_the_configured_scale_and_the_rest_kept(client, tmp_path):
+    # The default scale: 1 to 5 stars.
+    r = client.post("/v1/events", headers=READER, json={"events": [
+        {"user_id": "u-stars", "doc_id": "svc-etf", "type": "rating", "value": 4},
+        {"user_id": "u-stars", "doc_id": "svc-mortgage", "type": "rating", "value": 0.5}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 1
+    assert body["rejected"] == [{"index": 1, "field": "value", "reason": "a rating must be from 1 to 5, got 0.5"}]
+
+    # A service configured for half stars (events.rating_scale = [0.5, 5]).
+    settings = load_settings(environ={"RAG_EVENTS__RATING_SCALE": "[0.5, 5]"}, home=str(tmp_path / "half"),
+                             generator={"backend": "extractive"},
+                             service={"api_keys": KEYS, "rate_limit_per_minute": 100_000})
+    engine = Engine(settings)
+    events = [
+        {"user_id": "u-half", "doc_id": "svc-etf", "type": "rating", "value": 0.5},
+        {"user_id": "u-half", "doc_id": "svc-mortgage", "type": "rating", "value": 5.5},
+        {"user_id": "u-half", "doc_id": "svc-vaccines", "type": "view"},
+        {"user_id": "u-half", "doc_id": "svc-study", "type": "rating", "value": 0},
+        {"user_id": "u-half", "doc_id": "svc-formative", "type": "rating", "value": 4.5},
+    ]
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
+        r = c.post("/v1/events", json={"events": events}, headers=READER)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["accepted"], body["duplicates"]) == (3, 0)
+        assert body["rejected"] == [
+            {"index": 1, "field": "value", "reason": "a rating must be from 0.5 to 5, got 5.5"},
+            {"index": 3, "field": "value", "reason": "a rating must be from 0.5 to 5, got 0"}]
+        kept = engine.state.execute("SELECT doc_id, type, value FROM events WHERE user_id = 'u-half' "
+                                    "ORDER BY doc_id").fetchall()
+        assert kept == [("svc-etf", "rating", 0.5), ("svc-formative", "rating", 4.5), ("svc-vaccines", "view", None)]
+    engine.state.close()
+
+
 def test_similar_and_trending(client):
     r = client.get("/v1/items/svc-etf/similar", params={"k": 3}, headers=READER)
     assert r.status_code == 200, r.text

@@ -119,8 +119,26 @@ class CatalogView:
         self.date_order = np.asarray(sorted(range(n), key=lambda i: (dates[i] is None, -(
             dates[i].toordinal() if dates[i] is not None else 0), i)), dtype=np.int64)
         self.n = n
+        self._centered: np.ndarray | None = None
+        self.mean_vector: np.ndarray | None = None
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+
+    def rank_vectors(self, center: bool) -> np.ndarray:
+        """The vectors profiles and profile candidates are scored with: the generation's own, or (center=True)
+        each minus the catalogue's mean vector, renormalized. Sentence encoders such as e5 are anisotropic (all
+        cosines of unrelated texts ~0.75): centring removes the shared direction so cosines spread over what
+        tells items apart. Reasons and near-duplicate checks keep the raw vectors (their thresholds are
+        calibrated on raw cosines)."""
+        if not center or self.n == 0:
+            return self.vectors
+        if self._centered is None:
+            mean = self.vectors.mean(axis=0)
+            c = self.vectors - mean
+            c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-9)
+            self.mean_vector = mean.astype(np.float32)
+            self._centered = np.ascontiguousarray(c, dtype=np.float32)
+        return self._centered
 
     def mask(self, domain=None, language=None, audience=None) -> np.ndarray:
         """Boolean allow-mask over doc rows for the filters (each a value or a list of values)."""

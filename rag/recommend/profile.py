@@ -1,7 +1,10 @@
 """User profiles: what a user engaged with, turned into vectors and seeds.
 
 Per event, a weight (settings.recommend): view 1, click 1.5, like 3, share 3, bookmark 3, dismiss -4,
-rating (value - 3) * 1.5 (so 1 and 2 count against), plus a dwell bonus of 1 per minute of `dwell_s` up to 2.
+rating `rating_weight` (3) x the rating's place on its scale (settings.events.rating_scale, rag.events.RatingScale:
+-1 at the minimum, 0 at the neutral point, +1 at the maximum; on 1-5 stars (value - 3) * 1.5, so 1 and 2 count
+against), plus a dwell bonus of 1 per minute of `dwell_s` up to 2. A rating in the top quarter of the scale (4 of 5
+stars and up) is a "like" for reasons.
 Each event is decayed by 0.5 ** (age / half_life) with the age measured from the user's latest event: the
 profile vector is normalized, so its direction is the same as with ages from "now", and a user who comes back
 after a year still has one (ages from now would underflow to zero). The share of declared interests is fixed
@@ -24,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rag.config import RecommendSettings
+from rag.events import DEFAULT_SCALE, RatingScale
 
 DAY_S = 86400.0
 
@@ -63,9 +67,13 @@ class UserProfile:
                 "recent_titles": [titles[int(r)] for r in self.seeds[:5]], "events": self.n_events_here}
 
 
-def event_weight(etype: str, value: float | None, dwell_s: float | None, cfg: RecommendSettings) -> float:
+LIKED_RATING = 0.5  # normalized rating (rag.events.RatingScale.normalize) from which a rating counts as a like
+
+
+def event_weight(etype: str, value: float | None, dwell_s: float | None, cfg: RecommendSettings,
+                 scale: RatingScale = DEFAULT_SCALE) -> float:
     if etype == "rating":
-        w = ((value if value is not None else 3.0) - 3.0) * cfg.rating_scale
+        w = (scale.normalize(value) if value is not None else 0.0) * cfg.rating_weight
     else:
         w = float(cfg.event_weights.get(etype, 0.0))
     if dwell_s and etype != "dismiss":
@@ -83,8 +91,11 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
                   vectors: np.ndarray, doc_domains: np.ndarray, cfg: RecommendSettings,
                   doc_languages: np.ndarray | None = None,
                   embed_interests: Callable[[list[str]], np.ndarray] | None,
-                  domain: list[str] | None = None) -> UserProfile:
-    """`events`: the user's events as columns (doc_id, type, value, dwell_s, ts), any order."""
+                  domain: list[str] | None = None, scale: RatingScale = DEFAULT_SCALE,
+                  vector_mean: np.ndarray | None = None) -> UserProfile:
+    """`events`: the user's events as columns (doc_id, type, value, dwell_s, ts), any order. `vectors` are
+    the vectors the profile is scored with; when they are centred (CatalogView.rank_vectors), `vector_mean` is
+    the mean they were centred by, and the declared interests are moved the same way before they blend in."""
     p = UserProfile(user_id=user_id, known_user=user is not None)
     if user:
         p.name = user.get("name")
@@ -98,13 +109,15 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
     weights: list[float] = []
     times: list[float] = []
     types: list[str] = []
+    rated: list[float] = []  # normalized rating, 0 for other events
     for doc_id, etype, value, dwell, ts in zip(doc_ids, events["type"], events["value"], events["dwell_s"],
                                                events["ts"]):
         r = row_of.get(doc_id)
         if r is None:
             continue  # a document this generation does not have
         rows.append(r)
-        weights.append(event_weight(etype, value, dwell, cfg))
+        weights.append(event_weight(etype, value, dwell, cfg, scale))
+        rated.append(scale.normalize(value) if etype == "rating" and value is not None else 0.0)
         times.append(_ts_seconds(ts))
         types.append(etype)
     p.n_events_here = len(rows)
@@ -121,7 +134,7 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
         dis = ty_arr == "dismiss"
         p.dismissed = np.unique(r_arr[dis])
         liked = np.isin(ty_arr, ("like", "share", "bookmark")) | (
-            (ty_arr == "rating") & (w_arr >= (4 - 3) * cfg.rating_scale))
+            (ty_arr == "rating") & (np.asarray(rated) >= LIKED_RATING))
         p.liked = set(int(x) for x in np.unique(r_arr[liked]))
 
         # Net decayed weight per document.
@@ -193,6 +206,8 @@ def build_profile(user_id: str, user: dict[str, Any] | None, events: dict[str, l
         parts.append((p.event_vector, 1.0 - cfg.interest_share if p.interest_vectors is not None else 1.0))
     if p.interest_vectors is not None:
         mean = p.interest_vectors.mean(axis=0)
+        if vector_mean is not None:
+            mean = mean - vector_mean
         mean = mean / (np.linalg.norm(mean) or 1.0)
         parts.append((mean, cfg.interest_share if p.event_vector is not None else 1.0))
     if parts:

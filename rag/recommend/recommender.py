@@ -72,8 +72,8 @@ class RecommendationList:
 
 
 def profile_params(cfg: RecommendSettings) -> tuple:
-    return (cfg.half_life_days, cfg.interest_share, tuple(sorted(cfg.event_weights.items())), cfg.rating_scale,
-            cfg.dwell_bonus_per_minute, cfg.dwell_bonus_max, cfg.order_decay, cfg.max_seeds)
+    return (cfg.half_life_days, cfg.interest_share, tuple(sorted(cfg.event_weights.items())), cfg.rating_weight,
+            cfg.dwell_bonus_per_minute, cfg.dwell_bonus_max, cfg.order_decay, cfg.max_seeds, cfg.center_vectors)
 
 
 def _key_of(v) -> tuple:
@@ -88,6 +88,8 @@ class Recommender:
         self.state = state
         # Read at call time: replace it (msgspec.structs.replace) to try other weights without losing caches.
         self.cfg: RecommendSettings = getattr(settings, "recommend", None) or RecommendSettings()
+        # Ratings are validated against, and normalized from, the configured scale (settings.events).
+        self.rating_scale = events_mod.RatingScale.of(getattr(settings, "events", None))
         self.co = CoEngagementIndex(state)
         self._catalogs: OrderedDict[str, CatalogView] = OrderedDict()
         self._profiles: OrderedDict[tuple, tuple[int, UserProfile]] = OrderedDict()
@@ -97,7 +99,7 @@ class Recommender:
     # -- state --------------------------------------------------------------------------------------------
     def ingest(self, events: list[dict]) -> events_mod.IngestReport:
         """Validate and store events; the users' cached profiles are rebuilt on their next request."""
-        return events_mod.ingest(self.state, events)
+        return events_mod.ingest(self.state, events, rating_scale=self.rating_scale)
 
     # -- per-generation data ------------------------------------------------------------------------------
     def catalog(self, gen) -> CatalogView:
@@ -154,9 +156,11 @@ class Recommender:
                 return hit[1]
         user = self.state.get_user(user_id)
         evs = self.state.user_events(user_id)
-        prof = build_profile(user_id, user, evs, row_of=cat.row_of, vectors=cat.vectors, doc_domains=cat.domains,
+        rank_vectors = cat.rank_vectors(self.cfg.center_vectors)
+        prof = build_profile(user_id, user, evs, row_of=cat.row_of, vectors=rank_vectors, doc_domains=cat.domains,
                              doc_languages=cat.languages, cfg=self.cfg, embed_interests=self._embed_interests(gen),
-                             domain=list(_key_of(domain)) or None)
+                             domain=list(_key_of(domain)) or None, scale=self.rating_scale,
+                             vector_mean=cat.mean_vector if self.cfg.center_vectors else None)
         self._remember(key, version, prof)
         return prof
 
@@ -195,11 +199,14 @@ class Recommender:
         embed = self._embed_interests(gen)
         params_key = profile_params(self.cfg)
         empty = {"doc_id": [], "type": [], "value": [], "dwell_s": [], "ts": []}
+        rank_vectors = cat.rank_vectors(self.cfg.center_vectors)
+        vector_mean = cat.mean_vector if self.cfg.center_vectors else None
         for uid in ids:
             version = self.state.user_version(uid)
             prof = build_profile(uid, users.get(uid), grouped.get(uid, empty), row_of=cat.row_of,
-                                 vectors=cat.vectors, doc_domains=cat.domains, cfg=self.cfg,
-                                 doc_languages=cat.languages, embed_interests=embed)
+                                 vectors=rank_vectors, doc_domains=cat.domains, cfg=self.cfg,
+                                 doc_languages=cat.languages, embed_interests=embed, scale=self.rating_scale,
+                                 vector_mean=vector_mean)
             self._remember((gen.id, uid, (), params_key), version, prof)
         return len(ids)
 
@@ -248,7 +255,8 @@ class Recommender:
         if prof.has_history:
             strategy = "personalized"
             n = cfg.candidates
-            prof_scores = cat.vectors @ prof.vector if prof.vector is not None else np.zeros(cat.n, np.float32)
+            rank_vectors = cat.rank_vectors(cfg.center_vectors)
+            prof_scores = rank_vectors @ prof.vector if prof.vector is not None else np.zeros(cat.n, np.float32)
             co_scores = coengagement_scores(co, prof.seeds, prof.seed_weights)
             parts = [top_rows(co_scores, allowed, n, min_score=0.0),
                      top_rows(popularity, allowed, TRENDING_POOL, min_score=0.0)]

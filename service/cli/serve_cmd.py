@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_demo(state, path: Path) -> dict:
+def load_demo(state, path: Path, rating_scale=None) -> dict:
     """Import a demo folder's users.jsonl / events.jsonl (skipping what the state DB already holds)."""
     from rag.events import load_events_jsonl, load_users_jsonl
 
@@ -41,7 +41,7 @@ def load_demo(state, path: Path) -> dict:
         if counts["events"]:
             done["events"] = f"skipped: the state DB already holds {counts['events']} events"
         else:
-            rep = load_events_jsonl(state, events)
+            rep = load_events_jsonl(state, events, rating_scale=rating_scale)
             done["events"] = {"accepted": rep.accepted, "duplicates": rep.duplicates,
                               "rejected": rep.rejected_events}
     log.info("demo data loaded from %s", path, extra={"demo": done})
@@ -76,7 +76,7 @@ def run(args) -> int:
     except Exception as e:  # noqa: BLE001
         raise CLIError(str(e)) from e
     if args.load_demo:
-        load_demo(state, Path(args.load_demo).expanduser())
+        load_demo(state, Path(args.load_demo).expanduser(), settings.events)
 
     app = create_app(settings, engine)
     log.info("listening on http://%s:%d (API document: http://%s:%d/schema)", host, port, host, port,

@@ -86,7 +86,7 @@ def run_events_import(args) -> int:
 
     settings = settings_from(args)
     with _state(settings) as state:
-        report = load_events_jsonl(state, args.path)
+        report = load_events_jsonl(state, args.path, rating_scale=settings.events)
     if args.json:
         print_json(report.as_dict())
         return 0
