@@ -109,3 +109,95 @@ def test_eval_answers_scores_extractive_answers_with_checked_citations(tmp_path,
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "no context"}\n', encoding="utf-8")
     assert cli([*home, "eval", "answers", str(bad), "--backend", "extractive"]) == 2
+
+
+# --- rag eval recommend ------------------------------------------------------------------------------------
+
+MOVIES = [("1", "Toy Story", "1995", "Animation Children's Comedy"), ("2", "GoldenEye", "1995", "Action Thriller"),
+          ("3", "Heat", "1995", "Action Crime Thriller"), ("4", "Casino", "1995", "Drama Thriller"),
+          ("5", "Babe", "1995", "Children's Comedy Drama"), ("6", "Clueless", "1995", "Comedy Romance"),
+          ("7", "Apollo 13", "1995", "Action Drama Thriller"), ("8", "Braveheart", "1995", "Action Drama War"),
+          ("9", "Jumanji", "1995", "Adventure Children's Fantasy"), ("10", "Se7en", "1995", "Crime Thriller")]
+HALF_STARS = [0.5 * n for n in range(1, 11)]  # 0.5 .. 5.0
+
+
+def write_half_star_set(root):
+    """A RecBole folder rated in half stars (like MovieLens' latest-small release), with three broken rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tiny.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                    + "".join("\t".join(m) + "\n" for m in MOVIES), encoding="utf-8")
+    rows = []
+    for u in range(12):
+        for j in range(6):
+            rows.append(f"{u + 1}\t{(u + j) % 10 + 1}\t{HALF_STARS[(u * 6 + j) % 10]}\t{880000000 + u * 1000 + j * 10}")
+    rows += ["3\t7\tlots\t880000500",  # a rating that is not a number
+             "4\t999\t4.0\t880000600",  # an item the .item file does not have
+             "5\t2\t3.5"]  # a short row
+    (root / "tiny.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                     + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def test_eval_recommend_on_half_stars_reads_the_scale_from_the_data_and_skips_bad_rows(tmp_path, models_dir,
+                                                                                      monkeypatch, capsys):
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(models_dir))
+    folder = write_half_star_set(tmp_path / "tiny")
+    home = ["--home", str(tmp_path / "home")]
+    out = tmp_path / "rec.json"
+    assert cli([*home, "eval", "recommend", str(folder), "--json", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    data = report["data"]
+    assert data["rating_scale"] == [0.5, 5.0] and data["rating_scale_source"] == "data"
+    assert data["rating_neutral"] == 2.75
+    assert (data["rows"], data["used"], data["rejected_by_ingest"]) == (75, 72, 0)
+    assert data["skipped"]["rows"] == 3
+    assert data["skipped"]["by_reason"] == {"rating: not a number": 1, "item_id: not in tiny.item": 1,
+                                            "line: expected 4 tab-separated fields": 1}
+    assert report["protocol"]["users"] == 12 and report["protocol"]["train_interactions"] == 60
+    assert set(report["systems"]) == {"ours", "popularity", "als", "itemknn", "bpr"}
+    for name, m in report["systems"].items():
+        assert 0.0 <= m["ndcg@10"] <= 1.0 and 0.0 <= m["coverage"] <= 1.0 and m["users"] == 12, name
+    assert set(report["phases_s"]) == {"load", "index", "tune", "fit", "score"}
+    assert set(report["validation"]) == {"ours", "als", "itemknn", "bpr"}
+    assert "skipped 3 of 75 rows" in table and "\nbpr " in table and "wall time: load" in table
+
+    # A given scale wins over the data's: the half stars below 1 are skipped with the events API's reason.
+    assert cli([*home, "eval", "recommend", str(folder), "--rating-scale", "1,5", "--json", str(out), "--quiet",
+                "--no-tune"]) == 0
+    again = json.loads(out.read_text())
+    assert again["data"]["rating_scale"] == [1.0, 5.0] and again["data"]["rating_scale_source"] == "given"
+    assert again["data"]["skipped"]["rows"] == 11 and again["data"]["used"] == 64
+    assert again["data"]["skipped"]["by_reason"]["rating: a rating must be from 1 to 5"] == 8
+    assert {"file": "tiny.inter", "line": 2, "field": "rating", "reason": "a rating must be from 1 to 5, got 0.5"} \
+        in again["data"]["skipped"]["examples"]
+    assert again["generation"]["id"] == report["generation"]["id"]  # the item generation is built once
+    capsys.readouterr()
+
+    # Nothing usable left: one line, non-zero, no traceback.
+    assert cli([*home, "eval", "recommend", str(folder), "--rating-scale", "6,10", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rag: error: ") and "Traceback" not in err
+    assert "nothing usable: 75 of 75 rows skipped" in err and "a rating must be from 6 to 10" in err
+
+
+def test_cli_errors_from_the_library_are_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import rag.evaluation.recommend as receval
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for exc, line in ((RuntimeError("1080 ratings were rejected:\n[{'index': 1530}]"),
+                       "rag: error: RuntimeError: 1080 ratings were rejected: [{'index': 1530}] "
+                       "(run with -v for details)\n"),
+                      (ValueError("bad value"), "rag: error: ValueError: bad value (run with -v for details)\n"),
+                      (receval.EvaluationError("nothing usable"), "rag: error: nothing usable\n")):
+        def boom(*args, exc=exc, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(receval, "evaluate", boom)
+        code = cli(["--home", str(tmp_path / "home"), "eval", "recommend", str(folder), "--quiet"])
+        assert code == (2 if isinstance(exc, receval.EvaluationError) else 1)
+        assert capsys.readouterr().err == line
+    with pytest.raises(ValueError, match="bad value"):  # -v: the traceback, for a developer
+        monkeypatch.setattr(receval, "evaluate", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad value")))
+        cli(["--home", str(tmp_path / "home"), "-v", "eval", "recommend", str(folder), "--quiet"])

@@ -66,11 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one readable line instead of a traceback, unless -v
         if args.verbose:
             raise
-        known = type(e).__module__.split(".")[0] in ("rag", "indexer", "service")
-        if not known:
-            raise
-        print(f"rag: error: {e}", file=sys.stderr)
+        print(f"rag: error: {error_line(e)}", file=sys.stderr)
         return 1
+
+
+def error_line(e: BaseException) -> str:
+    """One line for the user: our own errors by their message, anything else also by its type (a bare
+    "KeyError: 'x'" says little), with the hint that -v shows the traceback."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) > 500:
+        text = text[:497] + "..."
+    if type(e).__module__.split(".")[0] in ("rag", "indexer", "service"):
+        return text
+    return f"{type(e).__name__}: {text} (run with -v for details)"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`rag eval recommend DATASET_DIR`: our recommender vs popularity, ALS and item-kNN on MovieLens-100K."""
+"""`rag eval recommend DATASET_DIR`: our recommender vs popularity, ALS, item-kNN and BPR on a RecBole folder."""
 
 from __future__ import annotations
 
@@ -17,20 +17,39 @@ def register(esub) -> None:
     p.add_argument("--json", dest="json_out", help="write the full report (with validation trials) here")
     p.add_argument("--no-tune", action="store_true", help="skip the validation search; use configured weights "
                    "for ours and default knobs for the baselines")
+    p.add_argument("--rating-scale", metavar="MIN,MAX", type=_scale,
+                   help="the ratings' scale, e.g. 0.5,5 (default: the min and max of the rating column); rows "
+                   "outside it are skipped and counted")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
 
+def _scale(text: str) -> tuple[float, float]:
+    import argparse
+    import math
+
+    try:
+        lo, hi = (float(x) for x in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 1,5 or 0.5,5), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise argparse.ArgumentTypeError(f"MIN must be below MAX, got {text!r}")
+    return lo, hi
+
+
 def run(args) -> int:
-    from rag.evaluation.recommend import evaluate, format_table
+    from rag.evaluation.recommend import EvaluationError, evaluate, format_table
 
     folder = Path(args.dataset)
     if not folder.is_dir():
         raise CLIError(f"{folder} is not a folder")
     if args.holdout < 1:
         raise CLIError("--holdout must be at least 1")
-    report = evaluate(folder, settings_from(args), holdout=args.holdout, tune=not args.no_tune,
-                      show_progress=not args.quiet)
+    try:
+        report = evaluate(folder, settings_from(args), holdout=args.holdout, tune=not args.no_tune,
+                          show_progress=not args.quiet, rating_scale=args.rating_scale)
+    except EvaluationError as e:
+        raise CLIError(str(e)) from e
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
