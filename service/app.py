@@ -41,6 +41,7 @@ from service.jobs import JobManager
 from service.limits import GenerationSlots, RateLimitMiddleware, TokenBuckets
 from service.logging import RequestContextMiddleware
 from service.metrics import Metrics
+from service.playground import playground_routes
 from service.security import ApiKeyAuth
 
 log = logging.getLogger("service.app")
@@ -290,7 +291,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     return RagApp(
         metrics=metrics,
-        route_handlers=[HealthController, v1],
+        route_handlers=[HealthController, v1, *playground_routes()],  # the playground: / and /playground/
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
