@@ -220,12 +220,14 @@ def test_phone_width_has_no_horizontal_scrolling(server, browser):
     base, _, _ = server
     context = browser.new_context(viewport={"width": 375, "height": 740}, base_url=base)
     page = context.new_page()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.goto(base + "/")
     page.wait_for_selector("body[data-ready=true]")
     for name in ("Ask", "Search", "Recommendations"):
         page.get_by_role("tab", name=name).click()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"{name}: the page is {width}px wide at a 375px viewport"
+        page.screenshot(path=str(SCREENSHOTS / f"phone-{name.lower()}.png"))
     context.close()
 
 
@@ -316,7 +318,8 @@ def test_ask_streams_an_answer_and_a_citation_opens_its_passage(tab, server):
     cite = answer.locator("button.cite").first
     expect(cite).to_be_visible()
     n = cite.get_attribute("data-n")
-    cite.click()
+    cite.focus()
+    page.keyboard.press("Enter")  # a real button: the keyboard opens it
     panel = page.locator("#ask-cited")
     expect(panel).to_be_visible()
     expect(panel).to_be_focused()
@@ -444,6 +447,7 @@ def test_recommendations_change_after_a_dismiss(tab):
     page.get_by_label("Blurbs").check()
     page.get_by_role("button", name="Recommend", exact=True).click()
     expect(page.locator("#recs-list li.item .blurb").first).to_be_visible()
+    tab.shot("recommendations", "#panel-recs")
 
 
 # --- index (admin) ------------------------------------------------------------------------------------------
@@ -468,3 +472,4 @@ def test_rebuild_with_progress_then_roll_back(tab, server):
     old.get_by_role("button", name=re.compile("^Publish")).click()
     expect(page.locator("#index-status")).to_contain_text(f"Published {report.generation_id}")
     expect(page.locator("#gens tbody tr.published")).to_contain_text(report.generation_id)
+    tab.shot("index", "#panel-index")

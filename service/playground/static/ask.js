@@ -121,8 +121,8 @@ async function ask() {
           renderDone(data);
         } else if (type === "error") {
           failed = true;
-          showError(errorBox, new Error(`The answer failed midway: ${data.message || data.code}` +
-            (data.request_id ? ` [request ${data.request_id}]` : "")));
+          showError(errorBox, new Error(`Stream error${data.code ? ` (${data.code})` : ""}: ` +
+            `${data.message || "the answer failed"}` + (data.request_id ? ` [request ${data.request_id}]` : "")));
         }
       },
     });

@@ -43,7 +43,7 @@ function row(g) {
     h("td", {}, num(counts.documents)),
     h("td", {}, num(counts.chunks)),
     h("td", {}, g.index_type || "–"),
-    h("td", {}, g.build_seconds === null || g.build_seconds === undefined ? "–" : num(g.build_seconds, 1)),
+    h("td", {}, g.build_seconds === null || g.build_seconds === undefined ? "–" : `${num(g.build_seconds, 1)} s`),
     h("td", {}, actions));
 }
 

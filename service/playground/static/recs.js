@@ -36,7 +36,7 @@ function itemRow(item, { actions }) {
   const title = h("h3", { class: "h4" }, item.title || item.doc_id);
   const row = h("li", { class: "item", dataset: { docId: item.doc_id } },
     title,
-    h("p", { class: "meta" }, h("code", { class: "muted" }, item.doc_id),
+    h("p", { class: "meta" }, h("code", { class: "muted" }, item.doc_id), " ",
       item.domain ? h("span", { class: "chip" }, item.domain) : null,
       h("span", { class: "muted" }, ` score ${num(item.score)}`)),
     item.reason ? h("p", { class: "reason" }, item.reason) : null,
