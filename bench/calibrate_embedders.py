@@ -7,7 +7,6 @@ Cosines are not comparable across embedders: MiniLM scores unrelated English tex
 kind this script embeds the same pairs with both models (a mix of related and unrelated ones, from SQuAD
 paragraphs) and maps the MiniLM threshold to the other model's cosine at the same quantile:
 
-  abstain_min_dense   question  vs passage   (query/passage prefixes, as the dense leg uses them)
   support_cosine      sentence  vs sentence  (answer sentence as query vs passage sentences, as grounding does)
   reason_min_cosine   passage   vs passage   (document vectors, as recommendation reasons compare them)
 
@@ -22,6 +21,7 @@ import json
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +30,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import load_settings  # noqa: E402
-from rag.evaluation.answers import load_qa  # noqa: E402
+from rag.evaluation.answer_sets import squad_set  # noqa: E402
 from rag.grounding import split_sentences  # noqa: E402
 from rag.models.calibration import MINILM_THRESHOLDS  # noqa: E402
 from rag.models.embedders import load_embedder  # noqa: E402
 
 
+@dataclass
+class Row:
+    question: str
+    context: str
+    answers: list[str]
+
+
 def pairs(path: Path, n: int, seed: int) -> dict[str, tuple[list[tuple[str, str]], list[bool]]]:
-    rows = load_qa(path)
+    qset = squad_set(path, None, seed)
+    text = {d["id"]: d["text"] for d in qset.documents}
+    rows = [Row(q.question, text[q.gold_docs[0]], q.answers) for q in qset.questions]
     rng = random.Random(seed)
     contexts = sorted({r.context for r in rows})
     rng.shuffle(rows)
     rows = rows[:n]
-    qp, ss, pp = [], [], []
+    ss, pp = [], []
     for r in rows:
         other = rng.choice([c for c in rng.sample(contexts, 3) if c != r.context])
-        qp += [((r.question, r.context), True), ((r.question, other), False)]
         sents = [s.text for s in split_sentences(r.context)]
         answer = next((s for s in sents if any(a in s for a in r.answers)), None)
         if answer and len(sents) > 1:
@@ -60,7 +68,7 @@ def pairs(path: Path, n: int, seed: int) -> dict[str, tuple[list[tuple[str, str]
         if len(sents) >= 4:
             pp.append(((" ".join(sents[: len(sents) // 2]), " ".join(sents[len(sents) // 2:])), True))
     return {k: ([p for p, _ in v], [y for _, y in v]) for k, v in
-            {"abstain_min_dense": qp, "support_cosine": ss, "reason_min_cosine": pp}.items()}
+            {"support_cosine": ss, "reason_min_cosine": pp}.items()}
 
 
 def cosines(emb, kind: str, items: list[tuple[str, str]]) -> np.ndarray:

@@ -5,8 +5,11 @@ Phases (bounded request counts, not durations, so runs are comparable):
 
   search c=1, 8, 32     POST /v1/search (hybrid, top_k 8) with a rotating set of finance/medical/education
                         queries (English and Chinese, some with domain filters)
-  ask    c=1, 8         POST /v1/ask with backend=extractive (no generative model: the retrieval + sentence
-                        selection + citation-checking path)
+  ask    c=1, 8         POST /v1/ask with the default backend ("auto": extractive on a CPU, the retrieval +
+                        answer selection + citation-checking path)
+  stream c=1            POST /v1/ask with "stream": true: time to the first event (retrieval) and to done
+  ask    c=1            POST /v1/ask with --ask-backends (default transformers: SmolLM2 on this machine),
+                        fewer requests (--slow-ask-requests): the generative path beside the default
   swap   c=8            the search load again while POST /v1/admin/index/rebuild builds and publishes a new
                         generation: every response must be 200 and name the generation it ran on
                         (X-Generation-Id); both generation ids are reported with their request counts
@@ -210,8 +213,47 @@ def search_body(i: int) -> dict:
     return body
 
 
-def ask_body(i: int) -> dict:
-    return {"question": QUESTIONS[i % len(QUESTIONS)], "backend": "extractive", "top_k": 6}
+def ask_body(i: int, backend: str | None = None) -> dict:
+    body = {"question": QUESTIONS[i % len(QUESTIONS)]}
+    if backend:
+        body["backend"] = backend
+    return body
+
+
+async def one_stream(client: httpx.AsyncClient, phase: Phase, first: list[float], body: dict) -> None:
+    """A streamed answer: latency to the last byte, and (in `first`) to the first complete event."""
+    t = time.perf_counter()
+    try:
+        async with client.stream("POST", "/v1/ask", json={**body, "stream": True}) as r:
+            if r.status_code != 200:
+                phase.failures.append(f"{r.status_code}: {(await r.aread())[:200]!r}")
+                return
+            kinds = []
+            async for line in r.aiter_lines():
+                if line.startswith("event:"):
+                    if not kinds:
+                        first.append((time.perf_counter() - t) * 1000)
+                    kinds.append(line.split(":", 1)[1].strip())
+            if not kinds or kinds[0] != "retrieval" or kinds[-1] != "done":
+                phase.failures.append(f"event order {kinds[:3]}...{kinds[-2:]}")
+                return
+            gen = r.headers.get("x-generation-id")
+            if gen:
+                phase.generations[gen] += 1
+            else:
+                phase.unnamed += 1
+        phase.latencies.append((time.perf_counter() - t) * 1000)
+    except httpx.HTTPError as e:
+        phase.failures.append(f"{type(e).__name__}: {e}")
+
+
+async def run_stream(client: httpx.AsyncClient, n: int) -> tuple[Phase, list[float]]:
+    phase, first = Phase("ask stream (default)", 1), []
+    t = time.perf_counter()
+    for i in range(n):
+        await one_stream(client, phase, first, ask_body(i))
+    phase.wall = time.perf_counter() - t
+    return phase, first
 
 
 async def one(client: httpx.AsyncClient, phase: Phase, path: str, body: dict) -> None:
@@ -297,14 +339,24 @@ async def main_async(args, url: str, key: str | None) -> dict:
         print(f"server {url}: generation {ready.get('generation_id')}, {ready.get('documents')} documents, "
               f"{ready.get('chunks')} chunks", flush=True)
         await run_count(client, Phase("warmup", 2), "/v1/search", search_body, 20)
-        await run_count(client, Phase("warmup", 2), "/v1/ask", ask_body, 6)
+        await run_count(client, Phase("warmup", 2), "/v1/ask", ask_body, 2 * len(QUESTIONS))
         phases = []
         for c in args.concurrency:
             phases.append(await run_count(client, Phase("search", c), "/v1/search", search_body, args.requests))
             print(fmt(phases[-1].summary()), flush=True)
         for c in args.ask_concurrency:
-            phases.append(await run_count(client, Phase("ask (extractive)", c), "/v1/ask", ask_body,
+            phases.append(await run_count(client, Phase("ask (default)", c), "/v1/ask", ask_body,
                                           args.ask_requests))
+            print(fmt(phases[-1].summary()), flush=True)
+        stream, first = await run_stream(client, args.ask_requests)
+        phases.append(stream)
+        print(fmt(stream.summary()), flush=True)
+        first_event = {"p50_ms": round(pct(first, 50), 2), "p95_ms": round(pct(first, 95), 2), "n": len(first)}
+        print(f"  first streamed event: p50 {first_event['p50_ms']:.1f} ms, p95 {first_event['p95_ms']:.1f} ms")
+        for backend in args.ask_backends:
+            await run_count(client, Phase("warmup", 1), "/v1/ask", lambda i: ask_body(i, backend), 1)
+            phases.append(await run_count(client, Phase(f"ask ({backend})", 1), "/v1/ask",
+                                          lambda i: ask_body(i, backend), args.slow_ask_requests))
             print(fmt(phases[-1].summary()), flush=True)
         swap, job = None, {}
         if not args.no_swap:
@@ -312,7 +364,8 @@ async def main_async(args, url: str, key: str | None) -> dict:
                                        after_swap=args.after_swap)
             phases.append(swap)
             print(fmt(swap.summary()), flush=True)
-        return {"server": ready, "phases": [p.summary() for p in phases], "swap_job": job}
+        return {"server": ready, "phases": [p.summary() for p in phases], "swap_job": job,
+                "first_stream_event": first_event}
 
 
 def fmt(s: dict) -> str:
@@ -335,6 +388,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     ap.add_argument("--ask-requests", type=int, default=60)
     ap.add_argument("--ask-concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    ap.add_argument("--ask-backends", type=lambda s: [x for x in s.split(",") if x], default=["transformers"],
+                    help="backends measured beside the default, one request at a time (comma list; '' for none)")
+    ap.add_argument("--slow-ask-requests", type=int, default=16)
     ap.add_argument("--swap-concurrency", type=int, default=8)
     ap.add_argument("--after-swap", type=int, default=100, help="requests to keep sending after the publish")
     ap.add_argument("--swap-max-s", type=float, default=900)
@@ -351,7 +407,8 @@ def main() -> int:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"requests": args.requests, "concurrency": args.concurrency, "ask_requests": args.ask_requests,
-                     "ask_concurrency": args.ask_concurrency, "swap_concurrency": args.swap_concurrency,
+                     "ask_concurrency": args.ask_concurrency, "ask_backends": args.ask_backends,
+                     "slow_ask_requests": args.slow_ask_requests, "swap_concurrency": args.swap_concurrency,
                      "started_server": not args.url},
     })
     print()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tokenizers import Encoding, Tokenizer
 
+from rag.tables import parse_table
 from rag.types import Chunk, Document
 
 BATCH_DOCS = 64  # documents per tokenizer call in chunk_many
@@ -25,7 +26,6 @@ MIN_TOKENS = 20  # a trailing fragment smaller than this joins the previous chun
 
 _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*")
 _FENCE = re.compile(r" {0,3}(?:```|~~~)")
-_TABLE_SEPARATOR = re.compile(r"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
 # Unit boundaries inside running text: a blank line, or a new list item.
 _BLOCK_BREAK = re.compile(r"\n[ \t]*\n|\n(?=[ \t]*(?:[-*+]|\d{1,3}[.)])[ \t])")
 _SENTENCE_END = re.compile(
@@ -243,8 +243,9 @@ def _parse(text: str) -> list[_Heading | _TextRun | _Table]:
             while j < len(lines) and "|" in lines[j] and lines[j].strip():
                 j += 1
             rows = [_line_unit(text, starts[k], lines[k]) for k in range(i, j)]
-            # Pipe rows without a separator (as in TAT-QA exports) are a table too; the first row is the header.
-            n_header = 2 if _TABLE_SEPARATOR.fullmatch(lines[i + 1]) else 1
+            # Pipe rows without a separator (as in financial report exports) are a table too, headed by their
+            # first row and the rows after it whose first cell is empty (the years, "(in millions)").
+            n_header = min(parse_table(lines[i:j]).header_size, j - i - 1)
             blocks.append(_Table(rows[:n_header], rows[n_header:]))
             i = j
             continue

@@ -8,4 +8,4 @@ import os
 # Must be set before torch loads its OpenMP runtime, hence here, at the package root.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,16 +1,19 @@
-"""Grounded answers: retrieve, decide whether the evidence is good enough, generate, check, fall back.
+"""Grounded answers: retrieve, select the answer unit, decide whether it answers, write, check, fall back.
 
 1. Retrieval with the caller's filters; a follow-up question is made standalone with the previous question's
    keywords (cheap and predictable, no extra model call).
-2. Abstention: no hits, or a weak best dense cosine (< retrieval.abstain_min_dense) together with weak keyword
-   evidence (the best passage holds < KEYWORD_STRONG of the question's idf mass) -> "not in the documents",
-   in the question's language, with the closest passages.
-3. Generation from numbered passages that fit generator.context_tokens (or the extractive backend).
+2. Answer selection (rag.answer_select): the sentences, list items and table rows of the top passages are
+   scored against what the question asks for; a fitted model decides from the best of them whether the
+   documents answer the question at all. When they do not (nothing retrieved, an off-topic question, or a near
+   miss: the topic is there, the fact is not) the answer says so in the question's language, with the closest
+   passages.
+3. The extractive backend answers with the best unit (plus its list neighbours for a list question), cited. A
+   generative backend writes from the selected units only (not whole chunks), in the question's language.
 4. Checks (rag.grounding): citations to passages that were not given are removed and counted; every sentence
-   is checked against the passage it cites; uncited but supported sentences get their citation. An answer
-   without any valid citation, with mostly unsupported sentences, or that fails the small-model guards
-   (empty, echoes the prompt) is replaced by the extractive answer, and `fallback` says why. So is one whose
-   generator failed or timed out.
+   is checked against the passage it cites, and every figure it states must be in the units the generator was
+   given; uncited but supported sentences get their citation. A draft without any valid citation, with mostly
+   unsupported sentences, that echoes the question, or that is only markers or boilerplate is replaced by the
+   extractive answer, and `fallback` says why. So is one whose generator failed or timed out.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
 from rag.config import Settings
-from rag.extractive import extractive_answer, keyword_coverage, term_weights
+from rag.extractive import extractive_answer, join_sentences
 from rag.generation import Generation
 from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
 from rag.grounding import (
@@ -35,24 +39,21 @@ from rag.grounding import (
     clean_citations,
     content_terms,
     embedder_fits,
+    numbers_in,
     split_sentences,
+    strip_citations,
 )
-from rag.models.calibration import threshold as calibrated
+from rag.questions import analyse
 from rag.retriever import Retriever, SearchResult
 from rag.text import detect_language, tokenize
 from rag.types import Filters, Hit
 
 log = logging.getLogger(__name__)
 
-# The best passage must hold this share of the question's idf mass to count as a strong keyword match.
-# Tuned on the bundled corpus: on-topic questions reach 0.6-1.0, off-topic ones ("Who won the 1998 World
-# Cup?", "澳大利亚的首都是哪里？") stay below 0.5.
-KEYWORD_STRONG = 0.6
-# Interrogatives carry no topic; words the corpus never saw weigh most in the coverage, so they must go.
-_QUESTION_WORDS = frozenset("谁 哪 哪里 哪儿 哪个 哪些 怎么办 怎么样 怎样 为什么 为何 多少 几 什么样 有什么 可以 能 能否 吗 呢 请问".split())
 HISTORY_TURNS = 4  # messages of conversation history put in the prompt
 HISTORY_CHARS = 600  # per message: old turns are context, not the subject
-MAX_ANSWER_WORDS = 160  # guard: a longer answer from a small model is rambling, cut at a sentence end
+MAX_ANSWER_WORDS = 60  # guard: a longer answer from a small model is rambling, cut at a sentence end
+PROMPT_UNITS = 6  # the best units overall go into the prompt, plus each passage's own best one
 
 NOT_FOUND = {
     "en": "I could not find this in the documents.",
@@ -61,10 +62,11 @@ NOT_FOUND = {
 LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese"}
 
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered passages the user gives you. "
-    "After each sentence, cite the passage it comes from with its number in square brackets, like [1]. "
-    "If the passages do not contain the answer, reply exactly: \"{not_found}\" "
-    "Answer in {language}, in at most three sentences."
+    "You answer a question using only the numbered evidence the user gives you. "
+    "State the fact that answers it in one or two short sentences, and put the number of the evidence you used "
+    "in square brackets after each sentence, like [1]. "
+    "If the evidence does not answer the question, reply exactly: \"{not_found}\" "
+    "Answer in {language}."
 )
 
 # A model that says it cannot answer, in its own words.
@@ -73,10 +75,15 @@ _MODEL_ABSTAINS = re.compile(
     r"|can ?not (find|answer)|could not find|not (found|available) in|do(es)? not (know|specify)|don't know)\b"
     r"|没有找到|未找到|没有提到|没有提及|无法回答|不包含|未提及", re.IGNORECASE)
 # Where a small model starts echoing the prompt back.
-_ECHO = re.compile(r"(^|\n)\s*(question|passages?|context|user|human|system)\s*:|<\|im_|\n\[\d+\][^\n]*—",
+_ECHO = re.compile(r"(^|\n)\s*(question|passages?|evidence|context|user|human|system)\s*:|<\|im_|\n\[\d+\][^\n]*—",
                    re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(?:(?:answer|a|assistant|答案?|回答)\s*[:：]|the answer(?: to (?:this|the) question)? is\s*[:：]?)"
                      r"\s*", re.IGNORECASE)
+# Phrases that carry no claim: a draft made only of these and citation markers answers nothing.
+_BOILERPLATE = re.compile(
+    r"the answer(?: to (?:this|the|your) question)? is|according to (?:the )?(?:passages?|evidence|documents?)"
+    r"|based on (?:the )?(?:passages?|evidence|documents?)|the (?:passages?|evidence) (?:says?|states?|shows?)"
+    r"|(?:passage|evidence) \d+|答案是|根据(?:文档|资料|证据|段落)", re.IGNORECASE)
 _FOLLOW_UP = re.compile(r"\b(it|its|they|them|their|this|that|these|those|he|she|his|her|there|one)\b"
                         r"|它|他们|她|这个|那个|这些|那些|其", re.IGNORECASE)
 
@@ -97,14 +104,17 @@ class Answer:
     unsupported_sentences: int = 0
     citations_added: int = 0  # supported sentences the generator left uncited
     query: str = ""  # the retrieval query (the question, made standalone when history was given)
+    expects: str = ""  # what the question asks for: quantity, time, name, definition, list, yesno, other
+    answerable: float | None = None  # the abstention model's confidence that the documents answer it
 
 
 @dataclass
 class AnswerEvent:
     """One streaming event: retrieval(list[Passage]), token(str), citation(Citation), done(Answer), error(str).
 
-    Token events are the generator's draft with invalid citations already removed; the `done` answer is the
-    authoritative text (it may differ: guards, added citations, or the extractive fallback)."""
+    Token events are the generator's draft with invalid citations already removed (the extractive answer is one
+    token event); the `done` answer is the authoritative text (it may differ: guards, added citations, or the
+    extractive fallback)."""
 
     type: str
     data: Any
@@ -119,51 +129,42 @@ class _Plan:
     query: str
     language: str
     backend: str
-    generator: Generator | None
-    failure: str | None  # why the generator could not be used (it failed to load)
     result: SearchResult
     passages: list[Passage]
-    evidence: Evidence
-    messages: list[dict]
-    abstain: bool
-    generation_id: str
+    history: list[dict]
     started: float
     timings: dict[str, float]
+    generator: Generator | None = None
+    failure: str | None = None  # why the generator could not be used (it failed to load)
+    evidence: Evidence | None = None
+    selection: Selection | None = None
+    messages: list[dict] = field(default_factory=list)
+    prompt_evidence: Evidence | None = None  # the checks' view: figures limited to the units in the prompt
+    abstain: bool = False
 
 
 def hits_to_passages(hits: list[Hit]) -> list[Passage]:
     return [Passage(n=i + 1, doc_id=h.doc_id, chunk_id=h.chunk_id, title=h.title, text=h.text,
                     score=round(float(h.score), 6), domain=h.metadata.get("domain"),
-                    language=h.metadata.get("language")) for i, h in enumerate(hits)]
-
-
-def fit_passages(passages: list[Passage], generator: Generator | None, budget: int) -> list[Passage]:
-    """The leading passages whose prompt blocks fit `budget` tokens, renumbered 1..k; the first always
-    goes in (cut to the budget) so there is something to answer from."""
-    out: list[Passage] = []
-    used = 0
-    for p in passages:
-        cost = count_tokens(generator, passage_block(p))
-        if used + cost > budget:
-            if out:
-                break
-            keep = max(1, int(len(p.text) * budget / cost))
-            p = Passage(p.n, p.doc_id, p.chunk_id, p.title, p.text[:keep], p.score, p.domain, p.language)
-            cost = budget
-        out.append(Passage(len(out) + 1, p.doc_id, p.chunk_id, p.title, p.text, p.score, p.domain, p.language))
-        used += cost
-    return out
+                    language=h.metadata.get("language"), heading=" > ".join(h.heading_path))
+            for i, h in enumerate(hits)]
 
 
 def passage_block(p: Passage) -> str:
     return f"[{p.n}] {p.title} — {p.text}" if p.title else f"[{p.n}] {p.text}"
 
 
-def disclaimer_for(passages: list[Passage], citations: list[Citation], disclaimers: dict[str, str]) -> str | None:
-    """The disclaimers of the domains the answer rests on: the cited passages, else the top one."""
+def disclaimer_for(passages: list[Passage], citations: list[Citation], disclaimers: dict[str, str],
+                   language: str | None = None) -> str | None:
+    """The disclaimers of the domains the answer rests on (the cited passages, else the top one), in the
+    answer's language where one is configured ("medical:zh"), else the domain's own."""
     by_n = {p.n: p for p in passages}
     used = [by_n[c.n] for c in citations if c.n in by_n] or passages[:1]
-    texts = [disclaimers[d] for d in dict.fromkeys(p.domain for p in used) if d and d in disclaimers]
+    texts = []
+    for d in dict.fromkeys(p.domain for p in used):
+        text = (disclaimers.get(f"{d}:{language}") or disclaimers.get(d)) if d else None
+        if text:
+            texts.append(text)
     return " ".join(texts) or None
 
 
@@ -204,9 +205,13 @@ def tidy_generated(text: str, question: str, system: str, max_words: int = MAX_A
     text = _cap_words(text, max_words)
     if not text.strip(" .。"):
         return "", "the generator returned an empty answer"
-    terms = content_terms(text)
-    if terms and terms <= content_terms(question):
+    terms = content_terms(strip_citations(text))
+    q_terms = content_terms(question)
+    if terms and terms <= q_terms:
         return "", "the generator only repeated the question"
+    claim = content_terms(_BOILERPLATE.sub(" ", strip_citations(text)))
+    if len(claim) < 2 and not numbers_in(strip_citations(text)) and not (claim - q_terms):
+        return "", "the generator returned only citation markers or boilerplate"
     system_terms = content_terms(system)
     if len(terms) >= 3 and len(terms & system_terms) / len(terms) >= 0.7:
         return "", "the generator repeated its instructions"
@@ -280,11 +285,14 @@ class Answerer:
         self.retriever = retriever
         self.generators = generators or GeneratorPool(settings.generator, settings.models_dir,
                                                       queue_timeout_s=settings.service.queue_timeout_s)
+        self._selectors: dict[str, AnswerSelector] = {}
 
     # -- public -----------------------------------------------------------------------------------------
     def answer(self, gen: Generation, question: str, *, filters: Filters | None = None, top_k: int | None = None,
                history: list[dict] | None = None, backend: str | None = None, mode: str = "hybrid") -> Answer:
-        plan = self._plan(gen, question, filters=filters, top_k=top_k, history=history, backend=backend, mode=mode)
+        plan = self._retrieve(gen, question, filters=filters, top_k=top_k, history=history, backend=backend,
+                              mode=mode)
+        self._select(plan)
         if plan.abstain:
             return self._abstention(plan)
         if plan.generator is None:
@@ -306,18 +314,19 @@ class Answerer:
                       mode: str = "hybrid") -> Iterator[AnswerEvent]:
         """Events in order: retrieval, token..., citation..., done (or error).
 
-        The first `next()` runs retrieval and, for a generative backend, takes a generation slot: it raises
-        ValueError for bad input and GeneratorBusy when no slot frees up, before any event is produced."""
-        plan = self._plan(gen, question, filters=filters, top_k=top_k, history=history, backend=backend, mode=mode)
+        The first `next()` runs retrieval: it raises ValueError for bad input before any event is produced. The
+        retrieval event goes out before answer selection runs; a generative backend then takes a generation
+        slot (GeneratorBusy when none frees up)."""
+        plan = self._retrieve(gen, question, filters=filters, top_k=top_k, history=history, backend=backend,
+                              mode=mode)
+        yield AnswerEvent("retrieval", plan.passages)
+        self._select(plan)
         if plan.abstain or plan.generator is None:
             final = self._abstention(plan) if plan.abstain else self._finish(plan, None, plan.failure)
-            yield AnswerEvent("retrieval", final.passages)
-            for s in split_sentences(final.answer) or [None]:
-                yield AnswerEvent("token", final.answer if s is None else final.answer[s.start:s.end] + " ")
+            yield AnswerEvent("token", final.answer)
             yield from self._closing_events(final)
             return
         with self.generators.slot():
-            yield AnswerEvent("retrieval", plan.passages)
             t = time.perf_counter()
             parts: list[str] = []
             failure = None
@@ -344,8 +353,16 @@ class Answerer:
             return
         yield from self._closing_events(final)
 
+    def selector(self, gen: Generation) -> AnswerSelector:
+        """The answer selector fitted for this generation's embedder (its cosines are what the weights know)."""
+        name = gen.manifest.embedder.name
+        if name not in self._selectors:
+            self._selectors[name] = AnswerSelector(models_for(name), models_for(name, keywords_only=True),
+                                                   max_passages=self.settings.retrieval.answer_passages)
+        return self._selectors[name]
+
     # -- steps ------------------------------------------------------------------------------------------
-    def _plan(self, gen: Generation, question: str, *, filters, top_k, history, backend, mode) -> _Plan:
+    def _retrieve(self, gen: Generation, question: str, *, filters, top_k, history, backend, mode) -> _Plan:
         question = (question or "").strip()
         if not question:
             raise ValueError("question must not be empty")
@@ -355,57 +372,83 @@ class Answerer:
         language = detect_language(question)
         query = standalone_query(question, history)
         t = time.perf_counter()
-        result = self.retriever.search(gen, query, mode=mode, filters=filters, top_k=top_k)
+        # Answers read deeper than a search page: the unit that answers may sit in the 15th passage (a table
+        # row under a generic heading), and the selector weighs each passage's rank.
+        result = self.retriever.search(gen, query, mode=mode, filters=filters,
+                                       top_k=top_k or self.settings.retrieval.answer_passages)
         timings = {"retrieve_ms": _ms(t)}
-        passages = hits_to_passages(result.hits)
-        abstain = self._weak_evidence(gen, query, result, passages)
-        generator, failure = None, None
-        if not abstain and name != EXTRACTIVE:
-            try:
-                generator = self.generators.get(name)
-            except GeneratorBusy:
-                raise
-            except GeneratorError as e:
-                log.warning("generator %s unavailable: %s", name, e)
-                failure = f"generator unavailable: {e}"
-        messages: list[dict] = []
-        if generator is not None:
-            passages = fit_passages(passages, generator, self.settings.generator.context_tokens)
-            messages = self._messages(question, passages, history_msgs, language)
-        evidence = Evidence(passages, gen.embedder if embedder_fits(gen.embedder, language) else None)
-        return _Plan(gen, question, query, language, name, generator, failure, result, passages, evidence, messages,
-                     abstain, gen.id, started, timings)
+        return _Plan(gen, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
+                     started, timings)
 
-    def _weak_evidence(self, gen: Generation, query: str, result: SearchResult, passages: list[Passage]) -> bool:
-        if not passages:
-            return True
-        dense = result.top_dense_score
-        # An English-only embedder's cosine cannot vouch for a Chinese question: keywords decide alone.
-        floor = self.settings.retrieval.abstain_min_dense
-        if floor is None:
-            floor = calibrated(gen.embedder, "abstain_min_dense")
-        if embedder_fits(gen.embedder, detect_language(query)) and dense is not None and dense >= floor:
-            return False
-        terms = content_terms(query) - _QUESTION_WORDS
-        if not terms:
-            return True
-        weights = term_weights(gen, terms)
-        best = max(keyword_coverage(terms, weights, content_terms(f"{p.title}\n{p.text}")) for p in passages[:3])
-        return best < KEYWORD_STRONG
+    def _select(self, plan: _Plan) -> None:
+        """Answer selection and the answer-or-abstain decision; the prompt for a generative backend."""
+        t = time.perf_counter()
+        gen = plan.gen
+        fits = embedder_fits(gen.embedder, plan.language)
+        plan.evidence = Evidence(plan.passages, gen.embedder if fits else None)
+        q = analyse(plan.question)
+        if plan.query != plan.question:  # a follow-up: the standalone query carries the subject
+            q.terms |= content_terms(plan.query)
+        qvec = plan.result.query_vector if fits else None
+        if fits and qvec is None and plan.passages:  # keyword mode embeds no query
+            qvec = gen.embed_query(plan.query)
+        plan.selection = self.selector(gen).select(q, plan.evidence, qvec=qvec, idf=term_weights(gen, q.terms),
+                                                   top_cos=plan.result.top_dense_score,
+                                                   passage_cos=passage_cosines(gen, plan.result.hits, qvec))
+        plan.timings["select_ms"] = _ms(t)
+        plan.abstain = not plan.passages or not plan.selection.answer
+        if plan.abstain or plan.backend == EXTRACTIVE:
+            return
+        try:
+            plan.generator = self.generators.get(plan.backend)
+        except GeneratorBusy:
+            raise
+        except GeneratorError as e:
+            log.warning("generator %s unavailable: %s", plan.backend, e)
+            plan.failure = f"generator unavailable: {e}"
+            return
+        plan.messages, plan.prompt_evidence = self._prompt(plan)
 
-    def _messages(self, question: str, passages: list[Passage], history: list[dict], language: str) -> list[dict]:
-        system = SYSTEM_PROMPT.format(not_found=NOT_FOUND.get(language, NOT_FOUND["en"]),
-                                      language=LANGUAGE_NAMES.get(language, "the language of the question"))
-        blocks = "\n\n".join(passage_block(p) for p in passages)
-        return [{"role": "system", "content": system}, *history,
-                {"role": "user", "content": f"Passages:\n\n{blocks}\n\nQuestion: {question}"}]
+    def _prompt(self, plan: _Plan) -> tuple[list[dict], Evidence]:
+        """Messages carrying the selected units grouped by passage, and the checks' evidence whose figures are
+        those of the units the generator was given."""
+        sel, evidence = plan.selection, plan.evidence
+        top = {(s.unit.n, s.unit.index) for s in sel.ranked[:PROMPT_UNITS]}
+        extract = extractive_answer(sel, evidence)
+        top |= {(p.n, p.index) for p in extract.picks}
+        best_of: dict[int, tuple[int, int]] = {}
+        for s in sel.ranked:
+            best_of.setdefault(s.unit.n, (s.unit.n, s.unit.index))
+        top |= set(best_of.values())
+        budget = self.settings.generator.context_tokens
+        blocks, used, numbers = [], 0, {}
+        for p in plan.passages:
+            keys = sorted(k for k in top if k[0] == p.n)
+            if not keys:
+                continue
+            text = join_sentences([evidence.units[p.n].units[i].text for _, i in keys])
+            block = passage_block(Passage(p.n, p.doc_id, p.chunk_id, p.title, text, p.score))
+            cost = count_tokens(plan.generator, block)
+            if blocks and used + cost > budget:
+                break
+            blocks.append(block)
+            used += cost
+            numbers[p.n] = numbers_in(text)
+        system = SYSTEM_PROMPT.format(not_found=NOT_FOUND.get(plan.language, NOT_FOUND["en"]),
+                                      language=LANGUAGE_NAMES.get(plan.language, "the language of the question"))
+        messages = [{"role": "system", "content": system}, *plan.history,
+                    {"role": "user", "content": "Evidence:\n\n" + "\n\n".join(blocks) +
+                     f"\n\nQuestion: {plan.question}"}]
+        return messages, evidence.with_numbers(numbers)
 
     def _abstention(self, plan: _Plan) -> Answer:
         plan.timings["total_ms"] = _ms(plan.started)
+        sel = plan.selection
         return Answer(answer=NOT_FOUND.get(plan.language, NOT_FOUND["en"]), citations=[], abstained=True,
                       backend=plan.backend, fallback=None, invalid_citations_removed=0, passages=plan.passages[:3],
-                      disclaimer=None, language=plan.language, generation_id=plan.generation_id,
-                      timings_ms=plan.timings, query=plan.query)
+                      disclaimer=None, language=plan.language, generation_id=plan.gen.id,
+                      timings_ms=plan.timings, query=plan.query, expects=sel.question.expects if sel else "",
+                      answerable=round(sel.answerable, 4) if sel else None)
 
     def _finish(self, plan: _Plan, draft: str | None, failure: str | None) -> Answer:
         """Check a draft (None for the extractive backend); fall back to the extractive answer when it fails."""
@@ -421,22 +464,24 @@ class Answerer:
                 plan.timings["check_ms"] = _ms(t)
                 return self._abstention(plan)
             else:
-                checked = check_text(text, plan.evidence)
+                checked = check_text(text, plan.prompt_evidence or plan.evidence)
                 removed = checked.invalid_removed
                 fallback = self._rejection(checked)
         if checked is None or fallback is not None:
-            extract = extractive_answer(plan.question, plan.passages, gen=plan.gen, evidence=plan.evidence)
-            if not extract.text:  # no passage sentence shares a content word with the question
+            extract = extractive_answer(plan.selection, plan.evidence)
+            if not extract.text:
                 return self._abstention(plan)
             checked = check_text(extract.text, plan.evidence)
         plan.timings["check_ms"] = _ms(t)
         plan.timings["total_ms"] = _ms(plan.started)
+        sel = plan.selection
         return Answer(answer=checked.text, citations=checked.citations, abstained=False, backend=plan.backend,
                       fallback=fallback, invalid_citations_removed=removed, passages=plan.passages,
                       disclaimer=disclaimer_for(plan.passages, checked.citations,
-                                                self.settings.generator.disclaimers),
-                      language=plan.language, generation_id=plan.generation_id, timings_ms=plan.timings,
-                      unsupported_sentences=checked.unsupported, citations_added=checked.added, query=plan.query)
+                                                self.settings.generator.disclaimers, plan.language),
+                      language=plan.language, generation_id=plan.gen.id, timings_ms=plan.timings,
+                      unsupported_sentences=checked.unsupported, citations_added=checked.added, query=plan.query,
+                      expects=sel.question.expects, answerable=round(sel.answerable, 4))
 
     @staticmethod
     def _rejection(checked: Checked) -> str | None:

@@ -57,13 +57,14 @@ class RetrievalSettings(msgspec.Struct, kw_only=True):
     reranker: str | None = None  # path to a local cross-encoder; none ships offline
     rerank_top: int = 30
     mmr_lambda: float | None = None  # e.g. 0.7 turns on diversity re-ranking
-    # Abstain when the best passage is this weak: cosine of the dense leg (generation's embedder). None: the
-    # embedder's calibrated value (rag.models.calibration: 0.30 for MiniLM, mapped for e5-small).
-    abstain_min_dense: float | None = None
+    # Passages an answer reads (its units are the candidates answer selection scores); a request's top_k wins.
+    answer_passages: int = 20
 
 
 class GeneratorSettings(msgspec.Struct, kw_only=True):
-    backend: str = "transformers"  # transformers | openai | extractive
+    # auto | transformers | openai | extractive. "auto": a local Transformer in half precision on a GPU, the
+    # extractive answer on a CPU, where SmolLM2-135M takes seconds per answer and answers worse (README, Answers).
+    backend: str = "auto"
     model: str = "smollm2"  # named default, a local HF folder, or a .gguf file
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 200
@@ -74,9 +75,12 @@ class GeneratorSettings(msgspec.Struct, kw_only=True):
     openai_model: str = "default"
     openai_api_key: str | None = None
     context_tokens: int = 1536  # passages budget in the prompt
+    # Per domain; "domain:language" keys give the text for answers in that language.
     disclaimers: dict[str, str] = msgspec.field(default_factory=lambda: {
         "finance": "This is general information, not financial advice.",
         "medical": "This is general information, not medical advice; consult a qualified clinician.",
+        "finance:zh": "以上为一般性信息，不构成理财建议。",
+        "medical:zh": "以上为一般性信息，不构成医疗建议；请咨询专业医生。",
     })
 
 

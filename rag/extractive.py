@@ -1,40 +1,32 @@
-"""The extractive backend: answers and summaries made of sentences copied from the passages, with citations.
+"""The extractive backend: answers and summaries made of units copied from the passages, with citations.
 
 It needs no generative model, so it is always available: it is the fallback whenever a generator fails or
-writes something the checks reject, and a backend of its own.
+writes something the checks reject, and a backend of its own (the CPU default: see README, Answers).
 
-Answers: every passage sentence is scored against the question by idf-weighted overlap of content words
-(the generation's own BM25 idf, so rare words such as names and numbers dominate), re-ranked by the cosine of
-the generation's embedder for the few best candidates; the best sentence answers a factoid question, up to
-three close seconds join it for how/why/list questions. Summaries: centroid selection (sentences closest to the mean meaning of the text,
-earlier sentences slightly preferred, near-duplicates penalized MMR-style) within a word budget.
+Answers: the unit answer selection ranked first (rag.answer_select): one sentence, list item or table row (with
+its header), cited. A list, steps or comparison question, or a unit that introduces a list ("... if:"), takes the
+neighbouring items of the same list too, up to LIST_WORDS. Summaries: centroid selection (sentences closest to
+the mean meaning of the text, earlier sentences slightly preferred, near-duplicates penalized MMR-style) within a
+word budget.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import rjieba
 
-from rag.grounding import Evidence, Passage, content_terms, embedder_fits
-from rag.text import detect_language
+from rag.answer_units import AnswerUnit
+from rag.grounding import Evidence, Passage, content_terms
 
-OVERLAP_WEIGHT = 0.5  # the rest is the embedding cosine
-MULTI_SENTENCE_RATIO = 0.85  # a second/third sentence joins only when nearly as good as the best
-MAX_ANSWER_SENTENCES = 3
 MMR_LAMBDA = 0.7
-# Answer candidates (best by words) whose embedding is computed: embedding sentences costs ~50 ms each on a
-# CPU core and the cosine mostly re-orders near ties, so a CPU embeds only the first few.
-EMBED_TOP = {"cuda": 16, "cpu": 4}
-LEAD_IN_WORDS = 60  # a chosen "... as follows:" sentence brings the list items after it, up to this many words
+LIST_WORDS = 70  # a list answer stops adding items at this many words
+SIBLING_MARGIN = 0.3  # selector logits: closer than this, two sibling rows both answer
+SIBLING_WORDS = 45
 
-_MULTI = re.compile(
-    r"^\s*(why|how (?!many|much|long|old|far|often|big|large|tall)|explain|describe|list|compare|summari[sz]e"
-    r"|what (should|can|do)|which steps)\b|为什么|如何|怎么|怎样|哪些", re.IGNORECASE)
-_QUESTION_END = re.compile(r"[?？]\s*$")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
 
@@ -60,50 +52,6 @@ def count_words(text: str) -> int:
     return len(latin) + sum(len(rjieba.cut(run)) for run in cjk)
 
 
-def term_weights(gen, terms: set[str]) -> dict[str, float]:
-    """BM25 idf of `terms` in the generation.
-
-    A term the corpus never saw weighs as much as the question's rarest seen term: it is evidence of an
-    off-topic question, but jieba's search mode also emits fragments no corpus holds ("本有" of "错题本有"),
-    and one such fragment must not sink a question. With no seen term at all, the corpus-wide maximum applies.
-    """
-    if gen is None or not terms:
-        return {t: 1.0 for t in terms}
-    rows = gen.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
-    found = {t: float(idf) for t, idf in rows.fetchall()}
-    unseen = max(found.values(), default=math.log(1 + (max(gen.kw_n, 1) + 0.5) / 0.5))
-    return {t: found.get(t, unseen) for t in terms}
-
-
-def keyword_coverage(terms: set[str], weights: dict[str, float], text_terms: set[str]) -> float:
-    """Share of the question's idf mass that a text contains."""
-    total = sum(weights.get(t, 1.0) for t in terms)
-    return sum(weights.get(t, 1.0) for t in terms & text_terms) / total if total else 0.0
-
-
-def rank_sentences(question: str, evidence: Evidence, weights: dict[str, float]) -> list[Scored]:
-    """Statements (not questions) of the passages, best first. Only the EMBED_TOP best by words are embedded:
-    the cosine re-orders plausible candidates; it cannot rescue a sentence sharing no word with the question."""
-    q_terms = content_terms(question)
-    out: list[Scored] = []
-    for n, unit in evidence.units.items():
-        for i, (sent, terms) in enumerate(zip(unit.sentences, unit.terms)):
-            if terms and not _QUESTION_END.search(sent.text):
-                out.append(Scored(n, i, sent.text, keyword_coverage(q_terms, weights, terms)))
-    out.sort(key=lambda s: (-s.score, s.n, s.index))
-    qvec = evidence.text_vector(question)
-    if qvec is not None and out:
-        top = EMBED_TOP["cuda" if str(getattr(evidence.embedder, "device", "cpu")).startswith("cuda") else "cpu"]
-        head = out[:top]
-        sims = evidence.sentence_vectors([(s.n, s.index) for s in head]) @ qvec
-        for s, sim in zip(head, sims):
-            s.score = OVERLAP_WEIGHT * s.score + (1 - OVERLAP_WEIGHT) * float(sim)
-        for s in out[top:]:
-            s.score *= OVERLAP_WEIGHT
-        out.sort(key=lambda s: (-s.score, s.n, s.index))
-    return out
-
-
 def cite(sentence: str, n: int) -> str:
     """`sentence [n].`: the marker goes before the final punctuation, as a reader expects it."""
     m = re.search(r"[.!?。！？；]+$", sentence)  # after a closing quote the marker simply follows
@@ -121,40 +69,68 @@ def join_sentences(parts: list[str]) -> str:
     return out
 
 
-def extractive_answer(question: str, passages: list[Passage], *, gen=None, evidence: Evidence | None = None
-                      ) -> Extract:
-    """The best-supported passage sentence(s) for `question`, cited and in reading order."""
-    if evidence is None:
-        fits = gen is not None and embedder_fits(gen.embedder, detect_language(question))
-        evidence = Evidence(passages, gen.embedder if fits else None)
-    ranked = rank_sentences(question, evidence, term_weights(gen, content_terms(question)))
-    if not ranked:
+def extractive_answer(selection, evidence: Evidence) -> Extract:
+    """The answer of the best unit of `selection` (rag.answer_select.Selection), cited, in reading order."""
+    if not selection.ranked:
         return Extract("", [])
-    picks = [ranked[0]]
-    if _MULTI.search(question):
-        picks += [s for s in ranked[1:MAX_ANSWER_SENTENCES] if s.score >= MULTI_SENTENCE_RATIO * ranked[0].score]
-    picks.sort(key=lambda s: (s.n, s.index))
-    picks = _with_list_items(picks, evidence)
-    return Extract(join_sentences([cite(s.text, s.n) for s in picks]), picks)
+    best = selection.ranked[0]
+    picks = [best.unit]
+    if selection.question.wants_list or best.unit.text.rstrip().endswith((":", "：")):
+        picks = _with_neighbours(best.unit, evidence)
+    elif len(selection.ranked) > 1 and _close_sibling(best, selection.ranked[1]):
+        picks = sorted([best.unit, selection.ranked[1].unit], key=lambda u: u.index)
+    scored = [Scored(u.n, u.index, u.text, best.score) for u in picks]
+    return Extract(join_sentences([cite(u.text, u.n) for u in picks]), scored)
 
 
-def _with_list_items(picks: list[Scored], evidence: Evidence) -> list[Scored]:
-    """A sentence ending in ':' announces what follows; without it the answer would stop mid-thought."""
-    out: list[Scored] = []
-    chosen = {(p.n, p.index) for p in picks}
-    for p in picks:
-        out.append(p)
-        if not p.text.rstrip().endswith((":", "：")):
-            continue
-        words = count_words(p.text)
-        sentences = evidence.units[p.n].sentences
-        for i in range(p.index + 1, len(sentences)):
-            size = count_words(sentences[i].text)
-            if (p.n, i) in chosen or words + size > LEAD_IN_WORDS:
-                break
-            out.append(Scored(p.n, i, sentences[i].text, p.score))
-            words += size
-    return out
+def _close_sibling(best, second) -> bool:
+    """Two rows of one table (or items of one list) the selector can hardly tell apart ("adults": 18-60 years
+    and over 60) both answer: the reader sees the two facts side by side rather than a coin toss."""
+    a, b = best.unit, second.unit
+    return (a.n == b.n and a.block == b.block and a.kind == b.kind and a.kind in ("row", "item")
+            and best.score - second.score < SIBLING_MARGIN
+            and count_words(a.text) + count_words(b.text) <= SIBLING_WORDS)
+
+
+def _with_neighbours(best: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+    """The unit, plus the items or rows it introduces (a lead-in ending in ':') or the other items of its list,
+    in reading order. Past LIST_WORDS each item is cut to its label ("Content: ..." -> "Content"), so a long
+    list still shows every member."""
+    units = evidence.units[best.n].units
+    if best.text.rstrip().endswith((":", "：")):
+        lead = best.text.rstrip(" :：")
+        members = [u for u in units[best.index + 1:] if u.answers and (
+            u.block == best.block or lead in u.context or (u.block == best.block + 1 and u.kind in ("item", "row")))]
+    elif best.kind == "item":
+        members = [u for u in units if u.block == best.block and u.answers and u.kind == "item"]
+    else:
+        return [best]
+    members = [u for u in members if u is not best]
+    if count_words(best.text) + sum(count_words(u.text) for u in members) > LIST_WORDS:
+        members = [_labelled(u) for u in members]
+    out, words = [best], count_words(best.text)
+    # Closest to the best unit first, so a list too long even as labels is cut around what answered.
+    for u in sorted(members, key=lambda u: abs(u.index - best.index)):
+        size = count_words(u.text)
+        if words + size > LIST_WORDS:
+            break
+        out.append(u)
+        words += size
+    return sorted(out, key=lambda u: u.index)
+
+
+_LABEL_END = re.compile(r"\s*(?:[:：;；]|\s[—–-]\s)")
+
+
+def _labelled(u: AnswerUnit) -> AnswerUnit:
+    """The item's label: what precedes its first ':' (or ' — '), a row's first cell, when that is short."""
+    m = _LABEL_END.search(u.text)
+    head = u.text[:m.start()] if m else u.text
+    if u.kind == "row" and ": " in head:
+        head = head.split(": ", 1)[1]
+    if not m or count_words(head) > 8:
+        return u
+    return dataclasses.replace(u, text=head.strip())
 
 
 def extractive_summary(passages: list[Passage], *, max_words: int, style: str = "brief",
@@ -163,17 +139,17 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
     evidence = evidence or Evidence(passages, embedder)
     cands: list[Scored] = []
     seen: set[str] = set()
-    for n, unit in evidence.units.items():
-        for i, sent in enumerate(unit.sentences):
-            key = " ".join(sorted(unit.terms[i]))
+    for n, pu in evidence.units.items():
+        for i, unit in enumerate(pu.units):
+            key = " ".join(sorted(pu.terms[i]))
             # Overlapping chunks repeat sentences; fragments, questions, table rows and "...:" lead-ins
             # (whose list would not follow) make poor summary sentences.
-            text = sent.text.rstrip()
-            if (key in seen or len(unit.terms[i]) < 4 or _QUESTION_END.search(text) or text.startswith("|")
+            text = unit.text.rstrip()
+            if (key in seen or len(pu.terms[i]) < 4 or not unit.answers or unit.kind == "row"
                     or text.endswith((":", "："))):
                 continue
             seen.add(key)
-            cands.append(Scored(n, i, sent.text, 0.0))
+            cands.append(Scored(n, i, unit.text, 0.0))
     if not cands:
         return Extract("", [])
     vecs = _candidate_vectors(evidence, cands)
@@ -209,7 +185,7 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
 
 
 def _candidate_vectors(evidence: Evidence, cands: list[Scored]) -> np.ndarray:
-    vectors = evidence.sentence_vectors([(c.n, c.index) for c in cands])
+    vectors = evidence.unit_vectors([(c.n, c.index) for c in cands])
     if vectors is not None:
         return vectors
     # No embedder: bag-of-terms vectors, so the same centroid/MMR code still ranks sensibly.

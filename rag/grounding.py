@@ -18,11 +18,16 @@ alone would wave through. Sentences with fewer than two content words
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.answer_units import AnswerUnit, passage_units, unit_embed_text
 from rag.models.calibration import threshold as calibrated
 from rag.text import tokenize
 
@@ -43,6 +48,7 @@ class Passage:
     score: float
     domain: str | None = None
     language: str | None = None
+    heading: str = ""  # the chunk's heading path ("Dosing > Children"): what its units are about
 
 
 @dataclass
@@ -206,52 +212,93 @@ def negated(text: str) -> bool:
     return bool(_NEGATION.search(text.replace("’", "'")))
 
 
-def _is_question(sentence: Sentence) -> bool:
-    return sentence.text.rstrip().endswith(("?", "？"))
-
-
 def numbers_in(text: str) -> set[str]:
     """Numbers as written, thousands separators dropped ("1,200" == "1200"), trailing ".0" kept distinct."""
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
+class VectorCache:
+    """Unit vectors by (encoder identity, text), shared by every request: the same passages come back for
+    related questions, and embedding a unit costs ~10 ms of a CPU core."""
+
+    def __init__(self, size: int = 20_000):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, embedder, texts: list[str]) -> np.ndarray:
+        ident = getattr(embedder, "identity", getattr(embedder, "name", ""))
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for t in texts:
+                v = self._items.get((ident, t))
+                if v is not None:
+                    self._items.move_to_end((ident, t))
+                    out[t] = v
+        missing = [t for t in dict.fromkeys(texts) if t not in out]
+        if missing:
+            vecs = embedder.embed_passages(missing, batch_size=64)
+            with self._lock:
+                for t, v in zip(missing, vecs):
+                    out[t] = v
+                    self._items[(ident, t)] = v
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        dim = next(iter(out.values())).shape[0] if out else 1
+        return np.stack([out[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+
+UNIT_VECTORS = VectorCache()
+
+
 @dataclass
-class _PassageSentences:
+class PassageUnits:
     passage: Passage
-    sentences: list[Sentence]
-    terms: list[set[str]]
-    all_terms: set[str] = field(default_factory=set)
+    units: list[AnswerUnit]
+    terms: list[set[str]]  # content terms of each unit's text
+    context_terms: list[set[str]]  # of each unit's context (heading, lead-in, caption)
+    all_terms: set[str] = field(default_factory=set)  # the whole passage, title and headings included
     numbers: set[str] = field(default_factory=set)
 
 
 class Evidence:
-    """Passages cut into sentences with their content terms; sentence vectors are computed only when words
-    alone cannot settle a question (a paraphrase), and cached for the rest of the request.
+    """Passages cut into answer units (rag.answer_units) with their content terms; unit vectors are computed
+    when needed (answer selection, a paraphrase check) and cached across requests.
 
     `embedder` is None, or one that fits the request's language (see `embedder_fits`)."""
 
     def __init__(self, passages: list[Passage], embedder=None):
         self.passages = {p.n: p for p in passages}
         self.embedder = embedder
-        self.units: dict[int, _PassageSentences] = {}
+        self.units: dict[int, PassageUnits] = {}
         for p in passages:
-            sents = split_sentences(p.text) or [Sentence(p.text.strip(), 0, len(p.text))]
-            terms = [content_terms(s.text) for s in sents]
-            self.units[p.n] = _PassageSentences(p, sents, terms, set().union(*terms) if terms else set(),
-                                                numbers_in(p.text))
-        self._sentence_vecs: dict[tuple[int, int], np.ndarray] = {}
+            units = passage_units(p.text, p.n, title=p.title, heading=p.heading) or [
+                AnswerUnit(p.n, 0, "sentence", p.text.strip(), p.text.strip(), 0, len(p.text), p.heading, 0, True)]
+            terms = [content_terms(u.text) for u in units]
+            ctx = [content_terms(u.context) for u in units]
+            every = set().union(*terms, *ctx, content_terms(p.title))
+            self.units[p.n] = PassageUnits(p, units, terms, ctx, every, numbers_in(p.text))
         self._text_vecs: dict[str, np.ndarray] = {}
 
-    def sentence_vectors(self, keys: list[tuple[int, int]]) -> np.ndarray | None:
-        """Unit vectors of passage sentences (passage n, sentence index), embedding the missing ones at once."""
+    def with_numbers(self, numbers: dict[int, set[str]]) -> "Evidence":
+        """A view whose passages hold only these figures: a generated sentence must not state a figure the
+        units it was given do not hold, even when another part of the passage does."""
+        view = copy.copy(self)
+        view.units = {n: dataclasses.replace(pu, numbers=numbers.get(n, set())) for n, pu in self.units.items()}
+        return view
+
+    def unit_list(self, ns: list[int] | None = None) -> list[AnswerUnit]:
+        return [u for n in (ns if ns is not None else list(self.units)) for u in self.units[n].units]
+
+    def unit_vectors(self, keys: list[tuple[int, int]], *, with_context: bool = False) -> np.ndarray | None:
+        """Vectors of units (passage n, unit index) as passages; with their context for answer selection."""
         if self.embedder is None:
             return None
-        missing = [k for k in dict.fromkeys(keys) if k not in self._sentence_vecs]
-        if missing:
-            vecs = self.embedder.embed_passages([self.units[n].sentences[i].text for n, i in missing])
-            self._sentence_vecs.update(zip(missing, vecs))
-        dim = next(iter(self._sentence_vecs.values())).shape[0] if self._sentence_vecs else 1
-        return np.stack([self._sentence_vecs[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
+        texts = []
+        for n, i in keys:
+            u = self.units[n].units[i]
+            texts.append(unit_embed_text(u) if with_context else u.text)
+        return UNIT_VECTORS.embed(self.embedder, texts)
 
     def text_vector(self, text: str) -> np.ndarray | None:
         if self.embedder is None:
@@ -265,36 +312,36 @@ class Evidence:
         terms = content_terms(sentence)
         figures = numbers_in(sentence)
         judged = len(terms) >= MIN_JUDGED_TERMS
-        scored = []  # (numbers all found, recall, n, index of the best-overlapping sentence)
+        scored = []  # (numbers all found, recall, n, index of the best-overlapping unit)
         for n in (ns if ns is not None else list(self.units)):
-            u = self.units.get(n)
-            if u is None or not u.sentences:
+            pu = self.units.get(n)
+            if pu is None or not pu.units:
                 continue
-            recall = len(terms & u.all_terms) / len(terms) if terms else 0.0
-            # The span: the sentence sharing most words, a statement rather than an FAQ's question on a tie.
-            i = max(range(len(u.terms)), key=lambda k: (len(terms & u.terms[k]), not _is_question(u.sentences[k])))
-            scored.append((figures <= u.numbers, recall, n, i))
+            recall = len(terms & pu.all_terms) / len(terms) if terms else 0.0
+            # The span: the unit sharing most words, a statement rather than an FAQ's question on a tie.
+            i = max(range(len(pu.terms)), key=lambda k: (len(terms & pu.terms[k]), pu.units[k].answers))
+            scored.append((figures <= pu.numbers, recall, n, i))
         if not scored:
             return Verdict(judged, False, 0.0, None, None, "")
         scored.sort(key=lambda x: (not x[0], -x[1], x[2]))
         numbers_ok, recall, n, i = scored[0]
         if not numbers_ok or recall >= SUPPORT_RECALL or self.embedder is None or not terms:
-            span = self.units[n].sentences[i].text
-            supported = numbers_ok and recall >= SUPPORT_RECALL and negated(sentence) == negated(span)
-            return Verdict(judged, supported, recall, None, n, span)
-        # Words fall short: a paraphrase still counts when it is close in meaning to one passage sentence.
+            unit = self.units[n].units[i]
+            supported = numbers_ok and recall >= SUPPORT_RECALL and negated(sentence) == negated(unit.text)
+            return Verdict(judged, supported, recall, None, n, unit.span)
+        # Words fall short: a paraphrase still counts when it is close in meaning to one passage unit.
         vec = self.text_vector(sentence)
         candidates = [x for x in scored if x[0]][:CANDIDATE_PASSAGES]
-        keys = [(m, k) for _, _, m, _ in candidates for k in range(len(self.units[m].sentences))]
-        sims = self.sentence_vectors(keys) @ vec
+        keys = [(m, k) for _, _, m, _ in candidates for k in range(len(self.units[m].units))]
+        sims = self.unit_vectors(keys) @ vec
         j = int(np.argmax(sims))
         cos = float(sims[j])
         m, k = keys[j]
-        span = self.units[m].sentences[k].text
-        if cos >= calibrated(self.embedder, "support_cosine") and negated(sentence) == negated(span):
+        unit = self.units[m].units[k]
+        if cos >= calibrated(self.embedder, "support_cosine") and negated(sentence) == negated(unit.text):
             recall_of = {x[2]: x[1] for x in candidates}
-            return Verdict(judged, True, recall_of[m], cos, m, span)
-        return Verdict(judged, False, recall, cos, n, self.units[n].sentences[i].text)
+            return Verdict(judged, True, recall_of[m], cos, m, unit.span)
+        return Verdict(judged, False, recall, cos, n, self.units[n].units[i].span)
 
 
 # --- checking a generated text -----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class SearchResult:
     reranked: bool = False
     # Best dense cosine seen for the query under the filters: the abstention rule reads it.
     top_dense_score: float | None = None
+    # The query's vector from the generation's embedder (dense and hybrid modes): answer selection reuses it.
+    query_vector: np.ndarray | None = None
 
 
 class Reranker:
@@ -137,6 +139,7 @@ class Retriever:
 
         dense: list[tuple[int, float]] = []
         keyword: list[tuple[int, float]] = []
+        qvec = None
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
             qvec = gen.embed_query(query)
@@ -201,7 +204,8 @@ class Retriever:
             hits = [hits[i] for i in mmr_order(vecs, rel, mmr_lambda, top_k)]
 
         return SearchResult(query=query, mode=mode, hits=hits[:top_k], generation_id=gen.id, timings_ms=timings,
-                            reranked=did_rerank, top_dense_score=dense[0][1] if dense else None)
+                            reranked=did_rerank, top_dense_score=dense[0][1] if dense else None,
+                            query_vector=qvec)
 
     @staticmethod
     def _hit(c: dict, score: float, d: tuple[int, float] | None, k: tuple[int, float] | None) -> Hit:

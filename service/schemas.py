@@ -18,7 +18,7 @@ from msgspec import Meta, Struct
 
 Domain = Literal["finance", "medical", "education"]
 SearchMode = Literal["dense", "keyword", "hybrid"]
-Backend = Literal["transformers", "openai", "extractive"]
+Backend = Literal["auto", "transformers", "openai", "extractive"]
 
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
@@ -110,6 +110,7 @@ class PassageOut(Struct, kw_only=True):
     score: float | None = None
     domain: str | None = None
     language: str | None = None
+    heading: str = ""  # the chunk's heading path
 
 
 class AskResponse(Struct, kw_only=True):
@@ -127,6 +128,8 @@ class AskResponse(Struct, kw_only=True):
     unsupported_sentences: int = 0
     citations_added: int = 0
     query: str | None = None  # the retrieval query (the question made standalone when history was given)
+    expects: str | None = None  # what the question asks for: quantity, time, name, definition, list, yesno, other
+    answerable: float | None = None  # the abstention model's confidence that the documents answer the question
 
 
 # --- search -----------------------------------------------------------------------------------------------

@@ -11,7 +11,15 @@ import pytest
 
 from rag.answering import NOT_FOUND, Answerer, CitationStreamFilter, standalone_query, tidy_generated
 from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool
-from rag.grounding import Evidence, Passage, check_text, cited_numbers, clean_citations, split_sentences
+from rag.grounding import (
+    Evidence,
+    Passage,
+    check_text,
+    cited_numbers,
+    clean_citations,
+    split_sentences,
+    strip_citations,
+)
 from rag.retriever import Retriever
 
 DOCS = {
@@ -49,6 +57,30 @@ DOCS = {
         # 小学数学分数教学
         分数教学应从具体的实物开始，例如把一个披萨平均分成四份，每份就是四分之一。
         学生理解分数的意义以后，再学习比较分数的大小和分数的加减法。
+        """),
+    "medical/sleep.md": ("med-sleep", "medical", "en", """
+        # Sleep health
+        Sleep lets the brain consolidate memories and regulate hormones.
+
+        ## How much sleep do people need?
+
+        | Age group | Recommended sleep per 24 hours |
+        |---|---|
+        | Infants 4–12 months | 12–16 hours (including naps) |
+        | Children 6–12 years | 9–12 hours |
+        | Teenagers 13–18 years | 8–10 hours |
+        | Adults 18–60 years | 7 or more hours |
+        | Adults over 60 | 7–9 hours |
+
+        Keep a regular wake-up time, even at weekends.
+        """),
+    "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
+        # 个人养老金制度
+        在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
+
+        ## 缴费规则
+        - 每人每年缴费上限为12000元，可以按月、分次或按年缴纳。
+        - 账户内资金在满足领取条件前封闭运行，不能提前支取。
         """),
 }
 
@@ -376,6 +408,110 @@ def test_small_model_guards():
     assert tidy_generated(looped, "q", system)[0] == "La femme de France"
     assert tidy_generated("   ", "q", system)[1] == "the generator returned an empty answer"
     assert tidy_generated("What is an ETF?", "What is an ETF?", system)[1] == "the generator only repeated the question"
+
+
+# --- answer selection: what the question asks for ------------------------------------------------------------
+
+def test_table_row_answers_with_its_header(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "How many hours of sleep do adults need?", backend="extractive")
+    assert not ans.abstained and ans.expects == "quantity"
+    assert "7 or more hours" in ans.answer and "Adults 18–60 years" in ans.answer
+    assert "Recommended sleep per 24 hours" in ans.answer  # the row reads with its header
+    assert ans.citations[0].doc_id == "med-sleep"
+    assert ans.citations[0].span == "| Adults 18–60 years | 7 or more hours |"  # the row as the passage has it
+    assert_citations_valid(ans)
+
+
+def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
+    settings, gen = index
+    answerer = answerer_with(settings)
+    teen = answerer.answer(gen, "How much sleep does a 15-year-old need?", backend="extractive")
+    assert "8–10 hours" in teen.answer and "Teenagers 13–18 years" in teen.answer
+    child = answerer.answer(gen, "How much sleep does a 9-year-old need?", backend="extractive")
+    assert "9–12 hours" in child.answer and "Children 6–12 years" in child.answer
+
+
+def test_chinese_question_gets_the_chinese_fact_and_disclaimer(index):
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "个人养老金每年最多可以缴纳多少钱？", backend="extractive")
+    assert not ans.abstained and ans.language == "zh"
+    assert "12000元" in ans.answer and ans.citations[0].doc_id == "fin-pension-zh"
+    assert ans.disclaimer == settings.generator.disclaimers["finance:zh"]
+    assert_citations_valid(ans)
+
+
+def test_near_miss_abstains_with_the_closest_passages(index):
+    """The topic is covered (childhood vaccination), the fact asked for (chickenpox) is not."""
+    settings, gen = index
+    ans = answerer_with(settings).answer(gen, "At what age is the chickenpox vaccine given?", backend="extractive")
+    assert ans.abstained and ans.answer == NOT_FOUND["en"]
+    assert ans.passages and ans.passages[0].doc_id == "med-vaccines"
+    answered = answerer_with(settings).answer(gen, "At what age is the MMR vaccine given?", backend="extractive")
+    assert not answered.abstained and "12 to 15 months" in answered.answer
+
+
+def test_generator_echoing_the_question_is_rejected(index):
+    settings, gen = index
+    ans = answerer_with(settings, Stub(lambda m: "How many hours of sleep do adults need? [1]")).answer(
+        gen, "How many hours of sleep do adults need?", backend="stub")
+    assert ans.fallback == "the generator only repeated the question"
+    assert "7 or more hours" in ans.answer
+
+
+def test_generator_markers_and_boilerplate_are_rejected(index):
+    settings, gen = index
+    ans = answerer_with(settings, Stub("[1]. … The answer to the question is: [2].")).answer(
+        gen, "How many hours of sleep do adults need?", backend="stub")
+    assert ans.fallback == "the generator returned only citation markers or boilerplate"
+    assert "7 or more hours" in ans.answer
+
+
+def test_generator_prompt_carries_units_not_whole_chunks(index):
+    settings, gen = index
+    stub = Stub(lambda m: "Adults need 7 or more hours of sleep [1].")
+    ans = answerer_with(settings, stub).answer(gen, "How many hours of sleep do adults need?", backend="stub")
+    prompt = stub.calls[0][-1]["content"]
+    assert "Age group: Adults 18–60 years; Recommended sleep per 24 hours: 7 or more hours" in prompt
+    assert "|---|" not in prompt  # rows are rendered, the raw table is not pasted
+    assert ans.fallback is None and "7 or more hours" in ans.answer
+
+
+def test_figure_outside_the_given_units_is_unsupported():
+    passages = [Passage(1, "d1", "d1#0", "T", "The fee is 2 percent a year. Late payments cost 35 dollars.", 1.0)]
+    evidence = Evidence(passages)
+    given = evidence.with_numbers({1: {"2"}})  # the generator only saw the first sentence
+    assert check_text("The fee is 2 percent a year [1].", given).unsupported == 0
+    assert check_text("Late payments cost 35 dollars [1].", given).unsupported == 1
+    assert check_text("Late payments cost 35 dollars [1].", evidence).unsupported == 0
+
+
+def test_answer_units_of_a_financial_table():
+    from rag.answer_units import passage_units
+
+    table = (" |  | Years Ended September 30, | \n | 2019 | 2018 | 2017\nFixed Price | $ 1,452.4 | $ 1,146.2 | $ 1,036.9\n"
+             "Total sales | $1,496.5 | $1,202.9 | $1,107.7")
+    units = passage_units(table, 1)
+    assert [u.text for u in units] == [
+        "Fixed Price — 2019: $ 1,452.4; 2018: $ 1,146.2; 2017: $ 1,036.9",
+        "Total sales — 2019: $1,496.5; 2018: $1,202.9; 2017: $1,107.7"]
+    assert units[0].context == "Years Ended September 30,"
+    assert all(u.kind == "row" and u.span in table for u in units)
+
+
+def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
+    from rag.answer_units import passage_units
+
+    text = ("Building an Emergency Fund: How Much to Save and Where to Keep It for Your Household Today\n\n"
+            "HOW MUCH IS ENOUGH?\n\nNo. A freeze does not affect your score.\n\nAim high if:\n- you earn alone;\n"
+            "- you rent.")
+    units = [u for u in passage_units(text, 1, title="Building an Emergency Fund: How Much to Save and Where to "
+                                      "Keep It for Your Household Today") if u.answers]  # the title line answers nothing
+    assert [(u.kind, u.text) for u in units] == [
+        ("sentence", "No. A freeze does not affect your score."), ("item", "Aim high if:"),
+        ("item", "you earn alone;"), ("item", "you rent.")]
+    assert units[0].context == "HOW MUCH IS ENOUGH?" and units[2].context.endswith("Aim high if")
+    assert [u.block for u in units[1:]] == [units[1].block] * 3  # one list: a list answer takes its neighbours
 
 
 # --- the real local model (slow) ----------------------------------------------------------------------------

@@ -102,13 +102,53 @@ def test_eval_answers_scores_extractive_answers_with_checked_citations(tmp_path,
     m = report["metrics"]
     assert report["backend"] == "extractive" and report["questions"] == 3
     assert m["invalid_citation_rate"] == 0.0 and m["gold_context_retrieved"] == 1.0
-    assert m["citation_accuracy"] == 1.0 and m["contains_answer"] >= 2 / 3
+    assert m["citation_accuracy"] == 1.0 and m["holds_answer"] >= 2 / 3
     assert 0 < m["f1"] <= 100 and m["seconds_per_answer"] > 0
     assert all(q["answer"] and q["has_citations"] for q in report["per_question"])
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "no context"}\n', encoding="utf-8")
     assert cli([*home, "eval", "answers", str(bad), "--backend", "extractive"]) == 2
+
+
+def test_eval_answers_on_a_probe_reports_answered_and_abstained(tmp_path, small_corpus, models_dir, monkeypatch):
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(models_dir))
+    probe = tmp_path / "probe.jsonl"
+    rows = [
+        {"id": "p1", "question": "What blood pressure means hypertension?", "answerable": True,
+         "doc_id": "med-hypertension", "answers": ["130/80"], "answer_from": "text", "language": "en"},
+        {"id": "p2", "question": "子女教育扣除标准是多少？", "answerable": True, "doc_id": "fin-tax-zh",
+         "answers": ["每月二千元"], "answer_from": "text", "language": "zh"},
+        {"id": "p3", "question": "Who won the 1998 World Cup?", "answerable": False, "doc_id": None, "answers": [],
+         "answer_from": None, "language": "en"},
+    ]
+    probe.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "probe.json"
+    assert cli(["--home", str(tmp_path / "home"), "eval", "answers", str(probe), "--corpus", str(small_corpus),
+                "--backend", "extractive", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["kind"] == "probe" and report["questions"] == 3
+    m = report["metrics"]
+    assert (m["answerable"], m["unanswerable"]) == (2, 1)
+    assert m["holds_answer"] == 1.0 and m["answered_when_answerable"] == 1.0
+    assert m["abstained_when_unanswerable"] == 1.0 and m["citation_accuracy"] == 1.0
+    assert set(report["languages"]) == {"en", "zh"} and report["languages"]["zh"]["holds_answer"] == 1.0
+    assert set(report["groups"]) == {"text", "none"}
+
+
+def test_answer_text_metrics():
+    from rag.evaluation.metrics import contains_answer, exact_match, f1_score, holds
+
+    # SQuAD v1.1's normalization: case, punctuation and articles do not count
+    assert exact_match("The Mediterranean Sea.", ["Mediterranean Sea"]) == 1.0
+    assert f1_score("the waggle dance of bees", ["waggle dance"]) == 2 * (2 / 4 * 1.0) / (2 / 4 + 1.0)
+    assert contains_answer("It began in October 1973 [1].", ["October 1973"]) == 1.0
+    # figures: separators, currency, scale words and the spacing of Chinese text do not count
+    assert holds("Total sales — 2019: $1,496.5; 2018: $1,202.9", "$1,496.5")
+    assert holds("revenue of 1496.5 million", "$1,496.5")
+    assert holds("首套个人住房公积金贷款利率为：5年以上2.6%", "2.6%")
+    assert not holds("a rate of 12.6%", "2.6%")
+    assert not holds("in 1996", "199")
 
 
 # --- rag eval recommend ------------------------------------------------------------------------------------

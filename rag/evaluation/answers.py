@@ -1,13 +1,16 @@
-"""`rag eval answers`: answer quality on SQuAD-style QA rows ({"id", "title", "context", "question", "answers"}).
+"""`rag eval answers`: answer quality on a question set (rag.evaluation.answer_sets), through the real Answerer.
 
-A deterministic sample of questions is drawn; the union of their contexts (one document per distinct context)
-is indexed with the production indexer into an eval data home keyed by the dataset and the sample, so a second
-run reuses that generation. Every question then goes through the real Answerer.
+The set's corpus is indexed with the production indexer into an eval data home (reused while the corpus and the
+embedder are unchanged); every question then goes through `Answerer.answer` with the chosen backend.
 
-Reported: exact match and F1 with the official SQuAD v1.1 normalization (on the answer text without its [n]
-markers; an abstention scores 0), citation accuracy (answered questions whose citations include the gold
-context's document), the invalid-citation rate of the final answers (a [n] naming no passage given: must be 0),
-abstention and fallback rates, whether the gold context was among the passages, and seconds per answer.
+Reported, per set and per group (answer_from, language, present/absent):
+- answered when answerable, abstained when unanswerable (the near-miss and probe sets have both kinds);
+- "holds the gold answer": the answer text (without its [n] markers) contains a gold answer, or for TAT-QA every
+  gold span, with figures normalized (thousands separators, $, %, the scale word); arithmetic and count
+  questions are reported apart (they need a computation: a correct computed figure counts, a refusal does not);
+- SQuAD's exact match and F1 (official normalization), citation accuracy (answered questions citing a gold
+  document), invalid citations in final answers (a [n] naming no passage given: must be 0), the answer's length
+  in words, fallback reasons, and seconds per answer.
 """
 
 from __future__ import annotations
@@ -15,13 +18,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import random
 import re
-import string
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,114 +29,73 @@ from tqdm import tqdm
 from rag import store
 from rag.answering import Answerer
 from rag.config import Settings
-from rag.evaluation.metrics import percentile
+from rag.evaluation.answer_sets import QuestionSet, detect_kind, near_miss_set, probe_set, squad_set, tatqa_set
+from rag.evaluation.metrics import contains_answer, exact_match, f1_score, holds, percentile
+from rag.extractive import count_words
 from rag.generation import Generation
 from rag.grounding import cited_numbers, strip_citations
 from rag.retriever import Retriever
 
-
-@dataclass
-class QARow:
-    id: str
-    title: str
-    context: str
-    question: str
-    answers: list[str]
+KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
 
 
-def load_qa(path: Path) -> list[QARow]:
-    """Rows of a QA JSONL file (or of `qa.jsonl` inside a folder)."""
+def load_set(path: Path, kind: str = "auto", *, limit: int | None = None, seed: int = 0, split: str = "test",
+             per_article: int = 15, corpus: Path | None = None) -> QuestionSet:
     path = Path(path)
-    if path.is_dir():
-        path = path / "qa.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such QA JSONL file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                rows.append(QARow(str(r["id"]), str(r.get("title") or ""), r["context"], r["question"],
-                                  [str(a) for a in r["answers"]]))
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: expected id, context, question, answers ({e})") from e
-    if not rows:
-        raise ValueError(f"{path} holds no QA rows")
-    return rows
-
-
-def sample_rows(rows: list[QARow], limit: int | None, seed: int) -> list[QARow]:
-    """A seeded random sample, in file order; the same (file, limit, seed) always gives the same questions."""
-    if not limit or limit >= len(rows):
-        return list(rows)
-    picked = sorted(random.Random(seed).sample(range(len(rows)), limit))
-    return [rows[i] for i in picked]
-
-
-def context_doc_id(context: str) -> str:
-    return "ctx-" + hashlib.sha1(context.encode("utf-8")).hexdigest()[:12]
-
-
-# --- SQuAD v1.1 metrics (the official evaluate-v1.1.py normalization) ---------------------------------------
-
-def normalize_answer(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def exact_match(prediction: str, golds: list[str]) -> float:
-    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
-
-
-def contains_answer(prediction: str, golds: list[str]) -> float:
-    """Whether a gold answer occurs in the prediction, word-aligned after normalization. EM and F1 punish the
-    whole-sentence answers of the extractive backend however right they are; this says whether the answer is
-    in what the reader gets."""
-    pred = f" {normalize_answer(prediction)} "
-    return float(any(f" {g} " in pred for g in (normalize_answer(x) for x in golds) if g))
-
-
-def f1_score(prediction: str, golds: list[str]) -> float:
-    def f1(pred: str, gold: str) -> float:
-        p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
-        common = sum((collections.Counter(p) & collections.Counter(g)).values())
-        if common == 0:
-            return 0.0
-        precision, recall = common / len(p), common / len(g)
-        return 2 * precision * recall / (precision + recall)
-
-    return max(f1(prediction, g) for g in golds)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "auto":
+        kind = detect_kind(path)
+    if kind == "squad":
+        return squad_set(path, limit, seed)
+    if kind == "near-miss":
+        return near_miss_set(path, split=split, per_article=per_article, seed=seed)
+    if kind == "tatqa":
+        return tatqa_set(path, limit, seed, split=split)
+    return probe_set(path, corpus, split=split)
 
 
 # --- the eval index -----------------------------------------------------------------------------------------
 
-def ensure_generation(settings: Settings, dataset: str, rows: list[QARow], show_progress: bool = True
+def eval_settings(settings: Settings, home: Path) -> Settings:
+    return Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
+                       "home": str(home), "model_cache": str(settings.models_dir)})
+
+
+def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool = True
                       ) -> tuple[Path, str, bool]:
-    """(eval data home, generation id, reused?) for the sample's contexts."""
+    """(eval data home, generation id, reused?) for the set's corpus."""
     from indexer.build import build
 
-    h = hashlib.sha256(f"{dataset}\x00{settings.embedder}\x00".encode())
-    for r in rows:
-        h.update(f"{r.id}\x00{context_doc_id(r.context)}\n".encode())
-    home = settings.home_path / "eval" / f"{_safe(dataset)}-{h.hexdigest()[:16]}"
+    if qset.source is not None and qset.source.suffix == ".jsonl":
+        from rag.evaluation.retrieval import BeirSet
+        from rag.evaluation.retrieval import ensure_generation as beir_generation
+
+        es, gen_id, reused = beir_generation(settings, BeirSet(qset.source.parent.name, qset.source, {}, {}),
+                                             settings.embedder, show_progress)
+        return es.home_path, gen_id, reused
+    if qset.source is not None:  # a folder: the build notices an unchanged corpus and writes nothing
+        home = settings.home_path / "eval" / f"{_safe(qset.source.name)}-{_safe(settings.embedder)}"
+        report = build(eval_settings(settings, home), [qset.source], show_progress=show_progress)
+        return home, report.generation_id, report.unchanged
+    h = hashlib.sha256(settings.embedder.encode())
+    for d in sorted(qset.documents or [], key=lambda d: d["id"]):
+        h.update(f"{d['id']}\x00{d['title']}\x00{d['text']}\n".encode())
+    home = settings.home_path / "eval" / f"{_safe(qset.name.split('-nearmiss')[0])}-{h.hexdigest()[:16]}"
     current = store.read_pointer(home)
     if current and (store.generation_dir(home, current) / store.MANIFEST).exists():
         return home, current, True
-    eval_settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
-                                "home": str(home), "model_cache": str(settings.models_dir)})
-    docs = {}
-    for r in rows:
-        docs.setdefault(context_doc_id(r.context), {"id": context_doc_id(r.context),
-                                                    "title": r.title.replace("_", " "), "text": r.context})
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
         source = Path(tmp) / "contexts.jsonl"
-        source.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs.values()), encoding="utf-8")
-        report = build(eval_settings, [source], publish=True, show_progress=show_progress)
+        source.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in qset.documents or []),
+                          encoding="utf-8")
+        report = build(eval_settings(settings, home), [source], show_progress=show_progress)
     return home, report.generation_id, False
+
+
+def open_generation(settings: Settings, home: Path, gen_id: str) -> Generation:
+    return Generation(store.generation_dir(home, gen_id), settings.models_dir,
+                      hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
 
 
 def _safe(name: str) -> str:
@@ -145,65 +104,88 @@ def _safe(name: str) -> str:
 
 # --- the run ------------------------------------------------------------------------------------------------
 
-def evaluate(settings: Settings, path: Path, *, backend: str | None = None, limit: int | None = 300, seed: int = 0,
-             show_progress: bool = True) -> dict:
-    path = Path(path)
-    rows = load_qa(path)
-    sample = sample_rows(rows, limit, seed)
-    dataset = f"{path.parent.name}-{path.stem}" if path.is_file() else path.name
-    home, gen_id, reused = ensure_generation(settings, dataset, sample, show_progress)
-    gen = Generation(store.generation_dir(home, gen_id), settings.models_dir,
-                     hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
+def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str | None = None,
+             limit: int | None = 300, seed: int = 0, split: str = "test", per_article: int = 15,
+             corpus: Path | None = None, show_progress: bool = True) -> dict:
+    qset = load_set(path, kind, limit=limit, seed=seed, split=split, per_article=per_article, corpus=corpus)
+    home, gen_id, reused = ensure_generation(settings, qset, show_progress)
+    gen = open_generation(settings, home, gen_id)
     answerer = Answerer(settings, Retriever(settings.retrieval))
     backend_name = answerer.generators.resolve_name(backend)
     answerer.generators.get(backend_name)  # load the model now, so seconds per answer exclude loading it
     _ = gen.embedder
 
     per_question = []
-    for row in tqdm(sample, desc=f"answers ({backend_name})", unit="q", file=sys.stderr, disable=not show_progress):
+    for q in tqdm(qset.questions, desc=f"answers ({backend_name})", unit="q", file=sys.stderr,
+                  disable=not show_progress):
         t = time.perf_counter()
-        ans = answerer.answer(gen, row.question, backend=backend_name)
-        seconds = time.perf_counter() - t
-        prediction = "" if ans.abstained else strip_citations(ans.answer)
-        gold_doc = context_doc_id(row.context)
-        given = {p.n for p in ans.passages}
-        per_question.append({
-            "id": row.id, "question": row.question, "gold": row.answers, "answer": ans.answer,
-            "abstained": ans.abstained, "fallback": ans.fallback,
-            "em": exact_match(prediction, row.answers) if prediction else 0.0,
-            "f1": f1_score(prediction, row.answers) if prediction else 0.0,
-            "contains_answer": contains_answer(prediction, row.answers) if prediction else 0.0,
-            "cited_gold": any(c.doc_id == gold_doc for c in ans.citations),
-            "has_citations": bool(ans.citations),
-            "invalid_citation": any(n not in given for n in cited_numbers(ans.answer)),
-            "gold_in_passages": any(p.doc_id == gold_doc for p in ans.passages),
-            "invalid_citations_removed": ans.invalid_citations_removed,
-            "citations_added": ans.citations_added,
-            "seconds": round(seconds, 3),
-        })
+        ans = answerer.answer(gen, q.question, backend=backend_name)
+        per_question.append(score_answer(q, ans, time.perf_counter() - t, qset.match))
     m = gen.manifest
     gen.close()
-    return {"dataset": dataset, "path": str(path), "backend": backend_name, "seed": seed, "questions": len(sample),
-            "generation_id": gen_id, "generation_reused": reused, "documents": m.counts.documents,
-            "chunks": m.counts.chunks, "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
+    return {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
+            "backend": backend_name, "seed": seed, "questions": len(qset.questions), "generation_id": gen_id,
+            "generation_reused": reused, "documents": m.counts.documents, "chunks": m.counts.chunks,
+            "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
+            "groups": {g: summarize_metrics([r for r in per_question if r["group"] == g])
+                       for g in sorted({r["group"] for r in per_question if r["group"]})},
+            "kinds": {k: summarize_metrics([r for r in per_question if r["kind"] == k])
+                      for k in sorted({r["kind"] for r in per_question if r["kind"]})},
+            "languages": {lang: summarize_metrics([r for r in per_question if r["language"] == lang])
+                          for lang in sorted({r["language"] for r in per_question})},
             "per_question": per_question}
 
 
-def summarize_metrics(per_question: list[dict]) -> dict:
-    n = max(1, len(per_question))
-    answered = [q for q in per_question if not q["abstained"]]
-    seconds = [q["seconds"] for q in per_question]
-    reasons = collections.Counter(_reason_kind(q["fallback"]) for q in per_question if q["fallback"])
+def score_answer(q, ans, seconds: float, match: str = "any") -> dict:
+    prediction = "" if ans.abstained else strip_citations(ans.answer)
+    given = {p.n for p in ans.passages}
+    if not q.answers or not prediction:
+        held = 0.0
+    elif match == "all":
+        held = float(all(holds(prediction, g) for g in q.answers))
+    else:
+        held = float(any(holds(prediction, g) for g in q.answers) or contains_answer(prediction, q.answers))
     return {
-        "exact_match": round(100 * sum(q["em"] for q in per_question) / n, 2),
-        "f1": round(100 * sum(q["f1"] for q in per_question) / n, 2),
-        "contains_answer": round(sum(q.get("contains_answer", 0.0) for q in per_question) / n, 4),
-        "citation_accuracy": round(sum(q["cited_gold"] for q in answered) / max(1, len(answered)), 4),
-        "invalid_citation_rate": round(sum(q["invalid_citation"] for q in per_question) / n, 4),
-        "abstention_rate": round(sum(q["abstained"] for q in per_question) / n, 4),
-        "fallback_rate": round(sum(bool(q["fallback"]) for q in per_question) / n, 4),
-        "gold_context_retrieved": round(sum(q["gold_in_passages"] for q in per_question) / n, 4),
-        "generator_invalid_citations_removed": sum(q["invalid_citations_removed"] for q in per_question),
+        "id": q.id, "question": q.question, "gold": q.answers, "answerable": q.answerable, "group": q.group,
+        "kind": q.kind, "language": q.language, "answer": ans.answer, "abstained": ans.abstained,
+        "fallback": ans.fallback,
+        "em": exact_match(prediction, q.answers) if prediction and q.answers else 0.0,
+        "f1": f1_score(prediction, q.answers) if prediction and q.answers else 0.0,
+        "holds_answer": held,
+        "cited_gold": any(c.doc_id in q.gold_docs for c in ans.citations),
+        "has_citations": bool(ans.citations),
+        "invalid_citation": any(n not in given for n in cited_numbers(ans.answer)),
+        "gold_in_passages": any(p.doc_id in q.gold_docs for p in ans.passages),
+        "invalid_citations_removed": ans.invalid_citations_removed,
+        "words": 0 if ans.abstained else count_words(prediction),
+        "seconds": round(seconds, 3),
+    }
+
+
+def summarize_metrics(rows: list[dict]) -> dict:
+    n = max(1, len(rows))
+    answerable = [r for r in rows if r["answerable"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    answered = [r for r in rows if not r["abstained"]]
+    answered_ok = [r for r in answerable if not r["abstained"]]
+    seconds = [r["seconds"] for r in rows]
+    words = [r["words"] for r in answered]
+    reasons = collections.Counter(_reason_kind(r["fallback"]) for r in rows if r["fallback"])
+    na = max(1, len(answerable))
+    return {
+        "questions": len(rows), "answerable": len(answerable), "unanswerable": len(unanswerable),
+        "holds_answer": round(sum(r["holds_answer"] for r in answerable) / na, 4),
+        "holds_answer_when_answered": round(sum(r["holds_answer"] for r in answered_ok) / max(1, len(answered_ok)), 4),
+        "answered_when_answerable": round(len(answered_ok) / na, 4),
+        "abstained_when_unanswerable": round(sum(r["abstained"] for r in unanswerable) / max(1, len(unanswerable)), 4)
+        if unanswerable else None,
+        "exact_match": round(100 * sum(r["em"] for r in answerable) / na, 2),
+        "f1": round(100 * sum(r["f1"] for r in answerable) / na, 2),
+        "citation_accuracy": round(sum(r["cited_gold"] for r in answered_ok) / max(1, len(answered_ok)), 4),
+        "invalid_citation_rate": round(sum(r["invalid_citation"] for r in rows) / n, 4),
+        "fallback_rate": round(sum(bool(r["fallback"]) for r in rows) / n, 4),
+        "gold_context_retrieved": round(sum(r["gold_in_passages"] for r in answerable) / na, 4),
+        "median_words": percentile(words, 50) if words else 0,
         "seconds_per_answer": round(sum(seconds) / n, 3),
         "p50_s": round(percentile(seconds, 50), 3),
         "p95_s": round(percentile(seconds, 95), 3),
@@ -217,18 +199,25 @@ def _reason_kind(reason: str) -> str:
 
 
 def format_table(report: dict) -> str:
-    m = report["metrics"]
-    lines = [
-        f"{report['dataset']}  backend={report['backend']}  questions={report['questions']}  seed={report['seed']}  "
-        f"docs={report['documents']}  generation={report['generation_id']}"
-        f"{' (reused)' if report['generation_reused'] else ''}",
-        f"{'EM':>7}{'F1':>7}{'has ans':>9}{'cite acc':>10}{'invalid':>9}{'abstain':>9}{'fallback':>10}{'gold ctx':>10}"
-        f"{'s/answer':>10}{'p95 s':>8}",
-        f"{m['exact_match']:>7.2f}{m['f1']:>7.2f}{m['contains_answer']:>9.3f}{m['citation_accuracy']:>10.3f}"
-        f"{m['invalid_citation_rate']:>9.3f}"
-        f"{m['abstention_rate']:>9.3f}{m['fallback_rate']:>10.3f}{m['gold_context_retrieved']:>10.3f}"
-        f"{m['seconds_per_answer']:>10.3f}{m['p95_s']:>8.2f}",
-    ]
-    for reason, count in m["fallback_reasons"].items():
+    head = (f"{report['dataset']}  backend={report['backend']}  questions={report['questions']}  "
+            f"seed={report['seed']}  docs={report['documents']}  generation={report['generation_id']}"
+            f"{' (reused)' if report['generation_reused'] else ''}")
+    cols = f"{'':<16}{'n':>5}{'holds':>7}{'answered':>10}{'abstained':>11}{'EM':>7}{'F1':>7}{'cite':>7}" \
+           f"{'invalid':>9}{'fallback':>10}{'words':>7}{'p50 s':>7}"
+
+    def line(label: str, m: dict) -> str:
+        abst = "-" if m["abstained_when_unanswerable"] is None else f"{m['abstained_when_unanswerable']:.3f}"
+        return (f"{label:<16}{m['questions']:>5}{m['holds_answer']:>7.3f}{m['answered_when_answerable']:>10.3f}"
+                f"{abst:>11}{m['exact_match']:>7.1f}{m['f1']:>7.1f}{m['citation_accuracy']:>7.3f}"
+                f"{m['invalid_citation_rate']:>9.3f}{m['fallback_rate']:>10.3f}{m['median_words']:>7}"
+                f"{m['p50_s']:>7.2f}")
+
+    lines = [head, cols, line("all", report["metrics"])]
+    for g, m in report.get("groups", {}).items():
+        lines.append(line(f"  {g}", m))
+    if len(report.get("languages", {})) > 1:
+        for lang, m in report["languages"].items():
+            lines.append(line(f"  lang={lang}", m))
+    for reason, count in report["metrics"]["fallback_reasons"].items():
         lines.append(f"  fallback x{count}: {reason}")
     return "\n".join(lines)

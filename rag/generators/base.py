@@ -15,7 +15,14 @@ from typing import Protocol, runtime_checkable
 from rag.config import GeneratorSettings
 
 EXTRACTIVE = "extractive"
-BACKENDS = ("transformers", "openai", EXTRACTIVE)
+AUTO = "auto"  # transformers on a GPU, extractive on a CPU
+BACKENDS = (AUTO, "transformers", "openai", EXTRACTIVE)
+
+
+def resolve_auto() -> str:
+    import torch
+
+    return "transformers" if torch.cuda.is_available() else EXTRACTIVE
 
 
 class GeneratorError(RuntimeError):
@@ -76,7 +83,10 @@ class GeneratorPool:
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent))
 
     def resolve_name(self, backend: str | None) -> str:
+        """The backend that will answer: `backend`, else the configured one; "auto" by the hardware."""
         name = (backend or self.settings.backend).strip().lower()
+        if name == AUTO:
+            return resolve_auto()
         with self._lock:
             registered = name in self._generators
         if name not in BACKENDS and not registered:

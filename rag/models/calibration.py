@@ -3,24 +3,23 @@
 Each threshold was tuned on MiniLM; cosines are not comparable across embedders (unrelated English text scores
 ~0.0-0.1 with MiniLM and ~0.7-0.8 with e5), so a named embedder carries its own values, mapped from MiniLM's by
 matching quantiles over the same real text pairs (`bench/calibrate_embedders.py`, results in
-bench/results/calibration.json). A local embedder folder has no calibration: MiniLM's values apply, and the
-settings can override the answer abstention threshold (`retrieval.abstain_min_dense`).
+bench/results/calibration.json). A local embedder folder has no calibration: MiniLM's values apply. (Whether an
+answer abstains is not a cosine threshold but a fitted model: rag.answer_select.)
 """
 
 from __future__ import annotations
 
 # What each value decides:
-#   abstain_min_dense  question vs best passage: below it (and with weak keyword evidence) answers abstain
 #   support_cosine     answer sentence vs passage sentence: at or above it a paraphrase counts as support
 #   reason_min_cosine  document vs document: below it a recommendation reason names no content link
-MINILM_THRESHOLDS: dict[str, float] = {"abstain_min_dense": 0.30, "support_cosine": 0.70, "reason_min_cosine": 0.10}
+MINILM_THRESHOLDS: dict[str, float] = {"support_cosine": 0.70, "reason_min_cosine": 0.10}
 
 CALIBRATED: dict[str, dict[str, float]] = {
     "minilm": MINILM_THRESHOLDS,
     # bench/calibrate_embedders.py ../shared/eval/squad-qa/qa.jsonl --embedder e5-small --n 200: on 344-400
     # pairs per kind, the mapped values keep the same share of related and unrelated pairs above the line as
-    # MiniLM's (abstain: 98.0% related / 4.5% unrelated; support: 60.7% / 0%; reason: 100% / 20.5%).
-    "e5-small": {"abstain_min_dense": 0.81, "support_cosine": 0.89, "reason_min_cosine": 0.77},
+    # MiniLM's (support: 60.7% related / 0% unrelated; reason: 100% / 20.5%).
+    "e5-small": {"support_cosine": 0.89, "reason_min_cosine": 0.77},
 }
 
 

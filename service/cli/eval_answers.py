@@ -1,20 +1,33 @@
-"""`rag eval answers QA_JSONL`: EM/F1, citation accuracy, abstention and speed of the answerer."""
+"""`rag eval answers PATH`: answer quality on SQuAD, SQuAD near-miss, TAT-QA or probe question sets."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from rag.generators import BACKENDS
 from service.cli import CLIError, settings_from
+
+KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
 
 
 def register(esub) -> None:
     """Add `answers` to the `rag eval` group (`esub` is that group's subparsers object)."""
-    p = esub.add_parser("answers", help="EM/F1, citation accuracy, abstention, s/answer on SQuAD-style QA JSONL")
-    p.add_argument("qa_jsonl", help="JSONL rows {id, title, context, question, answers} (or a folder with qa.jsonl)")
-    p.add_argument("--backend", choices=("transformers", "openai", "extractive"),
-                   help="generator backend (default: settings.generator.backend)")
-    p.add_argument("--limit", type=int, default=300, help="questions to sample (default 300; 0 = all)")
+    p = esub.add_parser(
+        "answers", help="answer quality: holds-the-answer, abstention, EM/F1, citations, s/answer",
+        description="SQuAD rows {id, title, context, question, answers}; --kind near-miss: SQuAD articles with a "
+                    "third of their paragraphs left out (questions about those must abstain); a TAT-QA folder "
+                    "(qa.jsonl with answer_type, gold_doc_ids, and corpus.jsonl); a probe JSONL {question, "
+                    "answerable, answers, doc_id} over a corpus folder (default: data/documents beside it).")
+    p.add_argument("path", help="a QA JSONL file or a folder holding qa.jsonl")
+    p.add_argument("--kind", choices=KINDS, default="auto", help="question set kind (default: from the rows)")
+    p.add_argument("--backend", choices=BACKENDS, help="generator backend (default: settings.generator.backend)")
+    p.add_argument("--split", choices=("test", "fit", "all"), default="test",
+                   help="near-miss / TAT-QA half to score: test (default; never used to fit answer selection), fit")
+    p.add_argument("--per-article", type=int, default=15,
+                   help="near-miss: answerable and unanswerable questions per article (default 15 each)")
+    p.add_argument("--corpus", help="probe: the folder its questions are asked over")
+    p.add_argument("--limit", type=int, default=300, help="SQuAD / TAT-QA questions to sample (default 300; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--json", dest="json_out", help="write the report (with every answer) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -26,12 +39,17 @@ def run(args) -> int:
 
     if args.limit < 0:
         raise CLIError("--limit must be 0 (all) or more")
-    path = Path(args.qa_jsonl)
+    if args.per_article < 1:
+        raise CLIError("--per-article must be at least 1")
+    path = Path(args.path)
     if not path.exists():
         raise CLIError(f"{path} does not exist")
+    if args.corpus and not Path(args.corpus).is_dir():
+        raise CLIError(f"--corpus {args.corpus} is not a folder")
     try:
-        report = evaluate(settings_from(args), path, backend=args.backend, limit=args.limit or None, seed=args.seed,
-                          show_progress=not args.quiet)
+        report = evaluate(settings_from(args), path, kind=args.kind, backend=args.backend, limit=args.limit or None,
+                          seed=args.seed, split=args.split, per_article=args.per_article,
+                          corpus=Path(args.corpus) if args.corpus else None, show_progress=not args.quiet)
     except ValueError as e:
         raise CLIError(str(e)) from e
     print(format_table(report))

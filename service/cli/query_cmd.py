@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from datetime import date
 
+from rag.generators import BACKENDS
 from service.cli import CLIError, print_json, settings_from
 
 SNIPPET_CHARS = 200
@@ -48,7 +49,7 @@ def register(sub) -> None:
     a = sub.add_parser("ask", help="a grounded answer with checked citations")
     a.add_argument("question")
     a.add_argument("--mode", choices=("hybrid", "dense", "keyword"), default="hybrid")
-    a.add_argument("--backend", choices=("transformers", "openai", "extractive"),
+    a.add_argument("--backend", choices=BACKENDS,
                    help="generator backend (default: settings.generator.backend)")
     _add_filters(a)
     a.set_defaults(func=run_ask)
@@ -59,7 +60,7 @@ def register(sub) -> None:
     src.add_argument("--query", help="summarize the top passages for this query")
     m.add_argument("--style", choices=("brief", "bullets"), default="brief")
     m.add_argument("--max-words", type=_positive, default=120)
-    m.add_argument("--backend", choices=("transformers", "openai", "extractive"),
+    m.add_argument("--backend", choices=BACKENDS,
                    help="generator backend (default: settings.generator.backend)")
     _add_filters(m)
     m.set_defaults(func=run_summarize)

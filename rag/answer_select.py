@@ -1,0 +1,426 @@
+"""Answer selection: which answer unit answers the question, and whether any of them does.
+
+Every unit of the top passages is scored in one batch: the cosine of the generation's own embedder between the
+question (as a query) and the unit (as a passage, with its heading or table caption as context), the share of the
+question's idf mass the unit holds, whether the unit holds what the question asks for (a quantity, a time, a
+name, a definition of its subject), whether a figure in the question falls inside a range the unit states (the
+table row for a 35-year-old), and the rank of its passage. The features combine linearly with weights fitted by
+logistic regression on real questions (`bench/fit_answer_selection.py`: SQuAD's fit split and TAT-QA, never the
+sets the report is scored on), one set per embedder because cosines are not comparable across embedders.
+
+Whether to answer at all is a second small model over the best unit and the question: how well the best unit
+scores, how much of the question's rare vocabulary no retrieved passage holds (the near miss: the topic is
+there, the year or the product asked about is not), and the best passage's cosine. Its threshold is chosen on
+the same fit data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from rag.answer_units import AnswerUnit
+from rag.grounding import numbers_in
+from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
+from rag.text import tokenize
+
+WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
+
+# Features of a unit that need no embedder (they pick which units are worth embedding), then the cosines.
+CHEAP_FEATURES = ("kw", "kw_ctx", "kw_window", "kw_local", "kw_title", "bigram", "novel", "expects_met", "expects_missed", "exact_time",
+                  "in_range", "in_tightest", "figure_missing", "window_missing", "defines", "passage_rank", "passage_gap",
+                  "passage_cos", "is_row", "is_item", "list_lead", "list_member", "log_words")
+UNIT_FEATURES = CHEAP_FEATURES + ("cos", "cos_gap")
+# Few on purpose: the abstention model is fitted on a few hundred questions, and correlated features get
+# weights of either sign that do not carry over to new questions.
+# (Whether the corpus ever saw a question's words is not among them: in a corpus of ten documents most words are
+# unseen, in one of a million few are, so its weight would not carry from one corpus to another.)
+QUESTION_FEATURES = ("best_score", "margin", "best_cos", "best_kw_window", "best_figure_missing", "missing_share",
+                     "top_cos")
+EMBED_TOP = 12  # units (by the cheap score) whose cosine is computed: ~10 ms each on a CPU core
+
+_NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty "
+                 "hundred thousand million billion half quarter twice once dozen").split()
+_QUANTITY = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r")\b|[一二两三四五六七八九十百千万半]+\s*[个次天年月周岁小时分钟元倍%％]"
+                       r"|percent|per cent|百分之", re.IGNORECASE)
+_MONTHS = "january february march april may june july august september october november december"
+_TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + r")\b"
+                   r"|\b(morning|evening|night|bedtime|daily|weekly|monthly|annually|before|after|during|until|age[sd]?"
+                   r"|months?|years? old|weeks?|days?|hours?|minutes?|birth|born|century|decade|season|spring|summer"
+                   r"|autumn|fall|winter|today|yearly|every)\b"
+                   r"|早上|早晨|晚上|睡前|起床|饭前|饭后|每天|每年|每月|每周|岁|年|月|日|时|之前|以后|之后|期间",
+                   re.IGNORECASE)
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
+_DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
+                      r"|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
+_RANGE = re.compile(
+    r"(?P<a>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k)?\s*(?:–|—|-|to|through|至|到|~|～)\s*"
+    r"\$?(?P<b>\d[\d,]*(?:\.\d+)?)"
+    r"|(?:over|above|more than|older than|at least|greater than|≥|>|超过|大于)\s*\$?(?P<lo>\d[\d,]*(?:\.\d+)?)"
+    r"|(?P<lo2>\d[\d,]*(?:\.\d+)?)\s*(?:\+|or more|or older|and over|and above|and older|以上|及以上)"
+    r"|(?:under|below|less than|younger than|up to|at most|≤|<|不超过|小于|低于)\s*\$?(?P<hi>\d[\d,]*(?:\.\d+)?)"
+    r"|(?P<hi2>\d[\d,]*(?:\.\d+)?)\s*(?:or less|or under|or younger|and under|and below|以下|及以下)",
+    re.IGNORECASE)
+
+
+def _num(s: str | None) -> float | None:
+    if s is None:
+        return None
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+_MEASURE = re.compile(r"\s*(?:-\s*)?(year|month|week|day|hour|kg|lb|%|％|mg|ml|mmhg|point|cm|岁|月龄|周|公斤|千克|分)",
+                      re.IGNORECASE)
+_MEASURE_NAMES = {"％": "%", "岁": "year", "月龄": "month", "周": "week", "公斤": "kg", "千克": "kg", "分": "point"}
+
+
+def _measure(text: str, at: int) -> str | None:
+    """The unit a figure is counted in ("9 kg", "a 35-year-old", "65%"), from the text right after it."""
+    m = _MEASURE.match(text, at)
+    if not m:
+        return None
+    word = m.group(1).lower()
+    return _MEASURE_NAMES.get(word, word)
+
+
+def ranges_in(text: str) -> list[tuple[float, float, str | None]]:
+    """The numeric ranges a text states ("18–60 years", "over 60", "$11,926 to $48,475", "83–86"), each with
+    the unit it is counted in when one follows it."""
+    out = []
+    for m in _RANGE.finditer(text):
+        a, b = _num(m.group("a")), _num(m.group("b"))
+        unit = _measure(text, m.end())
+        if a is not None and b is not None and a <= b:
+            out.append((a, b, unit))
+        elif (lo := _num(m.group("lo") or m.group("lo2"))) is not None:
+            out.append((lo, math.inf, unit))
+        elif (hi := _num(m.group("hi") or m.group("hi2"))) is not None:
+            out.append((-math.inf, hi, unit))
+    return out
+
+
+def holding_range(figures: list[tuple[float, str | None]], ranges: list[tuple[float, float, str | None]]
+                  ) -> float | None:
+    """The width of the narrowest range holding one of the question's figures (in the same unit when both
+    name one: a child's 9 kg is not inside "9–10 years"); None when no range holds one."""
+    widths = [hi - lo for f, fu in figures for lo, hi, ru in ranges if lo <= f <= hi and (fu is None or ru is None
+                                                                                         or fu == ru)]
+    return min(widths) if widths else None
+
+
+_TIMED_FIGURE = re.compile(r"(\d+)\s*(?:[-–~～]\s*\d+\s*)?(?:years?|months?|weeks?|days?|hours?|minutes?|am|pm|a\.m"
+                           r"|p\.m|o'clock|:\d\d|岁|个月|月龄|周|天|日|小时|分钟|点|年|月)", re.IGNORECASE)
+_EXACT_TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + r")\b|\d{1,4}\s*年|\d{1,2}\s*月",
+                         re.IGNORECASE)
+
+
+def meets(expects: str, text: str, question: str = "") -> bool | None:
+    """Whether a unit holds the kind of thing the question asks for, beyond what the question itself says; None
+    when the question constrains nothing."""
+    if expects in (QUANTITY, TIME):
+        asked = set(re.findall(r"\d+", question))
+        own = [m for m in re.findall(r"\d+", text) if m not in asked]
+        if expects == QUANTITY:
+            return bool(own) or bool(_QUANTITY.search(re.sub(r"\d+", " ", text)))
+        # A time is a date, a time word ("before breakfast", "睡前"), or a figure counted in time: a bare
+        # figure (a blood-pressure target) is not.
+        timed = [m for m in _TIMED_FIGURE.finditer(text) if m.group(1) not in asked]
+        return bool(timed) or bool(_TIME.search(re.sub(r"\d+", " ", text)))
+    if expects == NAME:
+        return bool(_NAME.search(text)) or bool(re.search(r"[\u4e00-\u9fff]", text))
+    return None
+
+
+def exact_time(text: str, question: str) -> bool:
+    """A year, a month or a date the question does not already state."""
+    asked = {m.group(0).lower() for m in _EXACT_TIME.finditer(question)}
+    return any(m.group(0).lower() not in asked for m in _EXACT_TIME.finditer(text))
+
+
+def term_weights(gen, terms: set[str]) -> dict[str, float]:
+    """BM25 idf of `terms` in the generation.
+
+    A term the corpus never saw weighs as much as the question's rarest seen term: it is evidence of an
+    off-topic question or a near miss ("UCAS", "naproxen"), but jieba's search mode also emits fragments no
+    corpus holds ("本有" of "错题本有"), and one such fragment must not sink a question. With no seen term at
+    all, the corpus-wide maximum applies."""
+    if gen is None or not terms:
+        return {t: 1.0 for t in terms}
+    rows = gen.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
+    found = {t: float(idf) for t, idf in rows.fetchall()}
+    unseen = max(found.values(), default=math.log(1 + (max(gen.kw_n, 1) + 0.5) / 0.5))
+    return {t: found.get(t, unseen) for t in terms}
+
+
+_NUMERIC_TERM = re.compile(r"[\d.,]+")
+
+
+@dataclass
+class LinearModel:
+    """Standardized features -> logit. Fitted offline; stored as data, not code."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    bias: float
+    threshold: float = 0.5  # for the abstention model: answer when the probability reaches it
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.bias
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits(x)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LinearModel":
+        return cls(tuple(d["features"]), np.asarray(d["mean"], float), np.asarray(d["scale"], float),
+                   np.asarray(d["coef"], float), float(d["bias"]), float(d.get("threshold", 0.5)))
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features), "mean": [round(float(v), 6) for v in self.mean],
+                "scale": [round(float(v), 6) for v in self.scale], "coef": [round(float(v), 6) for v in self.coef],
+                "bias": round(float(self.bias), 6), "threshold": round(float(self.threshold), 6)}
+
+
+@dataclass
+class SelectionModels:
+    prescore: LinearModel  # CHEAP_FEATURES: which units get embedded
+    units: LinearModel  # UNIT_FEATURES: which unit answers
+    answerable: LinearModel  # QUESTION_FEATURES: whether it does
+    source: str  # which fit this is (an embedder's name, or "keywords" when no embedder fits the language)
+
+
+@lru_cache(maxsize=8)
+def _all_models(path: str) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+
+def models_for(embedder_name: str | None, *, keywords_only: bool = False,
+               path: Path = WEIGHTS_FILE) -> SelectionModels:
+    """The fitted models of this embedder (`keywords_only`: its fit without cosines, for a language the embedder
+    does not read); a local embedder folder without a fit of its own uses MiniLM's."""
+    fits = _all_models(str(path))
+    if not fits:
+        raise FileNotFoundError(f"{path}: no fitted answer-selection weights (run bench/fit_answer_selection.py)")
+    name = embedder_name if embedder_name in fits else ("minilm" if "minilm" in fits else next(iter(fits)))
+    d = fits[name]["keywords" if keywords_only else "embedder"]
+    return SelectionModels(LinearModel.from_dict(d["prescore"]), LinearModel.from_dict(d["units"]),
+                           LinearModel.from_dict(d["answerable"]), f"{name}{'/keywords' if keywords_only else ''}")
+
+
+@dataclass
+class ScoredUnit:
+    unit: AnswerUnit
+    features: dict[str, float]
+    score: float  # the selection model's logit
+    unit_numbers: set[str] = field(default_factory=set)  # figures of the unit, its context and title
+
+
+@dataclass
+class UnitInputs:
+    """What the features of a set of units are computed from (the same in the service and in the fit)."""
+
+    units: list[AnswerUnit] = field(default_factory=list)
+    terms: list[set[str]] = field(default_factory=list)  # each unit's content terms
+    context: list[set[str]] = field(default_factory=list)  # its heading / lead-in / caption and its passage's title
+    window: list[set[str]] = field(default_factory=list)  # its own, its neighbours' in the passage, its context
+    pairs: list[set[tuple[str, str]]] = field(default_factory=list)  # adjacent term pairs of the unit
+    leads: list[bool] = field(default_factory=list)  # the unit ends in ':' and items or rows follow it
+    passage_rank: list[int] = field(default_factory=list)
+    passage_gap: list[float] = field(default_factory=list)  # fused score minus the best passage's
+    passage_cos: list[float] = field(default_factory=list)  # question vs the unit's passage vector (0 without)
+    window_numbers: list[set[str]] = field(default_factory=list)  # figures of the unit, its context and title
+    title: list[set[str]] = field(default_factory=list)  # its passage's title and heading path
+    passages_terms: list[set[str]] = field(default_factory=list)  # every candidate passage's terms, by rank
+
+
+def term_pairs(tokens: list[str]) -> set[tuple[str, str]]:
+    return {tuple(sorted(p)) for p in zip(tokens, tokens[1:])}
+
+
+def local_weights(q_terms: set[str], x: UnitInputs, idf: dict[str, float]) -> dict[str, float]:
+    """Question terms weighted by how rare they are among the retrieved passages, times their corpus idf: the
+    topic words every retrieved passage shares ("Tesla" in an article about Tesla) count little, the words that
+    single out the fact asked for count most."""
+    n = len(x.passages_terms)
+    out = {}
+    for t in q_terms:
+        df = sum(t in terms for terms in x.passages_terms)
+        out[t] = idf.get(t, 1.0) * math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return out
+
+
+def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) -> np.ndarray:
+    """One row of CHEAP_FEATURES per unit."""
+    total = sum(idf.get(t, 1.0) for t in q.terms) or 1.0
+    share = lambda found: sum(idf.get(t, 1.0) for t in q.terms & found) / total  # noqa: E731
+    local = local_weights(q.terms, x, idf)
+    local_total = sum(local.values()) or 1.0
+    asked = numbers_in(q.text)
+    figures = [(f, _measure(q.text, end)) for f, end in q.figure_spans]
+    ranges = [ranges_in(u.text) for u in x.units]
+    widths = [holding_range(figures, r) for r in ranges]
+    tightest = min((w for w in widths if w is not None), default=None)
+    q_idf = {t: idf.get(t, 1.0) for t in q.terms}
+    idf_max = max(q_idf.values(), default=1.0) or 1.0
+    q_pairs = term_pairs(tokenize(q.text))
+    rows = []
+    for i, u in enumerate(x.units):
+        terms, ctx = x.terms[i], x.context[i]
+        met = meets(q.expects, u.text, q.text)
+        in_range = float(widths[i] is not None)
+        in_tightest = float(widths[i] is not None and widths[i] == tightest)
+        # A figure the question names (a year, an age, an amount) that neither the unit, its heading or title nor
+        # a range of the unit holds: the fact asked about is for something else ("the limit in 2015" vs 2025).
+        figure_missing = float(any(a not in x.window_numbers[i]
+                                   and not any(lo <= _num(a) <= hi for lo, hi, _ in ranges[i]) for a in asked))
+        # The rarest words of a question name what it is about ("dengue", "UCAS"): a unit whose window lacks
+        # them answers a neighbouring question.
+        window_missing = max((q_idf[t] for t in q.terms if t not in x.window[i]), default=0.0) / idf_max
+        defines = 0.0
+        if q.expects == DEFINITION and q.subject and q.subject <= (terms | ctx):
+            defines = float(bool(_DEFINES.search(u.text[:80])))
+        rows.append([
+            share(terms), share(terms | ctx), share(x.window[i]),
+            sum(local[t] for t in q.terms & x.window[i]) / local_total,
+            share(x.title[i]),
+            len(q_pairs & x.pairs[i]) / len(q_pairs) if q_pairs else 0.0,
+            len(terms - q.terms - ctx) / max(1, len(terms)),
+            float(met is True), float(met is False),
+            float(q.expects == TIME and exact_time(u.text, q.text)),
+            in_range, in_tightest, figure_missing, window_missing, defines,
+            1.0 / x.passage_rank[i], x.passage_gap[i], x.passage_cos[i],
+            float(u.kind == "row"), float(u.kind == "item"),
+            float(q.expects == LIST and x.leads[i]), float(q.expects == LIST and u.kind in ("item", "row")),
+            math.log1p(len(u.text.split()) + len(re.findall(r"[\u4e00-\u9fff]", u.text)) / 2)])
+    return np.asarray(rows, dtype=np.float64).reshape(len(x.units), len(CHEAP_FEATURES))
+
+
+def passage_cosines(gen, hits, qvec: np.ndarray | None) -> dict[int, float]:
+    """Passage number -> cosine of the question and the passage's stored vector (free: no embedding)."""
+    if qvec is None:
+        return {}
+    return {i + 1: float(gen.chunk_vector(h.row) @ qvec) for i, h in enumerate(hits)}
+
+
+def with_cosines(cheap: np.ndarray, cosines: np.ndarray | None) -> np.ndarray:
+    """UNIT_FEATURES: the cheap ones plus the cosine and its gap to the best unit's (zeros without cosines)."""
+    if cosines is None or not len(cosines):
+        return np.hstack([cheap, np.zeros((len(cheap), 2))])
+    c = np.asarray(cosines, dtype=np.float64).reshape(-1, 1)
+    return np.hstack([cheap, c, c - c.max()])
+
+
+def question_features(q_terms: set[str], ranked: list[ScoredUnit], passage_terms: set[str],
+                      idf: dict[str, float], top_cos: float | None) -> np.ndarray:
+    """QUESTION_FEATURES of a question (its terms), its ranked units and the terms of its retrieved passages."""
+    best = ranked[0]
+    margin = best.score - ranked[1].score if len(ranked) > 1 else 5.0
+    # Figures are judged by the figure features (a range may hold them); here only words count.
+    q_terms = {t for t in q_terms if not _NUMERIC_TERM.fullmatch(t)}
+    weights = {t: idf.get(t, 1.0) for t in q_terms}
+    total = sum(weights.values()) or 1.0
+    missing = {t for t in q_terms if t not in passage_terms}
+    missing_share = sum(weights[t] for t in missing) / total
+    f = best.features
+    return np.asarray([best.score, margin, f["cos"], f["kw_window"], f["figure_missing"], missing_share,
+                       top_cos if top_cos is not None else 0.0], dtype=np.float64)
+
+
+@dataclass
+class Selection:
+    question: QuestionAnalysis
+    ranked: list[ScoredUnit]  # answering units, best first
+    answerable: float  # the abstention model's probability that the best unit answers the question
+    answer: bool  # answerable >= the fitted threshold
+    features: dict[str, float]  # the question-level features (reported by evaluations)
+
+
+class AnswerSelector:
+    """Scores the answer units of the top `max_passages` passages and decides whether the best one answers.
+
+    Units are pre-scored without the embedder; the best EMBED_TOP are embedded (with their context) in one
+    batch and scored with their cosines."""
+
+    def __init__(self, models: SelectionModels, keyword_models: SelectionModels | None = None,
+                 max_passages: int = 20, embed_top: int = EMBED_TOP):
+        self.models = models
+        self.keyword_models = keyword_models or models
+        self.max_passages = max_passages
+        self.embed_top = embed_top
+
+    def inputs(self, evidence, passage_cos: dict[int, float] | None = None) -> UnitInputs:
+        ns = sorted(evidence.units)[: self.max_passages]
+        best_score = max((evidence.passages[n].score for n in ns), default=0.0)
+        out = UnitInputs(passages_terms=[evidence.units[n].all_terms for n in ns])
+        for rank, n in enumerate(ns, 1):
+            pu = evidence.units[n]
+            title = terms_of(pu.passage.title)
+            tokens = [tokenize(u.text) for u in pu.units]
+            for i, u in enumerate(pu.units):
+                if not u.answers:
+                    continue
+                ctx = pu.context_terms[i] | title
+                near = set().union(*(pu.terms[j] for j in (i - 1, i + 1) if 0 <= j < len(pu.units)))
+                out.units.append(u)
+                out.terms.append(pu.terms[i])
+                out.context.append(ctx)
+                out.window.append(pu.terms[i] | near | ctx)
+                out.window_numbers.append(numbers_in(f"{u.text}\n{u.context}\n{pu.passage.title}"))
+                out.title.append(title | terms_of(pu.passage.heading))
+                out.leads.append(u.text.rstrip().endswith((":", "：")) and i + 1 < len(pu.units)
+                                 and pu.units[i + 1].kind in ("item", "row"))
+                out.pairs.append(term_pairs(tokens[i]))
+                out.passage_rank.append(rank)
+                out.passage_gap.append(pu.passage.score - best_score)
+                out.passage_cos.append((passage_cos or {}).get(n, 0.0))
+        return out
+
+    def matrices(self, q: QuestionAnalysis, evidence, x: UnitInputs, qvec: np.ndarray | None,
+                 idf: dict[str, float], models: SelectionModels | None = None, embed_all: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(cheap features of all units, UNIT_FEATURES of the embedded ones, their indices into x.units)."""
+        models = models or self.models
+        cheap = cheap_features(q, x, idf)
+        if embed_all or len(x.units) <= self.embed_top:
+            keep = list(range(len(x.units)))
+        else:
+            pre = models.prescore.logits(cheap)
+            keep = sorted(np.argsort(-pre, kind="stable")[: self.embed_top].tolist())
+        cos = None
+        if qvec is not None and evidence.embedder is not None and keep:
+            cos = evidence.unit_vectors([(x.units[i].n, x.units[i].index) for i in keep], with_context=True) @ qvec
+        return cheap, with_cosines(cheap[keep], cos), keep
+
+    def select(self, q: QuestionAnalysis, evidence, *, qvec: np.ndarray | None, idf: dict[str, float],
+               top_cos: float | None, passage_cos: dict[int, float] | None = None) -> Selection:
+        x = self.inputs(evidence, passage_cos)
+        if not x.units:
+            return Selection(q, [], 0.0, False, {})
+        models = self.models if (qvec is not None and evidence.embedder is not None) else self.keyword_models
+        _, full, keep = self.matrices(q, evidence, x, qvec, idf, models)
+        logits = models.units.logits(full)
+        ranked = sorted((ScoredUnit(x.units[i], dict(zip(UNIT_FEATURES, row)), float(z), x.window_numbers[i])
+                         for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
+        qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
+        prob = float(models.answerable.probability(qx[None, :])[0])
+        # A question that names a year the best unit does not hold (nor its heading or title) asks about another
+        # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
+        other_period = any(y not in ranked[0].unit_numbers for y in q.years)
+        return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period,
+                         dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def terms_of(text: str) -> set[str]:
+    return set(tokenize(text))

@@ -1,0 +1,115 @@
+"""Pipe tables as a reader sees them: which rows are headers, what each column is called, which rows only name a
+section, and how one row reads on its own ("Age group: Adults 18–60 years; Recommended sleep: 7 or more hours").
+
+Two dialects occur: Markdown (``| a | b |`` with a ``|---|`` rule under the header) and the exports of financial
+reports (``Revenue | $ 1,496.5 | $ 1,202.9``: no outer pipes, no rule, several header rows whose first cell is
+empty, rows such as ``Industrial Solutions: |  |  |`` that only name the section below them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_RULE_CELL = re.compile(r"\s*:?-+:?\s*")
+
+
+@dataclass
+class TableRow:
+    line: int  # index of the line in the table block
+    cells: list[str]
+    section: str = ""  # the latest section-label row above it
+
+
+@dataclass
+class Table:
+    captions: list[str]  # header lines with one filled cell ("Years Ended September 30,", "(in millions)")
+    columns: list[str]  # a label per column (may be "")
+    rows: list[TableRow] = field(default_factory=list)  # data rows, in order
+    header_lines: list[int] = field(default_factory=list)  # the lines that head the table, its rule included
+
+    @property
+    def header_size(self) -> int:
+        """How many leading lines head the table: what a part of a split table repeats."""
+        return max(self.header_lines) + 1 if self.header_lines else 0
+
+
+def is_table_line(line: str) -> bool:
+    return "|" in line and bool(line.strip())
+
+
+def split_cells(line: str, outer_pipes: bool) -> list[str]:
+    s = line.strip()
+    if outer_pipes:
+        s = s[1:] if s.startswith("|") else s
+        s = s[:-1] if s.endswith("|") else s
+        return [" ".join(c.split()) for c in s.split("|")]
+    return [" ".join(c.split()) for c in line.split("|")]
+
+
+def _is_rule(cells: list[str]) -> bool:
+    return bool(cells) and all(_RULE_CELL.fullmatch(c) or not c for c in cells) and any(cells)
+
+
+def parse_table(lines: list[str]) -> Table:
+    """Header rows, column labels and data rows of one table block (consecutive lines holding '|')."""
+    outer = all(ln.strip().startswith("|") and ln.strip().endswith("|") for ln in lines)
+    cells = [split_cells(ln, outer) for ln in lines]
+    rule = next((i for i, c in enumerate(cells[:3]) if _is_rule(c)), None)
+    if rule is not None:
+        header = list(range(rule))
+        body = [i for i in range(rule + 1, len(cells)) if not _is_rule(cells[i])]
+    else:
+        # No rule: the first row heads the table, and so does every following row whose first cell is empty
+        # (the year row and the "(in millions)" row of a financial table), up to the first labelled row.
+        header = [0]
+        while len(header) < len(cells) and cells[len(header)] and not cells[len(header)][0]:
+            header.append(len(header))
+        body = list(range(len(header), len(cells)))
+    captions: list[str] = []
+    width = max((len(c) for c in cells), default=0)
+    labels = [""] * width
+    for i in header:
+        filled = [(j, c) for j, c in enumerate(cells[i]) if c]
+        if len(filled) == 1 and (filled[0][0] > 0 or width > 2) and rule is None:
+            captions.append(filled[0][1])
+            continue
+        for j, c in filled:
+            labels[j] = f"{labels[j]} {c}".strip()
+    table = Table(captions, labels, header_lines=header + ([rule] if rule is not None else []))
+    section = ""
+    for i in body:
+        row = cells[i]
+        filled = [c for c in row if c]
+        if not filled:
+            continue
+        if len(row) > 1 and row[0] and not any(row[1:]):
+            section = row[0].rstrip(":：").strip()  # a row that only names what follows
+            continue
+        table.rows.append(TableRow(i, row, section))
+    return table
+
+
+def render_row(table: Table, row: TableRow) -> str:
+    """One row with its header, readable alone: "label: value; label: value" (empty cells left out)."""
+    parts: list[str] = []
+    cells = row.cells
+    first = cells[0] if cells else ""
+    lead = ""
+    if first and not (table.columns and table.columns[0]):
+        lead = f"{row.section}: {first}" if row.section else first  # an unlabelled first column names the row
+        rest = range(1, len(cells))
+    else:
+        if row.section:
+            lead = row.section
+        rest = range(len(cells))
+    for j in rest:
+        value = cells[j]
+        if not value:
+            continue
+        label = table.columns[j] if j < len(table.columns) else ""
+        parts.append(f"{label}: {value}" if label else value)
+    body = "; ".join(parts)
+    if lead and body:
+        return f"{lead} — {body}"
+    return lead or body
