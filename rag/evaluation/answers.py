@@ -64,7 +64,8 @@ def eval_settings(settings: Settings, home: Path) -> Settings:
 
 def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool = True
                       ) -> tuple[Path, str, bool]:
-    """(eval data home, generation id, reused?) for the set's corpus."""
+    """(eval data home, generation id, reused?) for the set's corpus. Every path builds: the build notices an
+    unchanged corpus (documents, embedder, settings, code version) and writes nothing."""
     from indexer.build import build
 
     if qset.source is not None and qset.source.suffix == ".jsonl":
@@ -82,15 +83,12 @@ def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool
     for d in sorted(qset.documents or [], key=lambda d: d["id"]):
         h.update(f"{d['id']}\x00{d['title']}\x00{d['text']}\n".encode())
     home = settings.home_path / "eval" / f"{_safe(qset.name.split('-nearmiss')[0])}-{h.hexdigest()[:16]}"
-    current = store.read_pointer(home)
-    if current and (store.generation_dir(home, current) / store.MANIFEST).exists():
-        return home, current, True
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
         source = Path(tmp) / "contexts.jsonl"
         source.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in qset.documents or []),
                           encoding="utf-8")
         report = build(eval_settings(settings, home), [source], show_progress=show_progress)
-    return home, report.generation_id, False
+    return home, report.generation_id, report.unchanged
 
 
 def open_generation(settings: Settings, home: Path, gen_id: str) -> Generation:

@@ -71,11 +71,10 @@ def ensure_generation(settings: Settings, data: BeirSet, embedder: str, show_pro
     eval_settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
                                 "home": str(home), "embedder": embedder,
                                 "model_cache": str(settings.models_dir)})
-    current = store.read_pointer(home)
-    if current and (store.generation_dir(home, current) / store.MANIFEST).exists():
-        return eval_settings, current, True
+    # The build notices an unchanged corpus, embedder, settings and code version and writes nothing; a change
+    # of any (a new chunker) builds again, reusing every cached vector it can.
     report = build(eval_settings, [data.corpus], embedder=embedder, show_progress=show_progress)
-    return eval_settings, report.generation_id, False
+    return eval_settings, report.generation_id, report.unchanged
 
 
 def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, modes: list[str] | None = None,
