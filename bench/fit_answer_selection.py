@@ -68,17 +68,17 @@ def dump(settings, qset, passages: int, cache: Path) -> list[dict]:
     features (and unit segmentation) can be recomputed by the library's own code without retrieving again."""
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    home, gen_id, _ = ensure_generation(settings, qset)
-    gen = open_generation(settings, home, gen_id)
+    home, snapshot_id, _ = ensure_generation(settings, qset)
+    snapshot = open_generation(settings, home, snapshot_id)
     retriever = Retriever(settings.retrieval)
     selector = AnswerSelector(None, max_passages=passages)  # only its inputs are used
     out = []
     for q in tqdm(qset.questions, desc=f"features {qset.name}", unit="q", file=sys.stderr):
         qa = analyse(q.question)
-        res = retriever.search(gen, q.question, top_k=passages)
+        res = retriever.search(snapshot, q.question, top_k=passages)
         ps = hits_to_passages(res.hits)
-        fits = embedder_fits(gen.embedder, qa.language)
-        ev = Evidence(ps, gen.embedder if fits else None)
+        fits = embedder_fits(snapshot.embedder, qa.language)
+        ev = Evidence(ps, snapshot.embedder if fits else None)
         qvec = res.query_vector if fits else None
         x = selector.inputs(ev)
         vectors = {}
@@ -87,9 +87,9 @@ def dump(settings, qset, passages: int, cache: Path) -> list[dict]:
             vectors = {unit_embed_text(u): v.astype(np.float16) for u, v in zip(x.units, vecs)}
         out.append({"id": q.id, "question": q.question, "answers": q.answers, "answerable": q.answerable,
                     "group": q.group, "match": qset.match, "passages": ps, "qvec": qvec,
-                    "pcos": passage_cosines(gen, res.hits, qvec), "vectors": vectors,
-                    "idf": term_weights(gen, qa.terms), "top_cos": res.top_dense_score})
-    gen.close()
+                    "pcos": passage_cosines(snapshot, res.hits, qvec), "vectors": vectors,
+                    "idf": term_weights(snapshot, qa.terms), "top_cos": res.top_dense_score})
+    snapshot.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(out))
     return out

@@ -3,10 +3,10 @@
 
 Setup (nothing is mocked below the Recommender):
 - a REAL generation folder written with the project's own writer (`indexer.writer.write_metadata` +
-  `write_vectors` + `rag.store.write_manifest`) and opened by `rag.generation.Generation`; one chunk per
+  `write_vectors` + `rag.snapshot_files.write_manifest`) and opened by `rag.snapshot.Generation`; one chunk per
   document; vectors are SYNTHETIC (a Gaussian mixture of 64 topics, normalized, 384-d) because the encoder is
   not what is measured and embedding 10k real documents takes long on 2 cores; three domains;
-- a REAL state DuckDB (`rag.state.StateStore`) filled through `rag.events.ingest` with 100k events of 2k
+- a REAL state DuckDB (`rag.state.StateDB`) filled through `rag.events.ingest` with 100k events of 2k
   users (each user reads mostly within 2-3 topics; view/click/like/share/bookmark/rating/dwell/dismiss mix,
   timestamps over 60 days);
 - `rag.recommend.Recommender` with the default settings.
@@ -63,7 +63,7 @@ def stats(xs: list[float]) -> dict[str, float]:
 
 def write_generation(root: Path, n_docs: int, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
     from indexer.writer import document_vectors, write_metadata, write_vectors
-    from rag import store
+    from rag import snapshot_files
     from rag.config import IndexSettings
     from rag.types import Chunk, Document
 
@@ -86,13 +86,13 @@ def write_generation(root: Path, n_docs: int, rng: np.random.Generator) -> tuple
     gdir.mkdir(parents=True)
     kw = write_metadata(gdir, docs, chunks, hashes)
     write_vectors(gdir, vecs, document_vectors(vecs, [1] * n_docs), "flat", IndexSettings())
-    store.write_manifest(gdir, store.Manifest(
+    snapshot_files.write_manifest(gdir, snapshot_files.Manifest(
         id="bench-recommend", created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        embedder=store.EmbedderInfo(spec="synthetic", name="synthetic-gmm-384", identity="synthetic", dim=DIM),
-        counts=store.Counts(documents=n_docs, chunks=n_docs, vectors=n_docs, terms=kw["terms"],
+        embedder=snapshot_files.EmbedderInfo(spec="synthetic", name="synthetic-gmm-384", identity="synthetic", dim=DIM),
+        counts=snapshot_files.Counts(documents=n_docs, chunks=n_docs, vectors=n_docs, terms=kw["terms"],
                             postings=kw["postings"]),
         index_type="flat", checksums={}, source_fingerprint="bench", sources=[], chunking={}, build_seconds=0.0))
-    store.publish(root, "bench-recommend")
+    snapshot_files.publish(root, "bench-recommend")
     return gdir, topic
 
 
@@ -133,9 +133,9 @@ def main() -> int:
 
     from rag.config import load_settings
     from rag.events import ingest
-    from rag.generation import Generation
+    from rag.snapshot import Snapshot
     from rag.recommend import Recommender
-    from rag.state import StateStore
+    from rag.state import StateDB
 
     rng = np.random.default_rng(args.seed)
     result: dict = {"params": vars(args) | {"out": None}, "machine": {
@@ -147,8 +147,8 @@ def main() -> int:
         gdir, topic = write_generation(root, args.docs, rng)
         result["write_generation_s"] = round(time.perf_counter() - t, 2)
         settings = load_settings(environ={}, home=str(root))
-        gen = Generation(gdir, settings.models_dir)
-        state = StateStore(root / "state.duckdb")
+        snapshot = Snapshot(gdir, settings.models_dir)
+        state = StateDB(root / "state.duckdb")
         evs = make_events(args.events, args.users, topic, rng)
         t = time.perf_counter()
         for i in range(0, len(evs), 20_000):
@@ -161,9 +161,9 @@ def main() -> int:
 
         rec = Recommender(settings, state)
         t = time.perf_counter()
-        rec.recommend(gen, "user-0000", k=10)  # catalog arrays + co-engagement model
+        rec.recommend(snapshot, "user-0000", k=10)  # catalog arrays + co-engagement model
         result["first_call_s"] = round(time.perf_counter() - t, 3)
-        model = rec.co.get(rec.catalog(gen), rec.cfg)
+        model = rec.co.get(rec.catalog(snapshot), rec.cfg)
         result["comodel_build_s"] = round(model.seconds, 3)
         result["comodel_links"] = int(model.sim.nnz)
 
@@ -179,25 +179,25 @@ def main() -> int:
             return (time.perf_counter() - t0) * 1e3
 
         # Cold profiles (first request of each sampled user), then warm ones.
-        result["cold_profile"] = stats([timed(rec.recommend, gen, u, k=10) for u in sample])
+        result["cold_profile"] = stats([timed(rec.recommend, snapshot, u, k=10) for u in sample])
         for _ in range(5):
-            rec.recommend(gen, median_user, k=10)
-        result["warm_one_user"] = stats([timed(rec.recommend, gen, median_user, k=10) for _ in range(args.repeat)])
-        result["warm_many_users"] = stats([timed(rec.recommend, gen, u, k=10) for u in sample])
-        rec.recommend(gen, median_user, k=10, domain="medical")
-        result["domain_filter"] = stats([timed(rec.recommend, gen, median_user, k=10, domain="medical")
+            rec.recommend(snapshot, median_user, k=10)
+        result["warm_one_user"] = stats([timed(rec.recommend, snapshot, median_user, k=10) for _ in range(args.repeat)])
+        result["warm_many_users"] = stats([timed(rec.recommend, snapshot, u, k=10) for u in sample])
+        rec.recommend(snapshot, median_user, k=10, domain="medical")
+        result["domain_filter"] = stats([timed(rec.recommend, snapshot, median_user, k=10, domain="medical")
                                          for _ in range(100)])
         after = []
         for i in range(50):
             rec.ingest([{"user_id": median_user, "doc_id": f"doc-{int(rng.integers(args.docs)):05d}", "type": "click"}])
-            after.append(timed(rec.recommend, gen, median_user, k=10))
+            after.append(timed(rec.recommend, snapshot, median_user, k=10))
         result["after_new_event"] = stats(after)
         docs = [f"doc-{int(i):05d}" for i in rng.choice(args.docs, size=200, replace=False)]
-        result["similar"] = stats([timed(rec.similar, gen, d, k=10) for d in docs])
-        result["trending"] = stats([timed(rec.trending, gen, domain="finance", k=10) for _ in range(100)])
-        result["timings_breakdown_ms"] = rec.recommend(gen, median_user, k=10).timings_ms
+        result["similar"] = stats([timed(rec.similar, snapshot, d, k=10) for d in docs])
+        result["trending"] = stats([timed(rec.trending, snapshot, domain="finance", k=10) for _ in range(100)])
+        result["timings_breakdown_ms"] = rec.recommend(snapshot, median_user, k=10).timings_ms
         state.close()
-        gen.close()
+        snapshot.close()
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -2,8 +2,8 @@
 """In-process retrieval latency, memory and ANN recall at 10k / 100k / 1M chunks, per FAISS index type.
 
 What is measured, per size and index type (flat | hnsw | ivf), each on a real generation folder written by
-the project's own writer (`indexer.writer.write_metadata` + `build_faiss` + `rag.store.write_manifest`) and
-opened by `rag.generation.Generation`:
+the project's own writer (`indexer.writer.write_metadata` + `build_faiss` + `rag.snapshot_files.write_manifest`) and
+opened by `rag.snapshot.Generation`:
 
   dense          gen.dense(qvec, 100)                 (100 = RetrievalSettings.candidates, the per-leg depth)
   filtered 30%   gen.dense(qvec, 100, domain=medical)   ~30% of rows pass
@@ -289,7 +289,7 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
     import faiss
 
     from indexer.writer import build_faiss, write_metadata
-    from rag import store
+    from rag import snapshot_files
 
     faiss.omp_set_num_threads(args.build_threads)
     base = workdir / size_label(n)
@@ -318,7 +318,7 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
         kw = write_metadata(shared, docs, chunks, hashes)
     info["phases_s"]["write_metadata"] = round(time.perf_counter() - t, 2)
     info["terms"], info["postings"] = kw["terms"], kw["postings"]
-    info["meta_db_mb"] = round((shared / store.META_DB).stat().st_size / 2**20, 1)
+    info["meta_db_mb"] = round((shared / snapshot_files.META_DB).stat().st_size / 2**20, 1)
     log(f"[{size_label(n)}] write_metadata: {kw['postings']:,} postings, {kw['terms']:,} terms, "
         f"{info['meta_db_mb']} MB in {info['phases_s']['write_metadata']}s")
     counts = [len(c) for c in chunks]
@@ -331,8 +331,8 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     dv = np.add.reduceat(vectors, starts, axis=0)
     dv /= np.maximum(np.linalg.norm(dv, axis=1, keepdims=True), 1e-12)
-    np.save(shared / store.VECTORS_FILE, vectors)
-    np.save(shared / store.DOC_VECTORS_FILE, dv.astype(np.float32))
+    np.save(shared / snapshot_files.VECTORS_FILE, vectors)
+    np.save(shared / snapshot_files.DOC_VECTORS_FILE, dv.astype(np.float32))
     del dv
     info["phases_s"]["vectors"] = round(time.perf_counter() - t, 2)
 
@@ -379,12 +379,12 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
     for kind in args.types:
         gdir = base / f"gen-{kind}"
         gdir.mkdir()
-        for f in (store.META_DB, store.VECTORS_FILE, store.DOC_VECTORS_FILE):
+        for f in (snapshot_files.META_DB, snapshot_files.VECTORS_FILE, snapshot_files.DOC_VECTORS_FILE):
             _link_or_copy(shared / f, gdir / f)
         t = time.perf_counter()
         index = build_faiss(vectors, kind, settings)
         t_build = time.perf_counter() - t
-        faiss.write_index(index, str(gdir / store.FAISS_FILE))
+        faiss.write_index(index, str(gdir / snapshot_files.FAISS_FILE))
         t_total = time.perf_counter() - t
         extra = {}
         if kind == "ivf":
@@ -393,19 +393,19 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
             extra = {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction,
                      "efSearch": args.hnsw_ef_search}
         del index
-        manifest = store.Manifest(
+        manifest = snapshot_files.Manifest(
             id=f"bench-{size_label(n)}-{kind}",
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            embedder=store.EmbedderInfo(spec="synthetic", name="synthetic-gmm-384",
+            embedder=snapshot_files.EmbedderInfo(spec="synthetic", name="synthetic-gmm-384",
                                         identity=f"synthetic:gmm{N_CENTROIDS}:seed{args.seed}", dim=DIM),
-            counts=store.Counts(documents=info["documents"], chunks=n, vectors=n, terms=info["terms"],
+            counts=snapshot_files.Counts(documents=info["documents"], chunks=n, vectors=n, terms=info["terms"],
                                 postings=info["postings"]),
             index_type=kind, checksums={}, source_fingerprint="bench", sources=[str(args.eval_dir)],
             chunking={"max_words": CHUNK_WORDS, "overlap_words": CHUNK_OVERLAP},
             build_seconds=round(t_total, 3))
-        store.write_manifest(gdir, manifest)
+        snapshot_files.write_manifest(gdir, manifest)
         info["index"][kind] = {"build_s": round(t_build, 2), "build_write_s": round(t_total, 2),
-                               "file_mb": round((gdir / store.FAISS_FILE).stat().st_size / 2**20, 1), **extra}
+                               "file_mb": round((gdir / snapshot_files.FAISS_FILE).stat().st_size / 2**20, 1), **extra}
         log(f"[{size_label(n)}] {kind}: built in {t_build:.1f}s (+write {t_total - t_build:.1f}s), "
             f"{info['index'][kind]['file_mb']} MB")
     info["builder_rss_mb"] = round(rss_mb(), 0)
@@ -429,12 +429,12 @@ class _QueryVectors:
         return np.stack([self.mapping[t] for t in texts])
 
 
-def warm_cache(gen) -> float:
+def warm_cache(snapshot) -> float:
     """Touch the keyword/filter columns once so DuckDB's buffer cache holds them, as in a long-running service."""
     t = time.perf_counter()
-    gen.sql("SELECT count(*), sum(row), sum(tf), max(term) FROM postings").fetchall()
-    gen.sql("SELECT max(term), sum(idf), sum(df) FROM terms").fetchall()
-    gen.sql("SELECT sum(row), sum(n_terms), max(domain), max(doc_id) FROM chunks").fetchall()
+    snapshot.sql("SELECT count(*), sum(row), sum(tf), max(term) FROM postings").fetchall()
+    snapshot.sql("SELECT max(term), sum(idf), sum(df) FROM terms").fetchall()
+    snapshot.sql("SELECT sum(row), sum(n_terms), max(domain), max(doc_id) FROM chunks").fetchall()
     return time.perf_counter() - t
 
 
@@ -443,7 +443,7 @@ def child_main(spec_path: str) -> None:
     import faiss
 
     from rag.config import RetrievalSettings
-    from rag.generation import EXACT_SUBSET_MAX, Generation
+    from rag.snapshot import EXACT_SUBSET_MAX, Snapshot
     from rag.retriever import Retriever, rrf
     from rag.types import Filters
 
@@ -454,11 +454,11 @@ def child_main(spec_path: str) -> None:
     load_start = os.getloadavg()
     rss0 = rss_mb()
     t = time.perf_counter()
-    gen = Generation(Path(spec["gen"]), Path(spec["gen"]) / "no-models", hnsw_ef_search=spec["hnsw_ef_search"],
+    snapshot = Snapshot(Path(spec["snapshot"]), Path(spec["snapshot"]) / "no-models", hnsw_ef_search=spec["hnsw_ef_search"],
                      ivf_nprobe=spec["ivf_nprobe"], embedder=_QueryVectors(mapping))
     open_s = time.perf_counter() - t
     rss_open = rss_mb()
-    warm_s = warm_cache(gen)
+    warm_s = warm_cache(snapshot)
     out: dict = {"open_s": round(open_s, 3), "rss_before_open_mb": round(rss0, 1),
                  "rss_after_open_mb": round(rss_open, 1), "cache_warm_s": round(warm_s, 2),
                  "rss_after_cache_warm_mb": round(rss_mb(), 1), "lat": {}, "top10": {}, "notes": {},
@@ -486,36 +486,36 @@ def child_main(spec_path: str) -> None:
         return tops
 
     vm, tm = q["mixed"]
-    tops = run("dense", lambda v, s: gen.dense(v, K_CAND), vm, tm)
+    tops = run("dense", lambda v, s: snapshot.dense(v, K_CAND), vm, tm)
     out["top10"]["dense"] = [[r for r, _ in res[:10]] for res in tops]
     # The same search with FAISS allowed every core (the library default): shows intra-query threading's effect.
     faiss.omp_set_num_threads(spec["all_threads"])
-    run("dense_all_threads", lambda v, s: gen.dense(v, K_CAND), vm, tm)
+    run("dense_all_threads", lambda v, s: snapshot.dense(v, K_CAND), vm, tm)
     faiss.omp_set_num_threads(spec["search_threads"])
     for name, dom in FILTERS:
         f = Filters(domain=[dom])
-        allowed = gen.allowed_rows(f)
+        allowed = snapshot.allowed_rows(f)
         path = "exact-subset (numpy over vectors.npy)" if (len(allowed) <= EXACT_SUBSET_MAX or
-                                                          gen.index.ntotal <= EXACT_SUBSET_MAX) \
+                                                          snapshot.faiss_index.ntotal <= EXACT_SUBSET_MAX) \
             else "faiss + cached IDSelectorBitmap"
         out["notes"][name] = {"allowed_rows": int(len(allowed)), "path": path}
         vf, tf = q[name]
-        tops = run(name, lambda v, s, f=f: gen.dense(v, K_CAND, f), vf, tf)
+        tops = run(name, lambda v, s, f=f: snapshot.dense(v, K_CAND, f), vf, tf)
         out["top10"][name] = [[r for r, _ in res[:10]] for res in tops]
         cold = []
         for _ in range(5):
-            gen._allowed_cache.clear()
+            snapshot._allowed_cache.clear()
             t0 = time.perf_counter()
-            gen.allowed_rows(f)
+            snapshot.allowed_rows(f)
             cold.append((time.perf_counter() - t0) * 1000)
         out["notes"][name]["allowed_rows_sql_ms"] = round(float(np.median(cold)), 2)
     if spec["keyword"]:
-        run("keyword", lambda v, s: gen.keyword(s, K_CAND), vm, tm)
-        run("keyword_filt30", lambda v, s: gen.keyword(s, K_CAND, Filters(domain=["medical"])), vm, tm)
+        run("keyword", lambda v, s: snapshot.keyword(s, K_CAND), vm, tm)
+        run("keyword_filt30", lambda v, s: snapshot.keyword(s, K_CAND, Filters(domain=["medical"])), vm, tm)
 
     def hybrid(v, s):
-        d = gen.dense(v, K_CAND)
-        k = gen.keyword(s, K_CAND)
+        d = snapshot.dense(v, K_CAND)
+        k = snapshot.keyword(s, K_CAND)
         fused = rrf([[r for r, _ in d], [r for r, _ in k]], 60)
         return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
@@ -524,7 +524,7 @@ def child_main(spec_path: str) -> None:
     legs: dict[str, list[float]] = {}
 
     def full(v, s):
-        r = retr.search(gen, s, mode="hybrid")
+        r = retr.search(snapshot, s, mode="hybrid")
         for key, val in r.timings_ms.items():
             legs.setdefault(key, []).append(val)
         return r
@@ -535,7 +535,7 @@ def child_main(spec_path: str) -> None:
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["loadavg_1m"] = {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}
     out["openblas_threads_env"] = os.environ.get("OPENBLAS_NUM_THREADS")
-    gen.close()
+    snapshot.close()
     Path(spec["out"]).write_text(json.dumps(out))
 
 
@@ -549,11 +549,11 @@ def _terms(textmod, s: str) -> dict[str, int]:
     return tt
 
 
-def keyword_in_list(gen, query: str, k: int) -> list[tuple[int, float]]:
+def keyword_in_list(snapshot, query: str, k: int) -> list[tuple[int, float]]:
     """Candidate patch for Generation.keyword: the query terms as a constant IN list on postings and terms, so
     the scans get a real filter (zone maps on the term-sorted tables) instead of a join-derived optional one."""
     from rag import text as textmod
-    from rag.generation import BM25_B, BM25_K1
+    from rag.snapshot import BM25_B, BM25_K1
 
     tt = _terms(textmod, query)
     if not tt:
@@ -571,7 +571,7 @@ def keyword_in_list(gen, query: str, k: int) -> list[tuple[int, float]]:
         GROUP BY p.row
         ORDER BY score DESC, p.row
         LIMIT ?"""
-    rows = gen.sql(sql, [list(tt), list(tt.values()), gen.kw_avgdl, *tt, *tt, k]).fetchall()
+    rows = snapshot.sql(sql, [list(tt), list(tt.values()), snapshot.kw_avgdl, *tt, *tt, k]).fetchall()
     return [(int(r), float(s)) for r, s in rows]
 
 
@@ -579,20 +579,20 @@ class NumpyBM25:
     """Candidate patch: chunk lengths held in memory (4 bytes/chunk, read once at open); SQL only fetches the
     query terms' postings (constant IN list), BM25 + top-k in numpy. No per-query scan/join of `chunks`."""
 
-    def __init__(self, gen):
-        self.gen = gen
-        self.n_terms = np.asarray(gen.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"],
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+        self.n_terms = np.asarray(snapshot.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"],
                                   dtype=np.float64)
 
     def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
         from rag import text as textmod
-        from rag.generation import BM25_B, BM25_K1, top_scored
+        from rag.snapshot import BM25_B, BM25_K1, top_scored
 
         tt = _terms(textmod, query)
         if not tt:
             return []
         marks = ", ".join("?" for _ in tt)
-        res = self.gen.sql(f"SELECT p.term, p.row, p.tf, t.idf FROM postings p JOIN terms t ON t.term = p.term "
+        res = self.snapshot.sql(f"SELECT p.term, p.row, p.tf, t.idf FROM postings p JOIN terms t ON t.term = p.term "
                            f"WHERE p.term IN ({marks}) AND t.term IN ({marks})", [*tt, *tt]).fetchnumpy()
         rows = np.asarray(res["row"], dtype=np.int64)
         if not len(rows):
@@ -600,9 +600,9 @@ class NumpyBM25:
         qtf = np.array([tt[x] for x in res["term"]], dtype=np.float64)
         tf = np.asarray(res["tf"], dtype=np.float64)
         w = qtf * np.asarray(res["idf"], dtype=np.float64) * tf * (BM25_K1 + 1) / (
-            tf + BM25_K1 * (1 - BM25_B + BM25_B * self.n_terms[rows] / self.gen.kw_avgdl))
+            tf + BM25_K1 * (1 - BM25_B + BM25_B * self.n_terms[rows] / self.snapshot.kw_avgdl))
         scores = np.bincount(rows, weights=w, minlength=len(self.n_terms))
-        allowed = self.gen.allowed_rows(filters)
+        allowed = self.snapshot.allowed_rows(filters)
         return top_scored(scores, np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0], k)
 
 
@@ -610,18 +610,18 @@ class WeightedPostings:
     """Writer-side idea, emulated in a side database: the per-posting BM25 weight idf*tf*(k1+1)/(tf+k1*norm)
     computed once at build time (it only depends on the generation), so a query is one postings-only SUM."""
 
-    def __init__(self, gen, path: Path):
+    def __init__(self, snapshot, path: Path):
         import duckdb
 
-        from rag.generation import BM25_B, BM25_K1
+        from rag.snapshot import BM25_B, BM25_K1
 
         path.unlink(missing_ok=True)
         con = duckdb.connect(str(path))
-        con.execute(f"ATTACH '{gen.path / 'meta.duckdb'}' AS m (READ_ONLY)")
+        con.execute(f"ATTACH '{snapshot.path / 'meta.duckdb'}' AS m (READ_ONLY)")
         t = time.perf_counter()
         con.execute(f"""CREATE TABLE postings_w AS
             SELECT p.term, p.row, (t.idf * p.tf * {BM25_K1 + 1}
-                   / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / {gen.kw_avgdl})))::DOUBLE AS w
+                   / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / {snapshot.kw_avgdl})))::DOUBLE AS w
             FROM m.postings p JOIN m.terms t USING (term) JOIN m.chunks c ON c.row = p.row ORDER BY p.term, p.row""")
         self.build_s = time.perf_counter() - t
         con.execute("DETACH m")
@@ -646,17 +646,19 @@ class CsrBM25:
     weights, 12 bytes per posting in float64), read once at open; a query is a few slices + bincount + top-k in
     numpy, no SQL at all. Costs RAM (postings * 12 B) and open time; float32 weights would halve it."""
 
-    def __init__(self, gen):
-        from rag.generation import BM25_B, BM25_K1
+    def __init__(self, snapshot):
+        from rag.snapshot import BM25_B, BM25_K1
 
-        self.gen = gen
-        terms = gen.sql("SELECT term, df FROM terms ORDER BY term").fetchnumpy()
-        p = gen.sql("SELECT p.row, p.tf, t.idf FROM postings p JOIN terms t USING (term) ORDER BY p.term, p.row").fetchnumpy()
-        n_terms = np.asarray(gen.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"], dtype=np.float64)
+        self.snapshot = snapshot
+        terms = snapshot.sql("SELECT term, df FROM terms ORDER BY term").fetchnumpy()
+        p = snapshot.sql("SELECT p.row, p.tf, t.idf FROM postings p JOIN terms t USING (term) "
+                         "ORDER BY p.term, p.row").fetchnumpy()
+        n_terms = np.asarray(snapshot.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"],
+                             dtype=np.float64)
         self.rows = np.asarray(p["row"], dtype=np.int32)
         tf = np.asarray(p["tf"], dtype=np.float64)
         self.w = np.asarray(p["idf"], dtype=np.float64) * tf * (BM25_K1 + 1) / (
-            tf + BM25_K1 * (1 - BM25_B + BM25_B * n_terms[self.rows] / gen.kw_avgdl))
+            tf + BM25_K1 * (1 - BM25_B + BM25_B * n_terms[self.rows] / snapshot.kw_avgdl))
         del p, tf
         ends = np.cumsum(np.asarray(terms["df"], dtype=np.int64))
         self.slices = {t: (int(e - d), int(e)) for t, d, e in zip(terms["term"], terms["df"], ends)}
@@ -665,7 +667,7 @@ class CsrBM25:
 
     def __call__(self, query: str, k: int, filters=None) -> list[tuple[int, float]]:
         from rag import text as textmod
-        from rag.generation import top_scored
+        from rag.snapshot import top_scored
 
         tt = _terms(textmod, query)
         parts = [(self.slices[t], q) for t, q in tt.items() if t in self.slices]
@@ -674,38 +676,38 @@ class CsrBM25:
         rows = np.concatenate([self.rows[a:b] for (a, b), _ in parts])
         w = np.concatenate([self.w[a:b] * q for (a, b), q in parts])
         scores = np.bincount(rows, weights=w, minlength=self.n)
-        allowed = self.gen.allowed_rows(filters)
+        allowed = self.snapshot.allowed_rows(filters)
         return top_scored(scores, np.flatnonzero(scores) if allowed is None else allowed[scores[allowed] > 0], k)
 
 
 def keyword_variants_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    from rag.generation import Generation
+    from rag.snapshot import Snapshot
     from rag.types import Filters
 
-    gen = Generation(Path(spec["gen"]), Path(spec["gen"]) / "no-models")
-    warm_cache(gen)
+    snapshot = Snapshot(Path(spec["snapshot"]), Path(spec["snapshot"]) / "no-models")
+    warm_cache(snapshot)
     texts, warm, rounds = spec["texts"], spec["warmup"], spec["rounds"]
     t = time.perf_counter()
-    nb = NumpyBM25(gen)
+    nb = NumpyBM25(snapshot)
     nb_open_ms = (time.perf_counter() - t) * 1000
-    wp = WeightedPostings(gen, Path(spec["side_db"]))
+    wp = WeightedPostings(snapshot, Path(spec["side_db"]))
     t = time.perf_counter()
     rss_before_csr = rss_mb()
-    csr = CsrBM25(gen)
+    csr = CsrBM25(snapshot)
     csr_open_s, csr_rss_mb = time.perf_counter() - t, rss_mb() - rss_before_csr
-    fns = {"current": lambda s: gen.keyword(s, K_CAND),
-           "in_list": lambda s: keyword_in_list(gen, s, K_CAND),
+    fns = {"current": lambda s: snapshot.keyword(s, K_CAND),
+           "in_list": lambda s: keyword_in_list(snapshot, s, K_CAND),
            "numpy": lambda s: nb(s, K_CAND),
            "weights": lambda s: wp(s, K_CAND),
            "csr_memory": lambda s: csr(s, K_CAND)}
     f30 = Filters(domain=["medical"])
-    gen.allowed_rows(f30)
-    fns["current_filt30"] = lambda s: gen.keyword(s, K_CAND, f30)
+    snapshot.allowed_rows(f30)
+    fns["current_filt30"] = lambda s: snapshot.keyword(s, K_CAND, f30)
     fns["numpy_filt30"] = lambda s: nb(s, K_CAND, f30)
     fns["csr_memory_filt30"] = lambda s: csr(s, K_CAND, f30)
-    ref = {s: gen.keyword(s, K_CAND) for s in texts}
-    ref30 = {s: gen.keyword(s, K_CAND, f30) for s in texts}
+    ref = {s: snapshot.keyword(s, K_CAND) for s in texts}
+    ref30 = {s: snapshot.keyword(s, K_CAND, f30) for s in texts}
     lat: dict[str, list[float]] = {n: [] for n in fns}
     agree: dict[str, list[float]] = {n: [] for n in fns}
     cpu: dict[str, list[float]] = {n: [] for n in fns}
@@ -736,23 +738,23 @@ def keyword_variants_main(spec_path: str) -> None:
         out["variants"][name] = {**pct(lat[name]), "cpu_p50_ms": round(float(np.percentile(cpu[name], 50)), 3),
                                  "same_topk_scores": round(float(np.mean(agree[name])), 3)}
     # The same leg with DuckDB limited to one thread (its default is every core).
-    gen.sql("SET threads = 1")
+    snapshot.sql("SET threads = 1")
     l1 = []
     for s in texts[warm:warm + 100]:
         t0 = time.perf_counter()
-        gen.keyword(s, K_CAND)
+        snapshot.keyword(s, K_CAND)
         l1.append((time.perf_counter() - t0) * 1000)
     out["variants"]["current_duckdb_1thread"] = {**pct(l1), "same_topk_scores": None}
     # EXPLAIN ANALYZE of the current statement for one multi-term query, operator timings in the JSON.
-    gen.sql("SET threads = %d" % (psutil.cpu_count() or 1))
+    snapshot.sql("SET threads = %d" % (psutil.cpu_count() or 1))
     out["explain_query"] = spec["explain_query"]
-    out["explain_analyze_current"] = _explain(gen, spec["explain_query"])
+    out["explain_analyze_current"] = _explain(snapshot, spec["explain_query"])
     Path(spec["out"]).write_text(json.dumps(out))
 
 
-def _explain(gen, query: str) -> str:
+def _explain(snapshot, query: str) -> str:
     from rag import text as textmod
-    from rag.generation import BM25_B, BM25_K1
+    from rag.snapshot import BM25_B, BM25_K1
 
     tt = _terms(textmod, query)
     sql = f"""
@@ -761,7 +763,7 @@ def _explain(gen, query: str) -> str:
                            / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.n_terms / ?))) AS score
         FROM q JOIN terms t ON t.term = q.term JOIN postings p ON p.term = q.term JOIN chunks c ON c.row = p.row
         WHERE TRUE GROUP BY p.row ORDER BY score DESC, p.row LIMIT ?"""
-    rows = gen.sql("EXPLAIN ANALYZE " + sql, [list(tt), list(tt.values()), gen.kw_avgdl, K_CAND]).fetchall()
+    rows = snapshot.sql("EXPLAIN ANALYZE " + sql, [list(tt), list(tt.values()), snapshot.kw_avgdl, K_CAND]).fetchall()
     return rows[0][1]
 
 
@@ -809,7 +811,7 @@ def measure(n: int, built: dict, args) -> dict:
         nd = min(nq, args.flat_queries) if (large and kind == "flat") else nq
         counts = {"dense": nd, "dense_all_threads": min(nd, 100), "filt30": nd, "filt1": nd, "keyword": nq,
                   "keyword_filt30": nq, "hybrid": nd, "retriever": nd}
-        spec = {"gen": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "n": counts,
+        spec = {"snapshot": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "n": counts,
                 "budget_s": args.config_budget_s if large else None, "keyword": j == 0,
                 "search_threads": args.search_threads, "all_threads": psutil.cpu_count() or 1,
                 "hnsw_ef_search": args.hnsw_ef_search, "ivf_nprobe": args.ivf_nprobe,
@@ -845,7 +847,7 @@ def measure(n: int, built: dict, args) -> dict:
     if args.keyword_variants:
         texts = built["qfile"]["mixed"]["texts"]
         explain_q = next((t for t in texts if len(t.split()) >= 6), texts[0])
-        spec = {"gen": str(built["base"] / f"gen-{args.types[0]}"), "texts": texts, "warmup": args.warmup,
+        spec = {"snapshot": str(built["base"] / f"gen-{args.types[0]}"), "texts": texts, "warmup": args.warmup,
                 "rounds": 2, "budget_s": args.config_budget_s * 3, "explain_query": explain_q,
                 "side_db": str(built["base"] / "postings_weighted.duckdb"),
                 "out": str(built["base"] / "res-kwvariants.json")}

@@ -237,9 +237,9 @@ async def one_stream(client: httpx.AsyncClient, phase: Phase, first: list[float]
             if not kinds or kinds[0] != "retrieval" or kinds[-1] != "done":
                 phase.failures.append(f"event order {kinds[:3]}...{kinds[-2:]}")
                 return
-            gen = r.headers.get("x-generation-id")
-            if gen:
-                phase.generations[gen] += 1
+            snapshot = r.headers.get("x-generation-id")
+            if snapshot:
+                phase.generations[snapshot] += 1
             else:
                 phase.unnamed += 1
         phase.latencies.append((time.perf_counter() - t) * 1000)
@@ -264,9 +264,9 @@ async def one(client: httpx.AsyncClient, phase: Phase, path: str, body: dict) ->
         if r.status_code != 200:
             phase.failures.append(f"{r.status_code}: {r.text[:200]}")
             return
-        gen = r.headers.get("x-generation-id") or r.json().get("generation_id")
-        if gen:
-            phase.generations[gen] += 1
+        snapshot = r.headers.get("x-generation-id") or r.json().get("generation_id")
+        if snapshot:
+            phase.generations[snapshot] += 1
         else:
             phase.unnamed += 1
         phase.latencies.append(dt)

@@ -24,9 +24,9 @@ from indexer.cache import EmbeddingCache
 from indexer.chunking import Chunker
 from indexer.loaders import LoaderOptions, load_sources
 from indexer.progress import Progress, ProgressCallback
-from indexer.verify import verify_generation
+from indexer.verify import verify_snapshot
 from indexer.writer import choose_index_type, document_vectors, write_metadata, write_vectors
-from rag import store
+from rag import snapshot_files
 from rag.config import Settings
 from rag.models.embedders import load_embedder, resolve
 from rag.models.integrity import sha256_file
@@ -116,15 +116,15 @@ class BuildLock:
             os.close(fd)
 
 
-def new_generation_id() -> str:
+def new_snapshot_id() -> str:
     return datetime.now(timezone.utc).strftime("g%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def _clean_stale(home: Path) -> None:
-    root = store.generations_dir(home)
+    root = snapshot_files.snapshots_dir(home)
     if root.exists():
         for d in root.iterdir():
-            if d.name.startswith(store.TMP_PREFIX):
+            if d.name.startswith(snapshot_files.TMP_PREFIX):
                 log.info("removing leftover of an interrupted build: %s", d)
                 shutil.rmtree(d, ignore_errors=True)
 
@@ -158,13 +158,13 @@ def build_key(settings: Settings, docs, embedder_identity: str, loader_options: 
     return h.hexdigest()
 
 
-def _unchanged(home: Path, key: str) -> store.Manifest | None:
+def _unchanged(home: Path, key: str) -> snapshot_files.Manifest | None:
     """The published generation's manifest when it was built from exactly this input."""
-    current = store.read_pointer(home)
+    current = snapshot_files.read_pointer(home)
     if not current:
         return None
     try:
-        manifest = store.read_manifest(store.generation_dir(home, current))
+        manifest = snapshot_files.read_manifest(snapshot_files.snapshot_dir(home, current))
     except (OSError, ValueError):
         return None
     return manifest if manifest.build_key == key else None
@@ -180,7 +180,7 @@ def build(settings: Settings, sources: list[str | Path], *, embedder: str | None
     builds a new generation anyway, reusing every cached vector."""
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
-    store.generations_dir(home).mkdir(parents=True, exist_ok=True)
+    snapshot_files.snapshots_dir(home).mkdir(parents=True, exist_ok=True)
     spec = embedder or settings.embedder
     started = time.perf_counter()
     progress = Progress(show=show_progress, callback=on_progress)
@@ -190,8 +190,8 @@ def build(settings: Settings, sources: list[str | Path], *, embedder: str | None
 
     with BuildLock(home):
         _clean_stale(home)
-        gen_id = new_generation_id()
-        tmp = store.generations_dir(home) / f"{store.TMP_PREFIX}{gen_id}"
+        snapshot_id = new_snapshot_id()
+        tmp = snapshot_files.snapshots_dir(home) / f"{snapshot_files.TMP_PREFIX}{snapshot_id}"
         tmp.mkdir()
         try:
             with progress.stage("load", total=1, unit="pass") as advance:
@@ -249,44 +249,44 @@ def build(settings: Settings, sources: list[str | Path], *, embedder: str | None
                 advance()
 
             chunking = {"max_tokens": max_tokens, "overlap": chunker.overlap}
-            manifest = store.Manifest(
-                id=gen_id,
+            manifest = snapshot_files.Manifest(
+                id=snapshot_id,
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                embedder=store.EmbedderInfo(spec=spec, name=emb.name, identity=emb.identity, dim=emb.dim,
-                                            query_prefix=emb.query_prefix, passage_prefix=emb.passage_prefix),
-                counts=store.Counts(documents=len(docs), chunks=len(texts), vectors=len(texts),
-                                    terms=kw["terms"], postings=kw["postings"],
-                                    skipped_sources=len(loaded.skipped), vectors_reused=reused),
+                embedder=snapshot_files.EmbedderInfo(spec=spec, name=emb.name, identity=emb.identity, dim=emb.dim,
+                                                     query_prefix=emb.query_prefix,
+                                                     passage_prefix=emb.passage_prefix),
+                counts=snapshot_files.Counts(documents=len(docs), chunks=len(texts), vectors=len(texts),
+                                             terms=kw["terms"], postings=kw["postings"],
+                                             skipped_sources=len(loaded.skipped), vectors_reused=reused),
                 index_type=kind,
-                checksums={f: sha256_file(tmp / f) for f in (store.META_DB, store.FAISS_FILE, store.VECTORS_FILE,
-                                                             store.DOC_VECTORS_FILE)},
+                checksums={f: sha256_file(tmp / f) for f in snapshot_files.CHECKSUMMED},
                 source_fingerprint=source_fingerprint([(d.doc_id, d.content_hash) for d in docs], emb.identity,
                                                       chunking),
                 sources=sources,
                 chunking=chunking,
                 build_seconds=0.0,
-                parent=store.read_pointer(home),
+                parent=snapshot_files.read_pointer(home),
                 build_key=key,
             )
             manifest.build_seconds = round(time.perf_counter() - started, 3)
-            store.write_manifest(tmp, manifest)
+            snapshot_files.write_manifest(tmp, manifest)
 
             with progress.stage("verify", total=1, unit="check") as advance:
-                verify_generation(tmp, settings, emb, sample=settings.index.verify_sample)
+                verify_snapshot(tmp, settings, emb, sample=settings.index.verify_sample)
                 advance()
 
-            final = store.generation_dir(home, gen_id)
+            final = snapshot_files.snapshot_dir(home, snapshot_id)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
         if publish:
-            store.publish(home, gen_id)
-            store.gc(home, settings.index.keep_generations)
+            snapshot_files.publish(home, snapshot_id)
+            snapshot_files.gc(home, settings.index.keep_generations)
 
     return BuildReport(
-        generation_id=gen_id, published=publish, documents=len(docs), chunks=len(texts), vectors_reused=reused,
+        generation_id=snapshot_id, published=publish, documents=len(docs), chunks=len(texts), vectors_reused=reused,
         vectors_embedded=len(texts) - reused, skipped=loaded.skipped, files_seen=loaded.files_seen,
         seconds=time.perf_counter() - started, stage_seconds=progress.stage_seconds, index_type=kind,
         embedder=emb.name)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from rag import text as textmod
 from rag.config import IndexSettings
-from rag.store import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE
+from rag.snapshot_files import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE
 from rag.types import Chunk, Document
 
 SCHEMA = """

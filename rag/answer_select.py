@@ -146,18 +146,18 @@ def exact_time(text: str, question: str) -> bool:
     return any(m.group(0).lower() not in asked for m in _EXACT_TIME.finditer(text))
 
 
-def term_weights(gen, terms: set[str]) -> dict[str, float]:
+def term_weights(snapshot, terms: set[str]) -> dict[str, float]:
     """BM25 idf of `terms` in the generation.
 
     A term the corpus never saw weighs as much as the question's rarest seen term: it is evidence of an
     off-topic question or a near miss ("UCAS", "naproxen"), but jieba's search mode also emits fragments no
     corpus holds ("本有" of "错题本有"), and one such fragment must not sink a question. With no seen term at
     all, the corpus-wide maximum applies."""
-    if gen is None or not terms:
+    if snapshot is None or not terms:
         return {t: 1.0 for t in terms}
-    rows = gen.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
+    rows = snapshot.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
     found = {t: float(idf) for t, idf in rows.fetchall()}
-    unseen = max(found.values(), default=math.log(1 + (max(gen.kw_n, 1) + 0.5) / 0.5))
+    unseen = max(found.values(), default=math.log(1 + (max(snapshot.kw_n, 1) + 0.5) / 0.5))
     return {t: found.get(t, unseen) for t in terms}
 
 
@@ -307,11 +307,11 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
     return np.asarray(rows, dtype=np.float64).reshape(len(x.units), len(CHEAP_FEATURES))
 
 
-def passage_cosines(gen, hits, qvec: np.ndarray | None) -> dict[int, float]:
+def passage_cosines(snapshot, hits, qvec: np.ndarray | None) -> dict[int, float]:
     """Passage number -> cosine of the question and the passage's stored vector (free: no embedding)."""
     if qvec is None:
         return {}
-    return {i + 1: float(gen.chunk_vector(h.row) @ qvec) for i, h in enumerate(hits)}
+    return {i + 1: float(snapshot.chunk_vector(h.row) @ qvec) for i, h in enumerate(hits)}
 
 
 def with_cosines(cheap: np.ndarray, cosines: np.ndarray | None) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
 from rag.config import Settings
 from rag.extractive import extractive_answer, join_sentences
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
 from rag.grounding import (
     Checked,
@@ -124,7 +124,7 @@ class AnswerEvent:
 class _Plan:
     """Everything decided before generation starts."""
 
-    gen: Generation
+    snapshot: Snapshot
     question: str
     query: str
     language: str
@@ -288,9 +288,9 @@ class Answerer:
         self._selectors: dict[str, AnswerSelector] = {}
 
     # -- public -----------------------------------------------------------------------------------------
-    def answer(self, gen: Generation, question: str, *, filters: Filters | None = None, top_k: int | None = None,
+    def answer(self, snapshot: Snapshot, question: str, *, filters: Filters | None = None, top_k: int | None = None,
                history: list[dict] | None = None, backend: str | None = None, mode: str = "hybrid") -> Answer:
-        plan = self._retrieve(gen, question, filters=filters, top_k=top_k, history=history, backend=backend,
+        plan = self._retrieve(snapshot, question, filters=filters, top_k=top_k, history=history, backend=backend,
                               mode=mode)
         self._select(plan)
         if plan.abstain:
@@ -309,7 +309,7 @@ class Answerer:
         plan.timings["generate_ms"] = _ms(t)
         return self._finish(plan, draft, failure)
 
-    def answer_stream(self, gen: Generation, question: str, *, filters: Filters | None = None,
+    def answer_stream(self, snapshot: Snapshot, question: str, *, filters: Filters | None = None,
                       top_k: int | None = None, history: list[dict] | None = None, backend: str | None = None,
                       mode: str = "hybrid") -> Iterator[AnswerEvent]:
         """Events in order: retrieval, token..., citation..., done (or error).
@@ -317,7 +317,7 @@ class Answerer:
         The first `next()` runs retrieval: it raises ValueError for bad input before any event is produced. The
         retrieval event goes out before answer selection runs; a generative backend then takes a generation
         slot (GeneratorBusy when none frees up)."""
-        plan = self._retrieve(gen, question, filters=filters, top_k=top_k, history=history, backend=backend,
+        plan = self._retrieve(snapshot, question, filters=filters, top_k=top_k, history=history, backend=backend,
                               mode=mode)
         yield AnswerEvent("retrieval", plan.passages)
         self._select(plan)
@@ -353,16 +353,16 @@ class Answerer:
             return
         yield from self._closing_events(final)
 
-    def selector(self, gen: Generation) -> AnswerSelector:
+    def selector(self, snapshot: Snapshot) -> AnswerSelector:
         """The answer selector fitted for this generation's embedder (its cosines are what the weights know)."""
-        name = gen.manifest.embedder.name
+        name = snapshot.manifest.embedder.name
         if name not in self._selectors:
             self._selectors[name] = AnswerSelector(models_for(name), models_for(name, keywords_only=True),
                                                    max_passages=self.settings.retrieval.answer_passages)
         return self._selectors[name]
 
     # -- steps ------------------------------------------------------------------------------------------
-    def _retrieve(self, gen: Generation, question: str, *, filters, top_k, history, backend, mode) -> _Plan:
+    def _retrieve(self, snapshot: Snapshot, question: str, *, filters, top_k, history, backend, mode) -> _Plan:
         question = (question or "").strip()
         if not question:
             raise ValueError("question must not be empty")
@@ -374,27 +374,28 @@ class Answerer:
         t = time.perf_counter()
         # Answers read deeper than a search page: the unit that answers may sit in the 15th passage (a table
         # row under a generic heading), and the selector weighs each passage's rank.
-        result = self.retriever.search(gen, query, mode=mode, filters=filters,
+        result = self.retriever.search(snapshot, query, mode=mode, filters=filters,
                                        top_k=top_k or self.settings.retrieval.answer_passages)
         timings = {"retrieve_ms": _ms(t)}
-        return _Plan(gen, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
+        return _Plan(snapshot, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
                      started, timings)
 
     def _select(self, plan: _Plan) -> None:
         """Answer selection and the answer-or-abstain decision; the prompt for a generative backend."""
         t = time.perf_counter()
-        gen = plan.gen
-        fits = embedder_fits(gen.embedder, plan.language)
-        plan.evidence = Evidence(plan.passages, gen.embedder if fits else None)
+        snapshot = plan.snapshot
+        fits = embedder_fits(snapshot.embedder, plan.language)
+        plan.evidence = Evidence(plan.passages, snapshot.embedder if fits else None)
         q = analyse(plan.question)
         if plan.query != plan.question:  # a follow-up: the standalone query carries the subject
             q.terms |= content_terms(plan.query)
         qvec = plan.result.query_vector if fits else None
         if fits and qvec is None and plan.passages:  # keyword mode embeds no query
-            qvec = gen.embed_query(plan.query)
-        plan.selection = self.selector(gen).select(q, plan.evidence, qvec=qvec, idf=term_weights(gen, q.terms),
+            qvec = snapshot.embed_query(plan.query)
+        plan.selection = self.selector(snapshot).select(q, plan.evidence, qvec=qvec,
+                                                        idf=term_weights(snapshot, q.terms),
                                                    top_cos=plan.result.top_dense_score,
-                                                   passage_cos=passage_cosines(gen, plan.result.hits, qvec))
+                                                   passage_cos=passage_cosines(snapshot, plan.result.hits, qvec))
         plan.timings["select_ms"] = _ms(t)
         plan.abstain = not plan.passages or not plan.selection.answer
         if plan.abstain or plan.backend == EXTRACTIVE:
@@ -446,7 +447,7 @@ class Answerer:
         sel = plan.selection
         return Answer(answer=NOT_FOUND.get(plan.language, NOT_FOUND["en"]), citations=[], abstained=True,
                       backend=plan.backend, fallback=None, invalid_citations_removed=0, passages=plan.passages[:3],
-                      disclaimer=None, language=plan.language, generation_id=plan.gen.id,
+                      disclaimer=None, language=plan.language, generation_id=plan.snapshot.id,
                       timings_ms=plan.timings, query=plan.query, expects=sel.question.expects if sel else "",
                       answerable=round(sel.answerable, 4) if sel else None)
 
@@ -479,7 +480,7 @@ class Answerer:
                       fallback=fallback, invalid_citations_removed=removed, passages=plan.passages,
                       disclaimer=disclaimer_for(plan.passages, checked.citations,
                                                 self.settings.generator.disclaimers, plan.language),
-                      language=plan.language, generation_id=plan.gen.id, timings_ms=plan.timings,
+                      language=plan.language, generation_id=plan.snapshot.id, timings_ms=plan.timings,
                       unsupported_sentences=checked.unsupported, citations_added=checked.added, query=plan.query,
                       expects=sel.question.expects, answerable=round(sel.answerable, 4))
 

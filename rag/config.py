@@ -186,7 +186,7 @@ class Settings(msgspec.Struct, kw_only=True):
         return Path(self.home).expanduser()
 
     @property
-    def generations_dir(self) -> Path:
+    def snapshots_dir(self) -> Path:
         return self.home_path / "generations"
 
     @property

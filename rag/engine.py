@@ -10,28 +10,28 @@ import threading
 from functools import cached_property
 
 from rag.config import Settings, load_settings
-from rag.generation import Generation
-from rag.index import IndexHandle
+from rag.snapshot import Snapshot
+from rag.published import PublishedSnapshot
 from rag.retriever import Retriever, SearchResult
 from rag.types import Filters
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, index: IndexHandle | None = None):
+    def __init__(self, settings: Settings | None = None, index: PublishedSnapshot | None = None):
         self.settings = settings or load_settings()
-        self.index = index or IndexHandle(self.settings)
+        self.published = index or PublishedSnapshot(self.settings)
         self.retriever = Retriever(self.settings.retrieval)
         self._lock = threading.Lock()
 
-    def generation(self) -> Generation:
-        return self.index.current()
+    def snapshot(self) -> Snapshot:
+        return self.published.current()
 
     # -- retrieval --------------------------------------------------------------------------------------
     def search(self, query: str, *, mode: str = "hybrid", filters: Filters | None = None, top_k: int | None = None,
-               rerank: bool | None = None, mmr_lambda: float | None = None, gen: Generation | None = None
+               rerank: bool | None = None, mmr_lambda: float | None = None, snapshot: Snapshot | None = None
                ) -> SearchResult:
-        gen = gen or self.generation()
-        return self.retriever.search(gen, query, mode=mode, filters=filters, top_k=top_k, rerank=rerank,
+        snapshot = snapshot or self.snapshot()
+        return self.retriever.search(snapshot, query, mode=mode, filters=filters, top_k=top_k, rerank=rerank,
                                      mmr_lambda=mmr_lambda)
 
     # -- answers and summaries (rag.answering, rag.summarize) -------------------------------------------
@@ -50,9 +50,9 @@ class Engine:
     # -- recommendations (rag.recommend) ----------------------------------------------------------------
     @cached_property
     def state(self):
-        from rag.state import StateStore
+        from rag.state import StateDB
 
-        return StateStore(self.settings.state_db)
+        return StateDB(self.settings.state_db)
 
     @cached_property
     def recommender(self):
@@ -60,16 +60,16 @@ class Engine:
 
         return Recommender(self.settings, self.state)
 
-    def blurb_writer(self, gen: Generation | None = None, backend: str | None = None):
+    def blurb_writer(self, snapshot: Snapshot | None = None, backend: str | None = None):
         """The explainer for `explain=true`: grounded one-sentence blurbs from the generator `backend`
         (default: the configured one)."""
         from rag.recommend.blurbs import BlurbWriter
 
-        gen = gen or self.generation()
-        return BlurbWriter(self.answerer.generators, embedder=gen.embedder, backend=backend)
+        snapshot = snapshot or self.snapshot()
+        return BlurbWriter(self.answerer.generators, embedder=snapshot.embedder, backend=backend)
 
     def recommend(self, user_id: str, *, explain: bool = False, explain_backend: str | None = None,
-                  gen: Generation | None = None, **options):
-        gen = gen or self.generation()
-        explainer = self.blurb_writer(gen, explain_backend) if explain else None
-        return self.recommender.recommend(gen, user_id, explain=explain, explainer=explainer, **options)
+                  snapshot: Snapshot | None = None, **options):
+        snapshot = snapshot or self.snapshot()
+        explainer = self.blurb_writer(snapshot, explain_backend) if explain else None
+        return self.recommender.recommend(snapshot, user_id, explain=explain, explainer=explainer, **options)

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from rag.config import EventsSettings
-from rag.state import StateStore
+from rag.state import StateDB
 
 EVENT_TYPES = ("view", "click", "like", "share", "bookmark", "dismiss", "rating", "dwell")
 MAX_ID_CHARS = 256
@@ -274,7 +274,7 @@ _EVENT_SCHEMA = pa.schema([("event_id", pa.string()), ("user_id", pa.string()), 
                            ("received_at", pa.timestamp("us"))])
 
 
-def ingest(state: StateStore, batch: list[Any], *, now: datetime | None = None,
+def ingest(state: StateDB, batch: list[Any], *, now: datetime | None = None,
            rating_scale: "EventsSettings | RatingScale | None" = None) -> IngestReport:
     """Validate and store a batch of events; each bad event is rejected on its own, the rest are stored.
     `rating_scale`: the settings' `events` section (or a RatingScale); default 1 to 5."""
@@ -347,7 +347,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 yield line_no, None, f"invalid JSON ({e.msg})"
 
 
-def load_events_jsonl(state: StateStore, path: str | Path, *, batch_size: int = 20_000,
+def load_events_jsonl(state: StateDB, path: str | Path, *, batch_size: int = 20_000,
                       rating_scale: "EventsSettings | RatingScale | None" = None) -> IngestReport:
     """Bulk-load an events JSONL file; rejected entries carry the file's line number as `index`."""
     path = Path(path)
@@ -429,7 +429,7 @@ def validate_user(user: Any) -> dict[str, Any]:
             "language": language.strip().lower() if language else None}
 
 
-def upsert_user(state: StateStore, user_id: str, *, name: str | None = None, interests: Any = None,
+def upsert_user(state: StateDB, user_id: str, *, name: str | None = None, interests: Any = None,
                 domains: Any = None, language: str | None = None) -> dict[str, Any]:
     """Create or replace a user's profile fields; returns the stored row. Raises InvalidUser."""
     row = validate_user({"user_id": user_id, "name": name, "interests": interests, "domains": domains,
@@ -438,7 +438,7 @@ def upsert_user(state: StateStore, user_id: str, *, name: str | None = None, int
     return state.get_user(row["user_id"])  # type: ignore[return-value]
 
 
-def _upsert_rows(state: StateStore, rows: list[dict[str, Any]]) -> None:
+def _upsert_rows(state: StateDB, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     now = _utcnow()
@@ -465,7 +465,7 @@ def _upsert_rows(state: StateStore, rows: list[dict[str, Any]]) -> None:
     state.touch(by_id)
 
 
-def upsert_users(state: StateStore, users: Iterable[Any]) -> UserImportReport:
+def upsert_users(state: StateDB, users: Iterable[Any]) -> UserImportReport:
     report = UserImportReport()
     good: list[dict[str, Any]] = []
     for i, u in enumerate(users):
@@ -478,7 +478,7 @@ def upsert_users(state: StateStore, users: Iterable[Any]) -> UserImportReport:
     return report
 
 
-def load_users_jsonl(state: StateStore, path: str | Path) -> UserImportReport:
+def load_users_jsonl(state: StateDB, path: str | Path) -> UserImportReport:
     """Bulk-load a users JSONL file (user_id or id, name, interests, domains, language)."""
     path = Path(path)
     if not path.exists():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import RetrievalSettings
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.grounding import embedder_fits
 from rag.text import detect_language
 from rag.types import Filters, Hit
@@ -124,7 +124,7 @@ class Retriever:
                 self._reranker = Reranker(self.settings.reranker)
             return self._reranker
 
-    def search(self, gen: Generation, query: str, *, mode: str = "hybrid", filters: Filters | None = None,
+    def search(self, snapshot: Snapshot, query: str, *, mode: str = "hybrid", filters: Filters | None = None,
                top_k: int | None = None, rerank: bool | None = None, mmr_lambda: float | None = None,
                max_per_doc: int | None = None, candidates: int | None = None) -> SearchResult:
         if mode not in MODES:
@@ -142,14 +142,14 @@ class Retriever:
         qvec = None
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
-            qvec = gen.embed_query(query)
+            qvec = snapshot.embed_query(query)
             timings["embed_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            dense = gen.dense(qvec, n_cand, filters)
+            dense = snapshot.dense(qvec, n_cand, filters)
             timings["dense_ms"] = (time.perf_counter() - t) * 1000
         if mode in ("keyword", "hybrid"):
             t = time.perf_counter()
-            keyword = gen.keyword(query, n_cand, filters)
+            keyword = snapshot.keyword(query, n_cand, filters)
             timings["keyword_ms"] = (time.perf_counter() - t) * 1000
 
         d_rank = {row: (i + 1, sc) for i, (row, sc) in enumerate(dense)}
@@ -161,7 +161,7 @@ class Retriever:
         else:
             # An English-only embedder's cosines for, say, Chinese text are noise (MiniLM scores any two Chinese
             # texts ~0.55-0.65): then the keyword leg, segmented with jieba, ranks alone.
-            keywords_only = bool(keyword) and not embedder_fits(gen.manifest.embedder, detect_language(query))
+            keywords_only = bool(keyword) and not embedder_fits(snapshot.manifest.embedder, detect_language(query))
             if s.fusion == "rrf":
                 legs = [[r for r, _ in keyword]] if keywords_only else [[r for r, _ in dense], [r for r, _ in keyword]]
                 fused = rrf(legs, s.rrf_k)
@@ -174,7 +174,7 @@ class Retriever:
         pool_size = max(top_k, s.rerank_top if rerank else 0, top_k * 4 if (mmr_lambda or max_per_doc) else 0)
         pool = order[:pool_size]
         t = time.perf_counter()
-        info = gen.chunks([row for row, _ in pool])
+        info = snapshot.chunks([row for row, _ in pool])
         timings["fetch_ms"] = (time.perf_counter() - t) * 1000
         hits = [self._hit(info[row], score, d_rank.get(row), k_rank.get(row)) for row, score in pool if row in info]
 
@@ -199,11 +199,11 @@ class Retriever:
             hits = capped
 
         if mmr_lambda and len(hits) > top_k:
-            vecs = np.stack([gen.chunk_vector(h.row) for h in hits])
+            vecs = np.stack([snapshot.chunk_vector(h.row) for h in hits])
             rel = np.linspace(1.0, 0.0, num=len(hits))  # rank-based relevance: comparable across modes
             hits = [hits[i] for i in mmr_order(vecs, rel, mmr_lambda, top_k)]
 
-        return SearchResult(query=query, mode=mode, hits=hits[:top_k], generation_id=gen.id, timings_ms=timings,
+        return SearchResult(query=query, mode=mode, hits=hits[:top_k], generation_id=snapshot.id, timings_ms=timings,
                             reranked=did_rerank, top_dense_score=dense[0][1] if dense else None,
                             query_vector=qvec)
 

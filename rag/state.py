@@ -2,7 +2,7 @@
 
 One DuckDB file, kept apart from the immutable index generations (DESIGN decision 2). DuckDB lets exactly one
 process open a file read-write, so the service process owns it: it opens the file once, every thread reads
-through its own cursor (`StateStore.cursor()`), and every write runs under `StateStore.lock`
+through its own cursor (`StateDB.cursor()`), and every write runs under `StateDB.lock`
 (`with state.writer() as cur: ...`, one transaction). A second process (e.g. `rag events import` while the
 service runs) gets `StateLocked` with a readable message instead of DuckDB's.
 
@@ -49,7 +49,7 @@ class StateLocked(RuntimeError):
     """Another process holds the state database read-write (normally the running service)."""
 
 
-class StateStore:
+class StateDB:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ class StateStore:
             except duckdb.Error:
                 pass
 
-    def __enter__(self) -> "StateStore":
+    def __enter__(self) -> "StateDB":
         return self
 
     def __exit__(self, *exc) -> None:

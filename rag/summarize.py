@@ -26,7 +26,7 @@ from rag.answering import (
 )
 from rag.config import Settings
 from rag.extractive import count_words, extractive_summary, join_sentences
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
 from rag.grounding import (
     Citation,
@@ -91,7 +91,7 @@ class Summarizer:
         self.retriever = retriever
         self.generators = generators
 
-    def summarize(self, gen: Generation, *, doc_ids: list[str] | None = None, query: str | None = None,
+    def summarize(self, snapshot: Snapshot, *, doc_ids: list[str] | None = None, query: str | None = None,
                   filters: Filters | None = None, style: str = "brief", max_words: int = 120,
                   backend: str | None = None, top_k: int | None = None) -> Summary:
         if bool(doc_ids) == bool(query and query.strip()):
@@ -103,15 +103,15 @@ class Summarizer:
         started = time.perf_counter()
         name = self.generators.resolve_name(backend)
         t = time.perf_counter()
-        passages = self._document_passages(gen, doc_ids) if doc_ids else self._query_passages(gen, query, filters,
-                                                                                                top_k)
+        passages = (self._document_passages(snapshot, doc_ids) if doc_ids
+                    else self._query_passages(snapshot, query, filters, top_k))
         timings = {"retrieve_ms": _ms(t)}
         language = detect_language(query or " ".join(p.text for p in passages[:3]))
         if not passages:
             timings["total_ms"] = _ms(started)
-            return Summary(NOT_FOUND.get(language, NOT_FOUND["en"]), [], name, None, gen.id, [], style, 0,
+            return Summary(NOT_FOUND.get(language, NOT_FOUND["en"]), [], name, None, snapshot.id, [], style, 0,
                            language=language, timings_ms=timings)
-        evidence = Evidence(passages, gen.embedder if embedder_fits(gen.embedder, language) else None)
+        evidence = Evidence(passages, snapshot.embedder if embedder_fits(snapshot.embedder, language) else None)
 
         draft, fallback = None, None
         if name != EXTRACTIVE:
@@ -147,7 +147,7 @@ class Summarizer:
         timings["check_ms"] = _ms(t)
         timings["total_ms"] = _ms(started)
         return Summary(summary=checked.text, citations=checked.citations, backend=name, fallback=fallback,
-                       generation_id=gen.id, doc_ids=list(dict.fromkeys(p.doc_id for p in passages)), style=style,
+                       generation_id=snapshot.id, doc_ids=list(dict.fromkeys(p.doc_id for p in passages)), style=style,
                        words=count_words(strip_citations(checked.text)),
                        disclaimer=disclaimer_for(passages, checked.citations, self.settings.generator.disclaimers),
                        language=language, invalid_citations_removed=removed, unsupported_sentences=unsupported,
@@ -155,20 +155,20 @@ class Summarizer:
 
     # -- sources ----------------------------------------------------------------------------------------
     @staticmethod
-    def _document_passages(gen: Generation, doc_ids: list[str]) -> list[Passage]:
+    def _document_passages(snapshot: Snapshot, doc_ids: list[str]) -> list[Passage]:
         passages: list[Passage] = []
         for doc_id in dict.fromkeys(doc_ids):
-            doc = gen.document(doc_id, with_text=False)
+            doc = snapshot.document(doc_id, with_text=False)
             if doc is None:
-                raise UnknownDocument(doc_id, gen.id)
-            for c in gen.document_chunks(doc_id):
+                raise UnknownDocument(doc_id, snapshot.id)
+            for c in snapshot.document_chunks(doc_id):
                 passages.append(Passage(len(passages) + 1, doc_id, c["chunk_id"], doc["title"] or "", c["text"],
                                         1.0, doc["domain"], doc["language"]))
         return passages
 
-    def _query_passages(self, gen: Generation, query: str, filters: Filters | None, top_k: int | None
+    def _query_passages(self, snapshot: Snapshot, query: str, filters: Filters | None, top_k: int | None
                         ) -> list[Passage]:
-        return hits_to_passages(self.retriever.search(gen, query, filters=filters, top_k=top_k).hits)
+        return hits_to_passages(self.retriever.search(snapshot, query, filters=filters, top_k=top_k).hits)
 
     # -- generation -------------------------------------------------------------------------------------
     def _generate(self, generator: Generator, passages: list[Passage], style: str, max_words: int,

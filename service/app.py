@@ -8,7 +8,7 @@ Layout: ``/v1/...`` (guarded by API keys, rate limited) holds one controller per
 
 Models and stores load once, in the lifespan: the engine, the published generation with its embedder (when one
 exists: the app starts without one and ``/ready`` says 503 until a build is published), the state DB and the
-jobs table. Every request that reads the index resolves ``engine.generation()`` once (the ``gen`` dependency)
+jobs table. Every request that reads the index resolves ``engine.snapshot()`` once (the ``gen`` dependency)
 and runs entirely on that generation; the id goes back as ``generation_id`` and the ``X-Generation-Id`` header.
 
 When both `settings` and `engine` are given, `settings.service` configures the HTTP layer (keys, limits, CORS)
@@ -34,12 +34,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 import rag
 from rag.config import Settings, load_settings
 from rag.engine import Engine
-from rag.generation import Generation
-from rag.index import NoGeneration
+from rag.snapshot import Snapshot
+from rag.published import NoSnapshot
 from service.errors import GENERATION_ID_KEY, ServiceError, exception_handlers, from_msgspec
 from service.jobs import JobManager
 from service.limits import GenerationSlots, RateLimitMiddleware, TokenBuckets
-from service.logging import RequestContextMiddleware
+from service.request_log import RequestContextMiddleware
 from service.metrics import Metrics
 from service.playground import playground_routes
 from service.security import ApiKeyAuth
@@ -67,11 +67,11 @@ def provide_engine(state: State) -> Engine:
     return state.engine
 
 
-def provide_generation(state: State, request: Request) -> Generation:
-    """The one generation this request runs on (raises NoGeneration -> 503)."""
-    gen = state.engine.generation()
-    request.scope.setdefault("state", {})[GENERATION_ID_KEY] = gen.id
-    return gen
+def provide_generation(state: State, request: Request) -> Snapshot:
+    """The one generation this request runs on (raises NoSnapshot -> 503)."""
+    snapshot = state.engine.snapshot()
+    request.scope.setdefault("state", {})[GENERATION_ID_KEY] = snapshot.id
+    return snapshot
 
 
 def provide_slots(state: State) -> GenerationSlots:
@@ -97,7 +97,7 @@ def provide_docstore(state: State):
 DEPENDENCIES = {
     "engine": Provide(provide_engine, sync_to_thread=False),
     # Resolving may open a newly published generation (seconds when its embedder is new): off the loop.
-    "gen": Provide(provide_generation, sync_to_thread=True),
+    "snapshot": Provide(provide_generation, sync_to_thread=True),
     "slots": Provide(provide_slots, sync_to_thread=False),
     "metrics": Provide(provide_metrics, sync_to_thread=False),
     "jobs": Provide(provide_jobs, sync_to_thread=False),
@@ -234,10 +234,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         elif not svc.api_keys:
             log.warning("no API keys configured (service.api_keys): every /v1 request will be refused with 401")
         try:
-            gen = await anyio.to_thread.run_sync(eng.generation)
-            log.info("serving generation %s (%d documents, embedder %s)", gen.id, gen.manifest.counts.documents,
-                     gen.manifest.embedder.name)
-        except NoGeneration as e:
+            snapshot = await anyio.to_thread.run_sync(eng.generation)
+            log.info("serving generation %s (%d documents, embedder %s)", snapshot.id, snapshot.manifest.counts.documents,
+                     snapshot.manifest.embedder.name)
+        except NoSnapshot as e:
             log.warning("no index generation yet: %s; /ready answers 503 until one is published", e)
         except Exception:  # noqa: BLE001 - a broken generation must not keep the API (and rebuilds) down
             log.exception("could not load the published generation; /ready answers 503")

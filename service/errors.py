@@ -245,7 +245,7 @@ def handle_internal(request: Request, exc: Exception) -> Response:
 def exception_handlers() -> dict:
     from litestar.exceptions import SerializationException
 
-    from rag.index import NoGeneration
+    from rag.published import NoSnapshot
 
     handlers: dict = {
         ServiceError: handle_service_error,
@@ -253,7 +253,7 @@ def exception_handlers() -> dict:
         HTTPException: handle_http_exception,
         SerializationException: handle_serialization,
         msgspec.DecodeError: handle_decode,
-        NoGeneration: handle_no_generation,
+        NoSnapshot: handle_no_generation,
         TimeoutError: handle_timeout,
         Exception: handle_internal,
     }

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rag import store
+from rag import snapshot_files
 from rag.config import Settings
 
 log = logging.getLogger("service.jobs")
@@ -83,10 +83,10 @@ def _iso(v: Any) -> str | None:
 
 
 def _published_sources(settings: Settings) -> list[str] | None:
-    gen_id = store.read_pointer(settings.home_path)
-    if not gen_id:
+    snapshot_id = snapshot_files.read_pointer(settings.home_path)
+    if not snapshot_id:
         return None
-    return list(store.read_manifest(store.generation_dir(settings.home_path, gen_id)).sources)
+    return list(snapshot_files.read_manifest(snapshot_files.snapshot_dir(settings.home_path, snapshot_id)).sources)
 
 
 def allowed_sources(settings: Settings) -> list[str]:
@@ -120,11 +120,11 @@ def allowed_embedders(settings: Settings) -> list[str]:
 
 
 def _published_embedder(settings: Settings) -> str | None:
-    gen_id = store.read_pointer(settings.home_path)
-    if not gen_id:
+    snapshot_id = snapshot_files.read_pointer(settings.home_path)
+    if not snapshot_id:
         return None
     try:
-        return store.read_manifest(store.generation_dir(settings.home_path, gen_id)).embedder.spec
+        return snapshot_files.read_manifest(snapshot_files.snapshot_dir(settings.home_path, snapshot_id)).embedder.spec
     except (OSError, ValueError):
         return None
 
@@ -292,7 +292,7 @@ class JobManager:
                            show_progress=False, on_progress=on_progress)
             result = report.as_dict()
             try:  # serve the new generation from the next request on, not one poll interval later
-                self.engine.index.refresh()
+                self.engine.published.refresh()
             except Exception as e:  # noqa: BLE001
                 result["warning"] = f"published, but this process could not load it yet: {e}"
             self._update(job_id, state="succeeded", finished_at=_now(), stage="done",

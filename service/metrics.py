@@ -48,17 +48,17 @@ class _EngineCollector:
         counts = GaugeMetricFamily("rag_generation_size", "Documents and chunks of the served generation.",
                                    labels=["kind"])
         if engine is not None:
-            index = getattr(engine, "index", None)
-            gen = getattr(index, "_gen", None) if index is not None else None
-            if gen is not None:
+            index = getattr(engine, "published", None)
+            snapshot = getattr(index, "_snapshot", None) if index is not None else None
+            if snapshot is not None:
                 try:
-                    emb = gen.manifest.embedder.name
+                    emb = snapshot.manifest.embedder.name
                 except AttributeError:
                     emb = ""
-                info.add_metric([gen.id, emb], 1.0)
-                c = gen.manifest.counts
+                info.add_metric([snapshot.id, emb], 1.0)
+                c = snapshot.manifest.counts
                 if c.chunks:
-                    reuse.add_metric([gen.id], c.vectors_reused / c.chunks)
+                    reuse.add_metric([snapshot.id], c.vectors_reused / c.chunks)
                 counts.add_metric(["documents"], float(c.documents))
                 counts.add_metric(["chunks"], float(c.chunks))
             swaps.add_metric([], float(getattr(index, "swaps", 0) or 0))

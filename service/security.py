@@ -18,7 +18,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from rag.config import ServiceSettings
-from service.logging import KEY_ID_KEY, ROLE_KEY
+from service.request_log import KEY_ID_KEY, ROLE_KEY
 
 ROLES = ("reader", "admin")
 _RANK = {"reader": 1, "admin": 2}

@@ -106,7 +106,7 @@ def index(tmp_path_factory, models_dir):
     home = tmp_path_factory.mktemp("answer-home")
     settings = load_settings(environ={}, home=str(home), model_cache=str(models_dir))
     build(settings, [write_docs(tmp_path_factory.mktemp("answer-docs"))], show_progress=False)
-    return settings, Engine(settings).generation()
+    return settings, Engine(settings).snapshot()
 
 
 class Stub:
@@ -163,38 +163,39 @@ def assert_citations_valid(answer):
 # --- extractive backend -------------------------------------------------------------------------------------
 
 def test_extractive_answer_cites_the_supporting_passage(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "What blood pressure means hypertension?", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "What blood pressure means hypertension?", backend="extractive")
     assert not ans.abstained and ans.fallback is None and ans.backend == "extractive"
     assert "130/80" in ans.answer
     assert ans.citations and ans.citations[0].doc_id == "med-hypertension"
     assert_citations_valid(ans)
-    assert ans.generation_id == gen.id and ans.language == "en"
+    assert ans.generation_id == snapshot.id and ans.language == "en"
     assert {"retrieve_ms", "check_ms", "total_ms"} <= set(ans.timings_ms)
 
 
 def test_medical_answer_carries_the_medical_disclaimer(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "When is the MMR vaccine given?", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "When is the MMR vaccine given?", backend="extractive")
     assert ans.citations[0].doc_id == "med-vaccines"
     assert ans.disclaimer == settings.generator.disclaimers["medical"]
-    edu = answerer_with(settings).answer(gen, "What are quick formative assessment techniques?", backend="extractive")
+    edu = answerer_with(settings).answer(snapshot, "What are quick formative assessment techniques?",
+                                         backend="extractive")
     assert edu.disclaimer is None
 
 
 # --- abstention ---------------------------------------------------------------------------------------------
 
 def test_off_topic_question_abstains(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "Who won the 1998 World Cup?", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "Who won the 1998 World Cup?", backend="extractive")
     assert ans.abstained and ans.answer == NOT_FOUND["en"]
     assert ans.citations == [] and 0 < len(ans.passages) <= 3  # the closest passages, for the reader to judge
     assert ans.disclaimer is None
 
 
 def test_chinese_off_topic_question_abstains_in_chinese(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "谁赢得了1998年世界杯？", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "谁赢得了1998年世界杯？", backend="extractive")
     assert ans.abstained and ans.language == "zh"
     assert ans.answer == NOT_FOUND["zh"] and re.search(r"[\u4e00-\u9fff]", ans.answer)
 
@@ -202,8 +203,8 @@ def test_chinese_off_topic_question_abstains_in_chinese(index):
 def test_no_hits_under_filters_abstains(index):
     from rag.types import Filters
 
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "What is an ETF?", filters=Filters.of(domain="medical", tags="nope"),
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "What is an ETF?", filters=Filters.of(domain="medical", tags="nope"),
                                          backend="extractive")
     assert ans.abstained and ans.passages == []
 
@@ -211,9 +212,9 @@ def test_no_hits_under_filters_abstains(index):
 # --- generated answers are checked --------------------------------------------------------------------------
 
 def test_citation_to_a_passage_not_given_is_removed_and_counted(index):
-    settings, gen = index
+    settings, snapshot = index
     stub = Stub(lambda m: first_sentence_of(1)(m) + " [1][7]")
-    ans = answerer_with(settings, stub).answer(gen, "What is an ETF?", top_k=3, backend="stub")
+    ans = answerer_with(settings, stub).answer(snapshot, "What is an ETF?", top_k=3, backend="stub")
     assert len(ans.passages) == 3
     assert "[7]" not in ans.answer and ans.invalid_citations_removed == 1
     assert ans.fallback is None and ans.backend == "stub"
@@ -224,24 +225,24 @@ def test_citation_to_a_passage_not_given_is_removed_and_counted(index):
 
 
 def test_unsupported_answer_falls_back_to_extractive(index):
-    settings, gen = index
+    settings, snapshot = index
     stub = Stub("Bananas are yellow fruit that grow in tropical plantations near the equator [1].")
-    ans = answerer_with(settings, stub).answer(gen, "What is an ETF?", backend="stub")
+    ans = answerer_with(settings, stub).answer(snapshot, "What is an ETF?", backend="stub")
     assert ans.fallback and "not supported" in ans.fallback
     assert "Banana" not in ans.answer and ans.citations
     assert_citations_valid(ans)
 
 
 def test_uncited_but_supported_sentence_gets_its_citation(index):
-    settings, gen = index
-    ans = answerer_with(settings, Stub(first_sentence_of(1))).answer(gen, "What is an ETF?", backend="stub")
+    settings, snapshot = index
+    ans = answerer_with(settings, Stub(first_sentence_of(1))).answer(snapshot, "What is an ETF?", backend="stub")
     assert ans.fallback is None and ans.citations_added == 1
     assert cited_numbers(ans.answer) == [1]
 
 
 def test_generator_failure_falls_back_to_extractive(index):
-    settings, gen = index
-    ans = answerer_with(settings, Stub(GeneratorError("server said no"))).answer(gen, "What is an ETF?",
+    settings, snapshot = index
+    ans = answerer_with(settings, Stub(GeneratorError("server said no"))).answer(snapshot, "What is an ETF?",
                                                                                backend="stub")
     assert ans.fallback == "generator error: server said no"
     assert not ans.abstained and ans.citations
@@ -251,23 +252,23 @@ def test_generator_failure_falls_back_to_extractive(index):
 def test_model_that_cannot_load_falls_back_to_extractive(index):
     import msgspec
 
-    settings, gen = index
+    settings, snapshot = index
     broken = msgspec.structs.replace(settings, generator=msgspec.structs.replace(settings.generator,
                                                                               model="/no/such/model"))
-    ans = answerer_with(broken).answer(gen, "What is an ETF?", backend="transformers")
+    ans = answerer_with(broken).answer(snapshot, "What is an ETF?", backend="transformers")
     assert ans.fallback.startswith("generator unavailable") and "/no/such/model" in ans.fallback
     assert ans.citations and not ans.abstained
 
 
 def test_prompt_echo_is_rejected(index):
-    settings, gen = index
+    settings, snapshot = index
     echo = Stub(lambda m: m[0]["content"])  # a weak model that repeats its instructions
-    ans = answerer_with(settings, echo).answer(gen, "What is an ETF?", backend="stub")
+    ans = answerer_with(settings, echo).answer(snapshot, "What is an ETF?", backend="stub")
     assert ans.fallback == "the generator repeated its instructions"
 
 
 def test_all_slots_busy_raises_generator_busy(index):
-    settings, gen = index
+    settings, snapshot = index
     answerer = answerer_with(settings, Stub("x"), queue_timeout_s=0.1)
     settings_slots = settings.generator.max_concurrent
     holders, release = [], threading.Event()
@@ -285,9 +286,9 @@ def test_all_slots_busy_raises_generator_busy(index):
         holders.append(t)
     try:
         with pytest.raises(GeneratorBusy):
-            answerer.answer(gen, "What is an ETF?", backend="stub")
+            answerer.answer(snapshot, "What is an ETF?", backend="stub")
         # the extractive backend needs no slot
-        assert not answerer.answer(gen, "What is an ETF?", backend="extractive").abstained
+        assert not answerer.answer(snapshot, "What is an ETF?", backend="extractive").abstained
     finally:
         release.set()
         for t in holders:
@@ -295,19 +296,19 @@ def test_all_slots_busy_raises_generator_busy(index):
 
 
 def test_unknown_backend_and_empty_question_are_errors(index):
-    settings, gen = index
+    settings, snapshot = index
     with pytest.raises(ValueError, match="unknown generator backend"):
-        answerer_with(settings).answer(gen, "What is an ETF?", backend="gpt-17")
+        answerer_with(settings).answer(snapshot, "What is an ETF?", backend="gpt-17")
     with pytest.raises(ValueError, match="empty"):
-        answerer_with(settings).answer(gen, "   ")
+        answerer_with(settings).answer(snapshot, "   ")
 
 
 # --- streaming ----------------------------------------------------------------------------------------------
 
 def test_stream_events_in_order_and_without_invalid_citations(index):
-    settings, gen = index
+    settings, snapshot = index
     stub = Stub(lambda m: first_sentence_of(1)(m) + " [1] [7]", piece_chars=2)  # "[7]" arrives in pieces
-    events = list(answerer_with(settings, stub).answer_stream(gen, "What is an ETF?", top_k=3, backend="stub"))
+    events = list(answerer_with(settings, stub).answer_stream(snapshot, "What is an ETF?", top_k=3, backend="stub"))
     kinds = [e.type for e in events]
     assert kinds[0] == "retrieval" and kinds[-1] == "done"
     assert kinds.count("token") >= 2 and "citation" in kinds
@@ -320,16 +321,16 @@ def test_stream_events_in_order_and_without_invalid_citations(index):
 
 
 def test_stream_with_extractive_backend_and_abstention(index):
-    settings, gen = index
-    kinds = [e.type for e in answerer_with(settings).answer_stream(gen, "What is an ETF?", backend="extractive")]
+    settings, snapshot = index
+    kinds = [e.type for e in answerer_with(settings).answer_stream(snapshot, "What is an ETF?", backend="extractive")]
     assert kinds[0] == "retrieval" and kinds[-1] == "done" and "token" in kinds and "citation" in kinds
-    events = list(answerer_with(settings).answer_stream(gen, "Who won the 1998 World Cup?", backend="extractive"))
+    events = list(answerer_with(settings).answer_stream(snapshot, "Who won the 1998 World Cup?", backend="extractive"))
     assert [e.type for e in events][-1] == "done" and events[-1].data.abstained
 
 
 def test_stream_generator_failure_still_ends_with_done(index):
-    settings, gen = index
-    events = list(answerer_with(settings, Stub(GeneratorError("boom"))).answer_stream(gen, "What is an ETF?",
+    settings, snapshot = index
+    events = list(answerer_with(settings, Stub(GeneratorError("boom"))).answer_stream(snapshot, "What is an ETF?",
                                                                                       backend="stub"))
     assert events[-1].type == "done" and events[-1].data.fallback == "generator error: boom"
 
@@ -342,15 +343,15 @@ def test_follow_up_question_is_made_standalone(index):
     assert "hypertension" in standalone_query("And how should I measure it?", history).lower()
     assert standalone_query("What is the MMR vaccine schedule for children?", history) == \
         "What is the MMR vaccine schedule for children?"
-    settings, gen = index
+    settings, snapshot = index
     stub = Stub(first_sentence_of(1))
-    ans = answerer_with(settings, stub).answer(gen, "And how should I measure it at home?", history=history,
+    ans = answerer_with(settings, stub).answer(snapshot, "And how should I measure it at home?", history=history,
                                                backend="stub")
     assert ans.passages[0].doc_id == "med-hypertension"
     roles = [m["role"] for m in stub.calls[0]]
     assert roles == ["system", "user", "assistant", "user"]
     with pytest.raises(ValueError, match="history"):
-        answerer_with(settings).answer(gen, "What?", history=[{"role": "tool", "content": "x"}])
+        answerer_with(settings).answer(snapshot, "What?", history=[{"role": "tool", "content": "x"}])
 
 
 # --- the grounding primitives -------------------------------------------------------------------------------
@@ -413,8 +414,8 @@ def test_small_model_guards():
 # --- answer selection: what the question asks for ------------------------------------------------------------
 
 def test_table_row_answers_with_its_header(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "How many hours of sleep do adults need?", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "How many hours of sleep do adults need?", backend="extractive")
     assert not ans.abstained and ans.expects == "quantity"
     assert "7 or more hours" in ans.answer and "Adults 18–60 years" in ans.answer
     assert "Recommended sleep per 24 hours" in ans.answer  # the row reads with its header
@@ -424,17 +425,17 @@ def test_table_row_answers_with_its_header(index):
 
 
 def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
-    settings, gen = index
+    settings, snapshot = index
     answerer = answerer_with(settings)
-    teen = answerer.answer(gen, "How much sleep does a 15-year-old need?", backend="extractive")
+    teen = answerer.answer(snapshot, "How much sleep does a 15-year-old need?", backend="extractive")
     assert "8–10 hours" in teen.answer and "Teenagers 13–18 years" in teen.answer
-    child = answerer.answer(gen, "How much sleep does a 9-year-old need?", backend="extractive")
+    child = answerer.answer(snapshot, "How much sleep does a 9-year-old need?", backend="extractive")
     assert "9–12 hours" in child.answer and "Children 6–12 years" in child.answer
 
 
 def test_chinese_question_gets_the_chinese_fact_and_disclaimer(index):
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "个人养老金每年最多可以缴纳多少钱？", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "个人养老金每年最多可以缴纳多少钱？", backend="extractive")
     assert not ans.abstained and ans.language == "zh"
     assert "12000元" in ans.answer and ans.citations[0].doc_id == "fin-pension-zh"
     assert ans.disclaimer == settings.generator.disclaimers["finance:zh"]
@@ -443,34 +444,34 @@ def test_chinese_question_gets_the_chinese_fact_and_disclaimer(index):
 
 def test_near_miss_abstains_with_the_closest_passages(index):
     """The topic is covered (childhood vaccination), the fact asked for (chickenpox) is not."""
-    settings, gen = index
-    ans = answerer_with(settings).answer(gen, "At what age is the chickenpox vaccine given?", backend="extractive")
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "At what age is the chickenpox vaccine given?", backend="extractive")
     assert ans.abstained and ans.answer == NOT_FOUND["en"]
     assert ans.passages and ans.passages[0].doc_id == "med-vaccines"
-    answered = answerer_with(settings).answer(gen, "At what age is the MMR vaccine given?", backend="extractive")
+    answered = answerer_with(settings).answer(snapshot, "At what age is the MMR vaccine given?", backend="extractive")
     assert not answered.abstained and "12 to 15 months" in answered.answer
 
 
 def test_generator_echoing_the_question_is_rejected(index):
-    settings, gen = index
+    settings, snapshot = index
     ans = answerer_with(settings, Stub(lambda m: "How many hours of sleep do adults need? [1]")).answer(
-        gen, "How many hours of sleep do adults need?", backend="stub")
+        snapshot, "How many hours of sleep do adults need?", backend="stub")
     assert ans.fallback == "the generator only repeated the question"
     assert "7 or more hours" in ans.answer
 
 
 def test_generator_markers_and_boilerplate_are_rejected(index):
-    settings, gen = index
+    settings, snapshot = index
     ans = answerer_with(settings, Stub("[1]. … The answer to the question is: [2].")).answer(
-        gen, "How many hours of sleep do adults need?", backend="stub")
+        snapshot, "How many hours of sleep do adults need?", backend="stub")
     assert ans.fallback == "the generator returned only citation markers or boilerplate"
     assert "7 or more hours" in ans.answer
 
 
 def test_generator_prompt_carries_units_not_whole_chunks(index):
-    settings, gen = index
+    settings, snapshot = index
     stub = Stub(lambda m: "Adults need 7 or more hours of sleep [1].")
-    ans = answerer_with(settings, stub).answer(gen, "How many hours of sleep do adults need?", backend="stub")
+    ans = answerer_with(settings, stub).answer(snapshot, "How many hours of sleep do adults need?", backend="stub")
     prompt = stub.calls[0][-1]["content"]
     assert "Age group: Adults 18–60 years; Recommended sleep per 24 hours: 7 or more hours" in prompt
     assert "|---|" not in prompt  # rows are rendered, the raw table is not pasted
@@ -520,19 +521,19 @@ def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
 def test_smollm2_answer_and_stream_have_only_valid_citations(index):
     import msgspec
 
-    settings, gen = index
+    settings, snapshot = index
     # Short drafts keep CPU time down; the checks do not depend on length.
     settings = msgspec.structs.replace(settings, generator=msgspec.structs.replace(settings.generator,
                                                                                 max_new_tokens=48))
     answerer = answerer_with(settings)
     from rag.types import Filters
 
-    ans = answerer.answer(gen, "What blood pressure means hypertension?", top_k=2, backend="transformers",
+    ans = answerer.answer(snapshot, "What blood pressure means hypertension?", top_k=2, backend="transformers",
                           filters=Filters.of(domain="medical"))  # whatever it cites, the answer is medical
     assert not ans.abstained and ans.backend == "transformers" and ans.answer
     assert ans.citations and "generate_ms" in ans.timings_ms
     assert_citations_valid(ans)
     assert ans.disclaimer == settings.generator.disclaimers["medical"]
-    events = list(answerer.answer_stream(gen, "When is the MMR vaccine given?", top_k=2, backend="transformers"))
+    events = list(answerer.answer_stream(snapshot, "When is the MMR vaccine given?", top_k=2, backend="transformers"))
     assert events[0].type == "retrieval" and events[-1].type == "done"
     assert_citations_valid(events[-1].data)

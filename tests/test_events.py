@@ -12,17 +12,17 @@ import pytest
 
 from rag.events import (EVENT_TYPES, InvalidUser, IngestReport, ingest, load_events_jsonl, load_users_jsonl,
                         upsert_user)
-from rag.state import StateStore
+from rag.state import StateDB
 
 
 @pytest.fixture
 def state(tmp_path):
-    store = StateStore(tmp_path / "state.duckdb")
+    store = StateDB(tmp_path / "state.duckdb")
     yield store
     store.close()
 
 
-def n_events(state: StateStore, where: str = "TRUE", params=None) -> int:
+def n_events(state: StateDB, where: str = "TRUE", params=None) -> int:
     return state.execute(f"SELECT count(*) FROM events WHERE {where}", params or []).fetchone()[0]
 
 
@@ -177,15 +177,15 @@ def test_bulk_loaders_report_line_numbers(state, tmp_path):
 
 def test_state_survives_reopen_and_refuses_a_second_writer_process(tmp_path):
     path = tmp_path / "state.duckdb"
-    with StateStore(path) as s:
+    with StateDB(path) as s:
         ingest(s, [{"user_id": "u1", "doc_id": "d1", "type": "like", "idempotency_key": "k"}])
-    with StateStore(path) as s:
+    with StateDB(path) as s:
         assert s.counts()["events"] == 1
         assert ingest(s, [{"user_id": "u1", "doc_id": "d1", "type": "like", "idempotency_key": "k"}]).duplicates == 1
         code = textwrap.dedent(f"""
-            from rag.state import StateLocked, StateStore
+            from rag.state import StateLocked, StateDB
             try:
-                StateStore({str(path)!r})
+                StateDB({str(path)!r})
             except StateLocked as e:
                 print("LOCKED", e)
         """)

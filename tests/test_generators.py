@@ -82,8 +82,8 @@ def _client(base_url: str, model: str = "tiny", **kw) -> OpenAIGenerator:
 
 def test_openai_generate_sends_chat_completion(fake_server):
     FakeOpenAI.requests.clear()
-    gen = _client(fake_server, openai_api_key="sk-test")
-    assert gen.generate(MESSAGES, max_new_tokens=17, temperature=0.0) == "Hello from tiny."
+    snapshot = _client(fake_server, openai_api_key="sk-test")
+    assert snapshot.generate(MESSAGES, max_new_tokens=17, temperature=0.0) == "Hello from tiny."
     sent = FakeOpenAI.requests[-1]
     assert sent["payload"]["messages"] == MESSAGES
     assert sent["payload"]["max_tokens"] == 17 and sent["payload"]["stream"] is False
@@ -102,11 +102,11 @@ def test_openai_batch_loops(fake_server):
 
 @pytest.mark.parametrize("model, message", [("broken", "CUDA out of memory"), ("plain-error", "upstream overloaded")])
 def test_openai_errors_carry_the_server_message(fake_server, model, message):
-    gen = _client(fake_server, model)
+    snapshot = _client(fake_server, model)
     with pytest.raises(GeneratorError, match=message):
-        gen.generate(MESSAGES, max_new_tokens=4)
+        snapshot.generate(MESSAGES, max_new_tokens=4)
     with pytest.raises(GeneratorError, match=message):
-        list(gen.stream(MESSAGES, max_new_tokens=4))
+        list(snapshot.stream(MESSAGES, max_new_tokens=4))
 
 
 def test_openai_error_event_inside_a_stream(fake_server):

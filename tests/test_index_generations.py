@@ -18,9 +18,9 @@ import pytest
 
 from conftest import REPO, SMALL_CORPUS, make_settings, write_corpus
 from indexer.build import BuildLock, BuildLocked, build
-from rag import store
+from rag import snapshot_files
 from rag.engine import Engine
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.types import Filters
 from service.cli import main as cli
 
@@ -28,17 +28,18 @@ from service.cli import main as cli
 def test_build_writes_a_verified_published_generation(built_home):
     settings, report = built_home
     home = settings.home_path
-    assert store.read_pointer(home) == report.generation_id
-    gen_dir = store.generation_dir(home, report.generation_id)
-    m = store.read_manifest(gen_dir)
+    assert snapshot_files.read_pointer(home) == report.generation_id
+    gen_dir = snapshot_files.snapshot_dir(home, report.generation_id)
+    m = snapshot_files.read_manifest(gen_dir)
     assert m.counts.documents == len(SMALL_CORPUS) == report.documents
     assert m.counts.chunks == report.chunks >= len(SMALL_CORPUS)
     assert m.embedder.name == "e5-small" and m.embedder.dim == 384  # the default embedder
     assert m.index_type == "flat"
-    assert set(m.checksums) == {store.META_DB, store.FAISS_FILE, store.VECTORS_FILE, store.DOC_VECTORS_FILE}
+    assert set(m.checksums) == {snapshot_files.META_DB, snapshot_files.FAISS_FILE, snapshot_files.VECTORS_FILE,
+                                snapshot_files.DOC_VECTORS_FILE}
     assert len(m.source_fingerprint) == 64
-    assert faiss.read_index(str(gen_dir / store.FAISS_FILE)).ntotal == m.counts.chunks
-    con = duckdb.connect(str(gen_dir / store.META_DB), read_only=True)
+    assert faiss.read_index(str(gen_dir / snapshot_files.FAISS_FILE)).ntotal == m.counts.chunks
+    con = duckdb.connect(str(gen_dir / snapshot_files.META_DB), read_only=True)
     rows = con.execute("SELECT row FROM chunks ORDER BY row").fetchall()
     assert [r[0] for r in rows] == list(range(m.counts.chunks))  # FAISS row ids are the chunk rows
     langs = dict(con.execute("SELECT doc_id, language FROM documents").fetchall())
@@ -47,7 +48,7 @@ def test_build_writes_a_verified_published_generation(built_home):
     table = con.execute("SELECT text FROM chunks WHERE kind = 'table'").fetchall()
     assert table and "| Term |" in table[0][0] and "30 years" in table[0][0]
     con.close()
-    assert not [p for p in store.generations_dir(home).iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in snapshot_files.snapshots_dir(home).iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_keyword_leg_scores_chinese(engine):
@@ -59,7 +60,7 @@ def test_keyword_leg_scores_chinese(engine):
 
 
 def test_filters_apply_inside_both_legs(engine):
-    gen = engine.generation()
+    snapshot = engine.snapshot()
     for mode in ("dense", "keyword", "hybrid"):
         # a query that matches finance best, filtered to medical: every hit must still be medical
         res = engine.search("ETF expense ratio rebalancing blood pressure", mode=mode,
@@ -74,8 +75,9 @@ def test_filters_apply_inside_both_legs(engine):
         res = engine.search("rates", mode=mode, filters=Filters(tags=["mortgage"]), top_k=10)
         assert {h.doc_id for h in res.hits} == {"fin-mortgage"}, mode
     # the dense leg is filtered before truncation: with k=1 a filtered search still finds the medical doc
-    qvec = gen.embed_query("index funds and ETFs")
-    assert gen.dense(qvec, 1, Filters(domain=["education"]))[0][0] in gen.allowed_rows(Filters(domain=["education"]))
+    qvec = snapshot.embed_query("index funds and ETFs")
+    education = Filters(domain=["education"])
+    assert snapshot.dense(qvec, 1, education)[0][0] in snapshot.allowed_rows(education)
 
 
 def test_hybrid_fuses_both_legs(engine):
@@ -97,13 +99,13 @@ def test_rebuild_reuses_vectors_and_reflects_changes(tmp_path, models_dir):
 
     unchanged = build(settings, [src], show_progress=False)
     assert unchanged.unchanged and not unchanged.published and unchanged.generation_id == first.generation_id
-    assert store.read_pointer(settings.home_path) == first.generation_id
-    assert len(store.list_generations(settings.home_path)) == 1  # nothing written
+    assert snapshot_files.read_pointer(settings.home_path) == first.generation_id
+    assert len(snapshot_files.list_snapshots(settings.home_path)) == 1  # nothing written
 
     again = build(settings, [src], show_progress=False, force=True)
     assert again.vectors_reused == again.chunks == first.chunks and not again.unchanged
     assert again.generation_id != first.generation_id
-    assert store.read_pointer(settings.home_path) == again.generation_id
+    assert snapshot_files.read_pointer(settings.home_path) == again.generation_id
 
     # metadata alone is a change: a new generation, with every vector reused
     vacc = src / "medical" / "vaccines.md"
@@ -124,15 +126,15 @@ def test_rebuild_reuses_vectors_and_reflects_changes(tmp_path, models_dir):
     assert third.vectors_embedded >= 2  # the changed chunk(s) and the new document
 
     engine = Engine(settings)
-    gen = engine.generation()
-    assert gen.id == third.generation_id
-    assert gen.document("med-vaccines") is None
+    snapshot = engine.snapshot()
+    assert snapshot.id == third.generation_id
+    assert snapshot.document("med-vaccines") is None
     for query in ("MMR vaccine measles mumps rubella doses", "influenza vaccination every year"):
         for mode, docs in _search_all_modes(engine, query).items():
             assert "med-vaccines" not in docs, (mode, query)
-    assert gen.sql("SELECT count(*) FROM chunks WHERE doc_id = 'med-vaccines'").fetchone()[0] == 0
+    assert snapshot.sql("SELECT count(*) FROM chunks WHERE doc_id = 'med-vaccines'").fetchone()[0] == 0
     assert "edu-phonics" in _search_all_modes(engine, "synthetic phonics blending")["hybrid"]
-    assert "0.1 percent" in gen.document("fin-etf")["text"]
+    assert "0.1 percent" in snapshot.document("fin-etf")["text"]
 
 
 def test_rollback_gc_and_cli(tmp_path, models_dir, capsys, monkeypatch):
@@ -148,11 +150,11 @@ def test_rollback_gc_and_cli(tmp_path, models_dir, capsys, monkeypatch):
     out = capsys.readouterr().out
     second = json.loads(out[out.index("{"):])
     assert second["vectors_reused"] == second["chunks"]
-    ids = [m.id for m in store.list_generations(settings.home_path)]
-    assert store.read_pointer(settings.home_path) == ids[0] == second["generation_id"]
+    ids = [m.id for m in snapshot_files.list_snapshots(settings.home_path)]
+    assert snapshot_files.read_pointer(settings.home_path) == ids[0] == second["generation_id"]
 
     assert cli([*home, "index", "rollback"]) == 0
-    assert store.read_pointer(settings.home_path) == ids[1]
+    assert snapshot_files.read_pointer(settings.home_path) == ids[1]
     capsys.readouterr()
     assert cli([*home, "index", "rollback", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
@@ -161,7 +163,7 @@ def test_rollback_gc_and_cli(tmp_path, models_dir, capsys, monkeypatch):
 
     # gc keeps the newest N and always the published one
     assert cli([*home, "index", "gc", "--keep", "1"]) == 0
-    left = {m.id for m in store.list_generations(settings.home_path)}
+    left = {m.id for m in snapshot_files.list_snapshots(settings.home_path)}
     assert left == {ids[0], ids[1]}  # ids[1] is published, so it survives beside the newest
     assert cli([*home, "index", "build", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
@@ -210,7 +212,7 @@ def test_killed_build_leaves_published_generation_serving(tmp_path, models_dir, 
     cmd, env = _build_cmd(src, home, models_dir)
     log = open(tmp_path / "build.log", "wb")
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    gens = store.generations_dir(home)
+    gens = snapshot_files.snapshots_dir(home)
     deadline = time.time() + 180
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -219,7 +221,7 @@ def test_killed_build_leaves_published_generation_serving(tmp_path, models_dir, 
             wal = settings.cache_dir / "embeddings.duckdb.wal"
             if kill_when == "embedding" and tmp and wal.exists() and wal.stat().st_size > 0:
                 break
-            if kill_when == "writing" and tmp and (tmp[0] / store.META_DB).exists():
+            if kill_when == "writing" and tmp and (tmp[0] / snapshot_files.META_DB).exists():
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the build ended before it could be killed: " + \
@@ -229,12 +231,12 @@ def test_killed_build_leaves_published_generation_serving(tmp_path, models_dir, 
         proc.wait(30)
 
     # the published generation is untouched and still serves
-    assert store.read_pointer(home) == published
+    assert snapshot_files.read_pointer(home) == published
     engine = Engine(settings)
     assert engine.search("mortgage fixed rate", top_k=3).hits[0].doc_id == "fin-mortgage"
     # the next build cleans up and succeeds, reusing what the killed one embedded
     report = build(settings, [src], show_progress=False)
-    assert store.read_pointer(home) == report.generation_id
+    assert snapshot_files.read_pointer(home) == report.generation_id
     assert not [p for p in gens.iterdir() if p.name.startswith(".tmp-")]
     if kill_when == "embedding":
         assert report.vectors_reused > 0

@@ -12,7 +12,7 @@ import pytest
 
 from rag.events import upsert_user
 from rag.recommend import Recommendation, Recommender
-from rag.state import StateStore
+from rag.state import StateDB
 
 # doc id -> (domain, language, audience, title, body)
 DOCS = {
@@ -93,15 +93,15 @@ def rec_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gen(rec_home):
-    from rag.index import IndexHandle
+def snapshot(rec_home):
+    from rag.published import PublishedSnapshot
 
-    return IndexHandle(rec_home).current()
+    return PublishedSnapshot(rec_home).current()
 
 
 @pytest.fixture
 def state(tmp_path):
-    store = StateStore(tmp_path / "state.duckdb")
+    store = StateDB(tmp_path / "state.duckdb")
     yield store
     store.close()
 
@@ -129,10 +129,10 @@ def ids(result) -> list[str]:
 
 # --- personalized ------------------------------------------------------------------------------------------
 
-def test_personalized_recommendations_follow_reading_and_exclude_seen(rec, gen):
+def test_personalized_recommendations_follow_reading_and_exclude_seen(rec, snapshot):
     rec.ingest(events("ana", ["fin-etf", "fin-bonds"]))
-    res = rec.recommend(gen, "ana", k=5)
-    assert res.strategy == "personalized" and res.generation_id == gen.id
+    res = rec.recommend(snapshot, "ana", k=5)
+    assert res.strategy == "personalized" and res.generation_id == snapshot.id
     assert len(res.items) == 5
     got = ids(res)
     assert not {"fin-etf", "fin-bonds"} & set(got)  # seen
@@ -142,13 +142,13 @@ def test_personalized_recommendations_follow_reading_and_exclude_seen(rec, gen):
     assert set(res.timings_ms) >= {"profile", "candidates", "rank", "total"}
     assert all(isinstance(it, Recommendation) and it.reason for it in res.items)
 
-    with_seen = rec.recommend(gen, "ana", k=len(DOCS), exclude_seen=False)
+    with_seen = rec.recommend(snapshot, "ana", k=len(DOCS), exclude_seen=False)
     assert {"fin-etf", "fin-bonds"} & set(ids(with_seen))
 
 
-def test_reasons_mention_real_titles_of_what_the_user_read(rec, gen):
+def test_reasons_mention_real_titles_of_what_the_user_read(rec, snapshot):
     rec.ingest(events("ben", ["med-bp", "med-cholesterol"], "like"))
-    res = rec.recommend(gen, "ben", k=4)
+    res = rec.recommend(snapshot, "ben", k=4)
     because = [it.reason for it in res.items if it.reason.startswith("because you")]
     assert because, [it.reason for it in res.items]
     for reason in because:
@@ -158,53 +158,53 @@ def test_reasons_mention_real_titles_of_what_the_user_read(rec, gen):
         assert it.title == TITLES[it.doc_id] and it.domain == DOCS[it.doc_id][0]
 
 
-def test_dismissed_documents_are_never_recommended(rec, gen):
+def test_dismissed_documents_are_never_recommended(rec, snapshot):
     rec.ingest(events("cy", ["fin-etf", "fin-index"]) + [
         {"user_id": "cy", "doc_id": "fin-bonds", "type": "dismiss", "timestamp": at(5)}])
     # Other users make the dismissed document popular and co-engaged with what cy read.
     for u in ("o1", "o2", "o3"):
         rec.ingest(events(u, ["fin-etf", "fin-bonds", "fin-index"], "like"))
     for kwargs in ({}, {"exclude_seen": False}, {"domain": "finance"}):
-        assert "fin-bonds" not in ids(rec.recommend(gen, "cy", k=len(DOCS), **kwargs))
+        assert "fin-bonds" not in ids(rec.recommend(snapshot, "cy", k=len(DOCS), **kwargs))
 
 
-def test_co_engagement_brings_what_similar_readers_read_next(rec, gen):
+def test_co_engagement_brings_what_similar_readers_read_next(rec, snapshot):
     # Readers of the ETF explainer went on to the sleep article, an unrelated topic by content.
     for n in range(6):
         rec.ingest(events(f"r{n}", ["fin-etf", "med-sleep"], start=n * 10))
     rec.ingest(events("dee", ["fin-etf"], start=100))
-    res = rec.recommend(gen, "dee", k=3)
+    res = rec.recommend(snapshot, "dee", k=3)
     assert "med-sleep" in ids(res)
     item = next(it for it in res.items if it.doc_id == "med-sleep")
     assert item.reason == f"because you read {TITLES['fin-etf']}"
 
 
-def test_profile_shifts_after_new_events(rec, gen):
+def test_profile_shifts_after_new_events(rec, snapshot):
     rec.ingest(events("eve", FINANCE_EN[:2], "view"))
-    before = rec.recommend(gen, "eve", k=3)
+    before = rec.recommend(snapshot, "eve", k=3)
     assert sum(d.startswith("fin-") for d in ids(before)) >= 2, ids(before)
     assert ids(before)[0].startswith("fin-")
     # A day later she likes several medical documents: the cached profile must be dropped and rebuilt.
     rec.ingest(events("eve", MEDICAL[:3], "like", start=60 * 24))
-    after = rec.recommend(gen, "eve", k=3)
+    after = rec.recommend(snapshot, "eve", k=3)
     assert after.strategy == "personalized"
     assert sum(d.startswith("med-") for d in ids(after)) >= 2, ids(after)
     assert ids(after)[0].startswith("med-")
 
 
-def test_low_ratings_count_against(rec, gen):
+def test_low_ratings_count_against(rec, snapshot):
     rec.ingest([{"user_id": "fay", "doc_id": "med-bp", "type": "rating", "value": 5, "timestamp": at(0)},
                 {"user_id": "fay", "doc_id": "fin-mortgage", "type": "rating", "value": 1, "timestamp": at(1)}])
-    prof = rec.profile(gen, "fay")
-    cat = rec.catalog(gen)
+    prof = rec.profile(snapshot, "fay")
+    cat = rec.catalog(snapshot)
     # Relative, not absolute: cosine ranges differ by embedder (e5 puts every pair of documents near 0.75).
     sims = cat.vectors @ prof.vector
     assert int(np.argmax(sims)) == cat.row_of["med-bp"]
     assert sims[cat.row_of["fin-mortgage"]] == sims.min()  # the disliked one is the farthest of all
-    assert ids(rec.recommend(gen, "fay", k=3))[0].startswith("med-")
+    assert ids(rec.recommend(snapshot, "fay", k=3))[0].startswith("med-")
 
 
-def test_ratings_on_a_configured_scale_are_normalized_for_the_profile(rec_home, state, gen):
+def test_ratings_on_a_configured_scale_are_normalized_for_the_profile(rec_home, state, snapshot):
     import msgspec
 
     from rag.config import EventsSettings
@@ -220,8 +220,8 @@ def test_ratings_on_a_configured_scale_are_normalized_for_the_profile(rec_home, 
         {"user_id": "gus", "doc_id": "fin-etf", "type": "rating", "value": 6, "timestamp": at(3)}])
     assert report.accepted == 3
     assert report.rejected == [{"index": 3, "field": "value", "reason": "a rating must be from 0.5 to 5, got 6"}]
-    cat = rec.catalog(gen)
-    prof = rec.profile(gen, "gus")
+    cat = rec.catalog(snapshot)
+    prof = rec.profile(snapshot, "gus")
     assert prof.liked == {cat.row_of["med-bp"]}  # 4.5 of 5 is a like, 3.0 (just above the midpoint) is not
     sims = cat.rank_vectors(rec.cfg.center_vectors) @ prof.vector
     assert int(np.argmax(sims)) == cat.row_of["med-bp"]
@@ -232,8 +232,8 @@ def test_ratings_on_a_configured_scale_are_normalized_for_the_profile(rec_home, 
     assert [event_weight("rating", v, None, cfg) for v in (1, 3, 4, 5)] == [-3.0, 0.0, 1.5, 3.0]
 
 
-def test_centred_item_vectors_remove_the_shared_direction(rec, gen):
-    cat = rec.catalog(gen)
+def test_centred_item_vectors_remove_the_shared_direction(rec, snapshot):
+    cat = rec.catalog(snapshot)
     raw, centred = cat.rank_vectors(False), cat.rank_vectors(True)
     assert raw is cat.vectors and rec.cfg.center_vectors
     np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
@@ -243,61 +243,61 @@ def test_centred_item_vectors_remove_the_shared_direction(rec, gen):
     assert abs((centred @ centred.T)[off].mean()) < 0.15  # centred: spread around zero
 
 
-def test_per_domain_request_uses_that_domain(rec, gen):
+def test_per_domain_request_uses_that_domain(rec, snapshot):
     rec.ingest(events("gus", ["fin-etf", "fin-index", "fin-bonds"]) + events("gus", ["med-diabetes"], start=10))
-    res = rec.recommend(gen, "gus", k=4, domain="medical")
+    res = rec.recommend(snapshot, "gus", k=4, domain="medical")
     assert res.items and all(it.domain == "medical" for it in res.items)
     assert "med-diabetes" not in ids(res)
 
 
-def test_filters_language_and_audience(rec, gen):
+def test_filters_language_and_audience(rec, snapshot):
     rec.ingest(events("hal", ["fin-etf"]))
-    zh = rec.recommend(gen, "hal", k=5, language="zh")
+    zh = rec.recommend(snapshot, "hal", k=5, language="zh")
     assert ids(zh) == ["fin-tax-zh"]
-    clinicians = rec.recommend(gen, "hal", k=5, audience=["clinician"])
+    clinicians = rec.recommend(snapshot, "hal", k=5, audience=["clinician"])
     assert set(ids(clinicians)) == {"med-vaccines", "med-cholesterol"}
 
 
-def test_events_for_unknown_documents_are_kept_and_harmless(rec, gen, state):
+def test_events_for_unknown_documents_are_kept_and_harmless(rec, snapshot, state):
     report = rec.ingest(events("ivy", ["ghost-1", "fin-budget", "ghost-2"]))
     assert report.accepted == 3
-    res = rec.recommend(gen, "ivy", k=5)
+    res = rec.recommend(snapshot, "ivy", k=5)
     assert res.strategy == "personalized" and len(res.items) == 5
     assert not any(d.startswith("ghost") for d in ids(res))
     # Only unknown documents: nothing usable here, so the user is treated as new.
     rec.ingest(events("jon", ["ghost-3"]))
-    assert rec.recommend(gen, "jon", k=3).strategy == "trending"
+    assert rec.recommend(snapshot, "jon", k=3).strategy == "trending"
     assert state.execute("SELECT count(*) FROM events WHERE doc_id LIKE 'ghost-%'").fetchone()[0] == 3
-    assert rec.similar(gen, "fin-budget", k=3).items  # the co-engagement model ignores them too
+    assert rec.similar(snapshot, "fin-budget", k=3).items  # the co-engagement model ignores them too
 
 
 # --- cold start --------------------------------------------------------------------------------------------
 
-def test_unknown_user_gets_trending_per_domain(rec, gen):
+def test_unknown_user_gets_trending_per_domain(rec, snapshot):
     for u in ("p1", "p2", "p3"):
         rec.ingest(events(u, ["med-asthma", "fin-budget"], "view"))
     rec.ingest(events("p4", ["med-sleep"]))
     now = datetime.now(timezone.utc).isoformat()
     rec.ingest([{"user_id": "p5", "doc_id": "med-asthma", "type": "like", "timestamp": now}])
-    res = rec.recommend(gen, "never-seen-before", k=3, domain="medical")
+    res = rec.recommend(snapshot, "never-seen-before", k=3, domain="medical")
     assert res.strategy == "trending"
     assert ids(res)[:2] == ["med-asthma", "med-sleep"]
     assert all(it.domain == "medical" for it in res.items)
     assert res.items[0].reason == "popular in medical this week"
-    overall = rec.trending(gen, k=2)
+    overall = rec.trending(snapshot, k=2)
     assert overall.strategy == "trending" and ids(overall)[0] == "med-asthma"
-    assert ids(rec.trending(gen, domain="finance", k=1)) == ["fin-budget"]
+    assert ids(rec.trending(snapshot, domain="finance", k=1)) == ["fin-budget"]
 
 
-def test_trending_with_no_events_at_all_falls_back_to_new_documents(rec, gen):
-    res = rec.recommend(gen, "first-visitor", k=4, domain="education")
+def test_trending_with_no_events_at_all_falls_back_to_new_documents(rec, snapshot):
+    res = rec.recommend(snapshot, "first-visitor", k=4, domain="education")
     assert res.strategy == "trending" and len(res.items) == 3
     assert all(it.domain == "education" and it.reason == "new in education" for it in res.items)
 
 
-def test_declared_interests_cold_start(rec, gen, state):
+def test_declared_interests_cold_start(rec, snapshot, state):
     upsert_user(state, "kim", interests=["asthma inhaler for children"], domains=["medical"])
-    res = rec.recommend(gen, "kim", k=3)
+    res = rec.recommend(snapshot, "kim", k=3)
     assert res.strategy == "interests"
     assert res.items[0].doc_id == "med-asthma"
     assert res.items[0].reason == "matches your interest in asthma inhaler for children"
@@ -305,35 +305,35 @@ def test_declared_interests_cold_start(rec, gen, state):
     for u in ("q1", "q2"):
         rec.ingest(events(u, ["fin-mortgage", "edu-study"]))
     upsert_user(state, "lea", domains=["education"])
-    res = rec.recommend(gen, "lea", k=2)
+    res = rec.recommend(snapshot, "lea", k=2)
     assert res.strategy == "trending" and res.items[0].doc_id == "edu-study"
 
 
-def test_interests_blend_into_an_existing_profile(rec, gen, state):
+def test_interests_blend_into_an_existing_profile(rec, snapshot, state):
     upsert_user(state, "max", interests=["teaching children to read"])
     rec.ingest(events("max", ["edu-formative"]))
-    res = rec.recommend(gen, "max", k=3)
+    res = rec.recommend(snapshot, "max", k=3)
     assert res.strategy == "personalized"
     assert "edu-reading" in ids(res)
 
 
 # --- more like this ----------------------------------------------------------------------------------------
 
-def test_similar_excludes_itself_and_its_duplicates(rec, gen):
-    res = rec.similar(gen, "fin-etf", k=5)
+def test_similar_excludes_itself_and_its_duplicates(rec, snapshot):
+    res = rec.similar(snapshot, "fin-etf", k=5)
     got = ids(res)
     assert res.strategy == "similar" and len(got) == 5
     assert "fin-etf" not in got and "fin-etf-copy" not in got
     assert got[0] in ("fin-index", "fin-bonds")
     assert all(it.reason == f"similar to {TITLES['fin-etf']}" for it in res.items)
     with pytest.raises(KeyError, match="no-such-doc"):
-        rec.similar(gen, "no-such-doc")
+        rec.similar(snapshot, "no-such-doc")
 
 
-def test_similar_blends_in_co_engagement(rec, gen):
+def test_similar_blends_in_co_engagement(rec, snapshot):
     for n in range(5):
         rec.ingest(events(f"s{n}", ["med-vaccines", "edu-reading"], start=n))
-    res = rec.similar(gen, "med-vaccines", k=3)
+    res = rec.similar(snapshot, "med-vaccines", k=3)
     assert "edu-reading" in ids(res)
     item = next(it for it in res.items if it.doc_id == "edu-reading")
     assert item.reason == f"readers of {TITLES['med-vaccines']} also read this"
@@ -341,7 +341,7 @@ def test_similar_blends_in_co_engagement(rec, gen):
 
 # --- explanations, API shape -------------------------------------------------------------------------------
 
-def test_explainer_sets_blurbs_and_failures_are_harmless(rec, gen):
+def test_explainer_sets_blurbs_and_failures_are_harmless(rec, snapshot):
     rec.ingest(events("ned", ["med-sleep"], "like"))
     seen = []
 
@@ -349,7 +349,7 @@ def test_explainer_sets_blurbs_and_failures_are_harmless(rec, gen):
         seen.append((doc, profile))
         return f"{doc['title']} fits {profile['user_id']}."
 
-    res = rec.recommend(gen, "ned", k=2, explain=True, explainer=explainer)
+    res = rec.recommend(snapshot, "ned", k=2, explain=True, explainer=explainer)
     assert [it.blurb for it in res.items] == [f"{it.title} fits ned." for it in res.items]
     doc, profile = seen[0]
     assert doc["text"] and doc["reason"] and profile["recent_titles"] == [TITLES["med-sleep"]]
@@ -358,32 +358,32 @@ def test_explainer_sets_blurbs_and_failures_are_harmless(rec, gen):
     def broken(doc, profile):
         raise RuntimeError("generator down")
 
-    res = rec.recommend(gen, "ned", k=2, explain=True, explainer=broken)
+    res = rec.recommend(snapshot, "ned", k=2, explain=True, explainer=broken)
     assert len(res.items) == 2 and all(it.blurb is None for it in res.items)
-    assert all(it.blurb is None for it in rec.recommend(gen, "ned", k=2, explainer=explainer).items)
+    assert all(it.blurb is None for it in rec.recommend(snapshot, "ned", k=2, explainer=explainer).items)
 
 
-def test_as_dict_is_json_ready(rec, gen):
+def test_as_dict_is_json_ready(rec, snapshot):
     rec.ingest(events("ola", ["fin-etf"]))
-    data = rec.recommend(gen, "ola", k=2).as_dict()
+    data = rec.recommend(snapshot, "ola", k=2).as_dict()
     json.dumps(data)
     assert set(data["items"][0]) == {"doc_id", "title", "domain", "score", "reason", "blurb"}
 
 
-def test_engine_wires_state_and_recommender(rec_home, gen):
+def test_engine_wires_state_and_recommender(rec_home, snapshot):
     from rag.engine import Engine
 
     engine = Engine(rec_home)
     try:
         assert engine.state.path == rec_home.state_db
-        assert engine.recommender.recommend(engine.generation(), "nobody", k=2).strategy == "trending"
+        assert engine.recommender.recommend(engine.snapshot(), "nobody", k=2).strategy == "trending"
     finally:
         engine.state.close()
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
 
-def test_cli_import_recommend_similar(rec_home, gen, tmp_path, capsys):
+def test_cli_import_recommend_similar(rec_home, snapshot, tmp_path, capsys):
     from service.cli import main
 
     home = str(rec_home.home_path)
@@ -442,17 +442,17 @@ class _Scripted:
         return [self.reply(m[-1]["content"]) for m in batch]
 
 
-def _writer(rec_home, gen, reply):
+def _writer(rec_home, snapshot, reply):
     from rag.generators.base import GeneratorPool
     from rag.recommend.blurbs import BlurbWriter
 
     pool = GeneratorPool(rec_home.generator, rec_home.models_dir)
     backend = _Scripted(reply)
     pool.register("scripted", backend)
-    return BlurbWriter(pool, embedder=gen.embedder, backend="scripted"), backend
+    return BlurbWriter(pool, embedder=snapshot.embedder, backend="scripted"), backend
 
 
-def test_blurbs_come_from_the_generator_in_one_batch_when_grounded(rec_home, rec, gen):
+def test_blurbs_come_from_the_generator_in_one_batch_when_grounded(rec_home, rec, snapshot):
     rec.ingest(events("gil", ["fin-etf", "fin-index"], "like"))
 
     def reply(prompt):
@@ -460,8 +460,8 @@ def test_blurbs_come_from_the_generator_in_one_batch_when_grounded(rec_home, rec
             return "You will see why bond prices fall when interest rates rise [1]. Then more text."
         return "You get a short guide to fixed and variable mortgage rates and monthly payments."
 
-    writer, backend = _writer(rec_home, gen, reply)
-    res = rec.recommend(gen, "gil", k=3, domain="finance", explain=True, explainer=writer)
+    writer, backend = _writer(rec_home, snapshot, reply)
+    res = rec.recommend(snapshot, "gil", k=3, domain="finance", explain=True, explainer=writer)
     assert len(backend.batches) == 1 and len(backend.batches[0]) == len(res.items)  # one batch per list
     prompt = backend.batches[0][0][-1]["content"]
     assert "Exchange-Traded Funds Explained" in prompt or "Index Funds" in prompt  # the reader's history
@@ -473,11 +473,11 @@ def test_blurbs_come_from_the_generator_in_one_batch_when_grounded(rec_home, rec
     assert {"fin-bonds", "fin-mortgage"} & set(by_id)
 
 
-def test_unsupported_or_failed_blurbs_fall_back_to_the_documents_opening(rec_home, gen):
+def test_unsupported_or_failed_blurbs_fall_back_to_the_documents_opening(rec_home, snapshot):
     from rag.generators.base import GeneratorError
 
-    docs = [{**gen.document("fin-bonds"), "reason": "popular in finance this week"},
-            {**gen.document("med-bp"), "reason": "popular in medical this week"}]
+    docs = [{**snapshot.document("fin-bonds"), "reason": "popular in finance this week"},
+            {**snapshot.document("med-bp"), "reason": "popular in medical this week"}]
     summary = {"recent_titles": [], "interests": [], "domains": ["finance"]}
     invented = {
         "figures": "You will earn a guaranteed 12% return every year with these bonds.",
@@ -485,7 +485,7 @@ def test_unsupported_or_failed_blurbs_fall_back_to_the_documents_opening(rec_hom
         "too short": "Read this.",
     }
     for case, text in invented.items():
-        writer, _ = _writer(rec_home, gen, lambda prompt, text=text: text)
+        writer, _ = _writer(rec_home, snapshot, lambda prompt, text=text: text)
         blurbs = writer.blurbs(docs, summary)
         assert [b.source for b in blurbs] == ["document", "document"], case
         assert blurbs[0].text.startswith("A bond pays a fixed coupon."), case
@@ -493,20 +493,20 @@ def test_unsupported_or_failed_blurbs_fall_back_to_the_documents_opening(rec_hom
     def down(prompt):
         raise GeneratorError("server unreachable")
 
-    writer, _ = _writer(rec_home, gen, down)
+    writer, _ = _writer(rec_home, snapshot, down)
     assert [b.source for b in writer.blurbs(docs, summary)] == ["document", "document"]
 
 
 @pytest.mark.slow
-def test_smollm2_blurbs_are_grounded_or_replaced(rec_home, gen):
+def test_smollm2_blurbs_are_grounded_or_replaced(rec_home, snapshot):
     """The real default generator: whatever it writes, a shown blurb is a checked sentence or the opening."""
     from rag.generators.base import GeneratorPool
     from rag.grounding import Evidence, Passage
     from rag.recommend.blurbs import BlurbWriter, lead_sentences
 
     pool = GeneratorPool(rec_home.generator, rec_home.models_dir)
-    writer = BlurbWriter(pool, embedder=gen.embedder)  # the configured backend: transformers (SmolLM2)
-    docs = [{**gen.document(d), "reason": "matches your interest in saving"} for d in ("fin-budget", "med-sleep")]
+    writer = BlurbWriter(pool, embedder=snapshot.embedder)  # the configured backend: transformers (SmolLM2)
+    docs = [{**snapshot.document(d), "reason": "matches your interest in saving"} for d in ("fin-budget", "med-sleep")]
     blurbs = writer.blurbs(docs, {"recent_titles": [], "interests": ["saving money"], "domains": []})
     for doc, b in zip(docs, blurbs):
         assert b is not None and b.text
@@ -514,6 +514,6 @@ def test_smollm2_blurbs_are_grounded_or_replaced(rec_home, gen):
             assert b.text == lead_sentences(doc)
         else:
             source = f"{doc['title']}\n{doc['text']}\n{doc['reason']}\nsaving money"
-            evidence = Evidence([Passage(1, doc["doc_id"], "", doc["title"], source, 1.0)], gen.embedder)
+            evidence = Evidence([Passage(1, doc["doc_id"], "", doc["title"], source, 1.0)], snapshot.embedder)
             assert evidence.verdict(b.text).supported, b.text
             assert 6 <= len(b.text.split()) <= 45

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import REPO, make_settings, write_corpus
 from indexer.build import build
-from rag import store
+from rag import snapshot_files
 from rag.engine import Engine
-from rag.index import IndexHandle, NoGeneration
+from rag.published import PublishedSnapshot, NoSnapshot
 from rag.retriever import rrf
 from rag.types import Filters
 
@@ -66,7 +66,7 @@ def test_keyword_leg_finds_bundled_chinese_documents(chinese_engine, query, expe
 ])
 def test_default_embedder_reads_chinese_questions(chinese_engine, query, expected):
     """e5-small's dense leg alone finds the document for a Chinese paraphrase that shares few keywords."""
-    assert chinese_engine.generation().manifest.embedder.name == "e5-small"
+    assert chinese_engine.snapshot().manifest.embedder.name == "e5-small"
     res = chinese_engine.search(query, mode="dense", top_k=3)
     assert expected in [h.doc_id for h in res.hits], [h.doc_id for h in res.hits]
 
@@ -74,20 +74,20 @@ def test_default_embedder_reads_chinese_questions(chinese_engine, query, expecte
 def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_minilm_engine):
     """MiniLM's cosines between Chinese texts are noise: for a Chinese query its dense leg must not reorder."""
     chinese_engine = chinese_minilm_engine
-    assert chinese_engine.generation().manifest.embedder.name == "minilm"
+    assert chinese_engine.snapshot().manifest.embedder.name == "minilm"
     for query in ("孩子上学的个税扣除怎么申请", "晚上睡不着怎么办", "接到自称公安的电话要我转账"):
-        gen, search = chinese_engine.generation(), chinese_engine.retriever.search
-        keyword = [h.chunk_id for h in search(gen, query, mode="keyword", top_k=5, max_per_doc=0).hits]
-        hybrid = search(gen, query, mode="hybrid", top_k=5, max_per_doc=0).hits
+        snapshot, search = chinese_engine.snapshot(), chinese_engine.retriever.search
+        keyword = [h.chunk_id for h in search(snapshot, query, mode="keyword", top_k=5, max_per_doc=0).hits]
+        hybrid = search(snapshot, query, mode="hybrid", top_k=5, max_per_doc=0).hits
         assert keyword and [h.chunk_id for h in hybrid][:len(keyword)] == keyword, query
         assert all(h.dense_rank is not None or h.keyword_rank is not None for h in hybrid)
 
 
 def test_whitespace_tokenizing_would_have_failed(chinese_engine):
     """The segmenter is what makes Chinese match: the whole sentence as one token finds nothing."""
-    gen = chinese_engine.generation()
-    assert gen.sql("SELECT count(*) FROM terms WHERE term = '诈骗'").fetchone()[0] == 1
-    assert gen.sql("SELECT count(*) FROM terms WHERE length(term) > 12 AND regexp_matches(term, '[一-鿿]')"
+    snapshot = chinese_engine.snapshot()
+    assert snapshot.sql("SELECT count(*) FROM terms WHERE term = '诈骗'").fetchone()[0] == 1
+    assert snapshot.sql("SELECT count(*) FROM terms WHERE length(term) > 12 AND regexp_matches(term, '[一-鿿]')"
                    ).fetchone()[0] == 0
 
 
@@ -98,7 +98,7 @@ def test_rrf_rewards_agreement():
 
 
 def test_max_per_doc_and_mmr(engine):
-    capped = engine.retriever.search(engine.generation(), "blood pressure measurement treatment", top_k=10,
+    capped = engine.retriever.search(engine.snapshot(), "blood pressure measurement treatment", top_k=10,
                                      max_per_doc=1)
     docs = [h.doc_id for h in capped.hits]
     assert len(docs) == len(set(docs))
@@ -119,8 +119,8 @@ def test_rerank_requires_a_configured_model(engine):
 def test_handle_swaps_to_newly_published_generation(tmp_path, models_dir):
     src = write_corpus(tmp_path / "src")
     settings = make_settings(tmp_path / "home", models_dir)
-    handle = IndexHandle(settings, poll_s=0)
-    with pytest.raises(NoGeneration):
+    handle = PublishedSnapshot(settings, poll_s=0)
+    with pytest.raises(NoSnapshot):
         handle.current()
     first = build(settings, [src], show_progress=False).generation_id
     old = handle.current()
@@ -132,8 +132,8 @@ def test_handle_swaps_to_newly_published_generation(tmp_path, models_dir):
     assert new.id == second and handle.swaps == 1
     # a request that grabbed the old generation keeps working on it, unmixed
     assert old.document("fin-budget") is None and new.document("fin-budget") is not None
-    assert Engine(settings, handle).search("50/30/20 needs wants", gen=old).generation_id == first
-    store.publish(settings.home_path, first)  # rollback is just another publish
+    assert Engine(settings, handle).search("50/30/20 needs wants", snapshot=old).generation_id == first
+    snapshot_files.publish(settings.home_path, first)  # rollback is just another publish
     assert handle.current().id == first
 
 
@@ -158,16 +158,16 @@ def test_faiss_filter_path_matches_exact_search_on_the_subset(engine, monkeypatc
     """Large filtered subsets search FAISS with a cached bitmap selector: same rows as exact search."""
     import numpy as np
 
-    import rag.generation as generation_mod
+    import rag.snapshot as generation_mod
 
-    gen = engine.generation()
+    snapshot = engine.snapshot()
     monkeypatch.setattr(generation_mod, "EXACT_SUBSET_MAX", 0)  # small test index: force the FAISS path
-    qvec = gen.embed_query("blood pressure at home")
+    qvec = snapshot.embed_query("blood pressure at home")
     for filters in (Filters(domain=["medical"]), Filters(domain=["finance", "education"]), Filters(language=["en"])):
-        allowed = gen.allowed_rows(filters)
-        exact = np.asarray(gen.vectors[allowed]) @ qvec
+        allowed = snapshot.allowed_rows(filters)
+        exact = np.asarray(snapshot.vectors[allowed]) @ qvec
         want = [int(allowed[i]) for i in np.argsort(-exact)[:5]]
-        got = gen.dense(qvec, 5, filters)
+        got = snapshot.dense(qvec, 5, filters)
         assert [r for r, _ in got] == want, filters
-        assert set(r for r, _ in gen.dense(qvec, 100, filters)) <= set(allowed.tolist())
-        assert gen._selector(filters, allowed) is gen._selector(filters, allowed)  # cached per filter
+        assert set(r for r, _ in snapshot.dense(qvec, 100, filters)) <= set(allowed.tolist())
+        assert snapshot._selector(filters, allowed) is snapshot._selector(filters, allowed)  # cached per filter

@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from litestar.testing import TestClient  # noqa: E402
 
-from rag import store  # noqa: E402
+from rag import snapshot_files  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.engine import Engine  # noqa: E402
 from service.app import create_app  # noqa: E402
@@ -199,7 +199,7 @@ def test_request_id_is_echoed_and_logged(client, caplog):
     rec = next(x for x in caplog.records if getattr(x, "request_id", None) == "abc-123")
     assert rec.route == "/v1/search" and rec.status == 200 and rec.duration_ms > 0
     assert rec.generation_id == r.json()["generation_id"]
-    from service.logging import JsonFormatter
+    from service.request_log import JsonFormatter
 
     line = json.loads(JsonFormatter().format(rec))
     assert line["request_id"] == "abc-123" and line["msg"] == "request"
@@ -775,7 +775,7 @@ def test_rebuild_job_publishes_new_documents_then_rollback(client, built, engine
 
     r = client.post("/v1/admin/index/rollback", json={"generation_id": first}, headers=ADMIN)
     assert r.status_code == 200 and r.json() == {"published": first, "previous": second}
-    assert store.read_pointer(settings.home_path) == first
+    assert snapshot_files.read_pointer(settings.home_path) == first
     r = client.post("/v1/search", json={"query": "quokkaplan", "mode": "keyword"}, headers=READER)
     assert r.json()["generation_id"] == first and not r.json()["hits"]
     assert client.get("/v1/documents/svc-new", headers=READER).json()["pending_change"] == "create"

@@ -77,7 +77,7 @@ def index(tmp_path_factory, models_dir):
     settings.index.chunk_tokens = 80  # the handbook becomes several chunks: map-reduce has groups to make
     settings.index.chunk_overlap = 10
     build(settings, [root], show_progress=False)
-    return settings, Engine(settings).generation()
+    return settings, Engine(settings).snapshot()
 
 
 class Stub:
@@ -126,19 +126,19 @@ def assert_cites_sources(summary, doc_ids):
 
 
 def test_extractive_summary_respects_max_words(index):
-    settings, gen = index
+    settings, snapshot = index
     for limit in (25, 60):
-        s = summarizer(settings).summarize(gen, doc_ids=["fin-handbook"], max_words=limit, backend="extractive")
+        s = summarizer(settings).summarize(snapshot, doc_ids=["fin-handbook"], max_words=limit, backend="extractive")
         assert 0 < s.words <= limit and count_words(strip_citations(s.summary)) == s.words
         assert s.doc_ids == ["fin-handbook"] and s.style == "brief" and "\n" not in s.summary
         assert_cites_sources(s, ["fin-handbook"])
         assert s.disclaimer == settings.generator.disclaimers["finance"]
-        assert s.generation_id == gen.id and "total_ms" in s.timings_ms
+        assert s.generation_id == snapshot.id and "total_ms" in s.timings_ms
 
 
 def test_bullets_style(index):
-    settings, gen = index
-    s = summarizer(settings).summarize(gen, doc_ids=["fin-handbook"], style="bullets", max_words=70,
+    settings, snapshot = index
+    s = summarizer(settings).summarize(snapshot, doc_ids=["fin-handbook"], style="bullets", max_words=70,
                                        backend="extractive")
     lines = s.summary.splitlines()
     assert len(lines) >= 2 and all(line.startswith("- ") for line in lines)
@@ -146,19 +146,20 @@ def test_bullets_style(index):
 
 
 def test_several_documents_and_query(index):
-    settings, gen = index
-    s = summarizer(settings).summarize(gen, doc_ids=["med-sleep", "edu-feedback"], max_words=80,
+    settings, snapshot = index
+    s = summarizer(settings).summarize(snapshot, doc_ids=["med-sleep", "edu-feedback"], max_words=80,
                                        backend="extractive")
     assert s.doc_ids == ["med-sleep", "edu-feedback"]
     assert_cites_sources(s, s.doc_ids)
-    q = summarizer(settings).summarize(gen, query="how much sleep do adults need", max_words=40, backend="extractive")
+    q = summarizer(settings).summarize(snapshot, query="how much sleep do adults need", max_words=40,
+                                       backend="extractive")
     assert "med-sleep" in {c.doc_id for c in q.citations} and q.words <= 40
 
 
 def test_unknown_document_is_a_key_error_naming_the_id(index):
-    settings, gen = index
+    settings, snapshot = index
     with pytest.raises(UnknownDocument) as err:
-        summarizer(settings).summarize(gen, doc_ids=["med-sleep", "no-such-doc"], backend="extractive")
+        summarizer(settings).summarize(snapshot, doc_ids=["med-sleep", "no-such-doc"], backend="extractive")
     assert isinstance(err.value, KeyError) and err.value.doc_id == "no-such-doc"
     assert "no-such-doc" in str(err.value)
 
@@ -170,17 +171,17 @@ def test_unknown_document_is_a_key_error_naming_the_id(index):
     ({"doc_ids": ["med-sleep"], "max_words": 3}, "max_words must be between"),
 ])
 def test_bad_requests(index, kwargs, message):
-    settings, gen = index
+    settings, snapshot = index
     with pytest.raises(ValueError, match=message):
-        summarizer(settings).summarize(gen, backend="extractive", **kwargs)
+        summarizer(settings).summarize(snapshot, backend="extractive", **kwargs)
 
 
 def test_map_reduce_when_the_document_exceeds_the_context(index):
-    settings, gen = index
+    settings, snapshot = index
     settings.generator.context_tokens = 120  # the stub counts ~4 characters a token: several groups
     try:
         stub = Stub()
-        s = summarizer(settings, stub).summarize(gen, doc_ids=["fin-handbook"], max_words=120, backend="stub")
+        s = summarizer(settings, stub).summarize(snapshot, doc_ids=["fin-handbook"], max_words=120, backend="stub")
     finally:
         settings.generator.context_tokens = 1536
     assert stub.batch_calls and len(stub.batch_calls[0]) >= 2  # map: one prompt per group, in one batch
@@ -193,8 +194,8 @@ def test_map_reduce_when_the_document_exceeds_the_context(index):
 
 
 def test_generator_failure_falls_back_to_extractive_summary(index):
-    settings, gen = index
-    s = summarizer(settings, Stub(fail=GeneratorError("down"))).summarize(gen, doc_ids=["med-sleep"], max_words=30,
+    settings, snapshot = index
+    s = summarizer(settings, Stub(fail=GeneratorError("down"))).summarize(snapshot, doc_ids=["med-sleep"], max_words=30,
                                                                            backend="stub")
     assert s.fallback == "generator error: down" and 0 < s.words <= 30
     assert_cites_sources(s, ["med-sleep"])
@@ -202,8 +203,8 @@ def test_generator_failure_falls_back_to_extractive_summary(index):
 
 @pytest.mark.slow
 def test_smollm2_summary_within_the_word_limit(index):
-    settings, gen = index
-    s = summarizer(settings).summarize(gen, doc_ids=["med-sleep"], max_words=40, style="bullets",
+    settings, snapshot = index
+    s = summarizer(settings).summarize(snapshot, doc_ids=["med-sleep"], max_words=40, style="bullets",
                                        backend="transformers")
     assert s.backend == "transformers" and 0 < s.words <= 40
     assert all(line.startswith("- ") for line in s.summary.splitlines())

@@ -26,13 +26,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag import store
+from rag import snapshot_files
 from rag.answering import Answerer
 from rag.config import Settings
 from rag.evaluation.answer_sets import QuestionSet, detect_kind, near_miss_set, probe_set, squad_set, tatqa_set
 from rag.evaluation.metrics import contains_answer, exact_match, f1_score, holds, percentile
 from rag.extractive import count_words
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.grounding import cited_numbers, strip_citations
 from rag.retriever import Retriever
 
@@ -72,9 +72,9 @@ def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool
         from rag.evaluation.retrieval import BeirSet
         from rag.evaluation.retrieval import ensure_generation as beir_generation
 
-        es, gen_id, reused = beir_generation(settings, BeirSet(qset.source.parent.name, qset.source, {}, {}),
+        es, snapshot_id, reused = beir_generation(settings, BeirSet(qset.source.parent.name, qset.source, {}, {}),
                                              settings.embedder, show_progress)
-        return es.home_path, gen_id, reused
+        return es.home_path, snapshot_id, reused
     if qset.source is not None:  # a folder: the build notices an unchanged corpus and writes nothing
         home = settings.home_path / "eval" / f"{_safe(qset.source.name)}-{_safe(settings.embedder)}"
         report = build(eval_settings(settings, home), [qset.source], show_progress=show_progress)
@@ -91,8 +91,8 @@ def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool
     return home, report.generation_id, report.unchanged
 
 
-def open_generation(settings: Settings, home: Path, gen_id: str) -> Generation:
-    return Generation(store.generation_dir(home, gen_id), settings.models_dir,
+def open_generation(settings: Settings, home: Path, snapshot_id: str) -> Snapshot:
+    return Snapshot(snapshot_files.snapshot_dir(home, snapshot_id), settings.models_dir,
                       hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
 
 
@@ -106,23 +106,23 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
              limit: int | None = 300, seed: int = 0, split: str = "test", per_article: int = 15,
              corpus: Path | None = None, show_progress: bool = True) -> dict:
     qset = load_set(path, kind, limit=limit, seed=seed, split=split, per_article=per_article, corpus=corpus)
-    home, gen_id, reused = ensure_generation(settings, qset, show_progress)
-    gen = open_generation(settings, home, gen_id)
+    home, snapshot_id, reused = ensure_generation(settings, qset, show_progress)
+    snapshot = open_generation(settings, home, snapshot_id)
     answerer = Answerer(settings, Retriever(settings.retrieval))
     backend_name = answerer.generators.resolve_name(backend)
     answerer.generators.get(backend_name)  # load the model now, so seconds per answer exclude loading it
-    _ = gen.embedder
+    _ = snapshot.embedder
 
     per_question = []
     for q in tqdm(qset.questions, desc=f"answers ({backend_name})", unit="q", file=sys.stderr,
                   disable=not show_progress):
         t = time.perf_counter()
-        ans = answerer.answer(gen, q.question, backend=backend_name)
+        ans = answerer.answer(snapshot, q.question, backend=backend_name)
         per_question.append(score_answer(q, ans, time.perf_counter() - t, qset.match))
-    m = gen.manifest
-    gen.close()
+    m = snapshot.manifest
+    snapshot.close()
     return {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
-            "backend": backend_name, "seed": seed, "questions": len(qset.questions), "generation_id": gen_id,
+            "backend": backend_name, "seed": seed, "questions": len(qset.questions), "generation_id": snapshot_id,
             "generation_reused": reused, "documents": m.counts.documents, "chunks": m.counts.chunks,
             "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
             "groups": {g: summarize_metrics([r for r in per_question if r["group"] == g])

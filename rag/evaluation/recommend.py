@@ -262,15 +262,15 @@ def fingerprint(items: list[dict[str, Any]], embedder: str) -> str:
 
 def item_generation(items: list[dict[str, Any]], settings: Settings, show_progress: bool = True):
     """Build (or reuse) the generation of the items under a cache home keyed by their fingerprint."""
-    from rag import store
-    from rag.generation import Generation
+    from rag import snapshot_files
+    from rag.snapshot import Snapshot
 
     fp = fingerprint(items, settings.embedder)
     home = settings.cache_dir / "eval" / f"movielens-{fp}"
     eval_settings = msgspec.structs.replace(settings, home=str(home), model_cache=str(settings.models_dir),
                                             source_dirs=[])
-    gen_id = store.read_pointer(home) if home.exists() else None
-    if gen_id is None:
+    snapshot_id = snapshot_files.read_pointer(home) if home.exists() else None
+    if snapshot_id is None:
         home.mkdir(parents=True, exist_ok=True)
         src = home / "items" / "items.jsonl"
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -282,9 +282,9 @@ def item_generation(items: list[dict[str, Any]], settings: Settings, show_progre
                                    ensure_ascii=False) + "\n")
         build = _import_build()
         report = build(eval_settings, [src], show_progress=show_progress)
-        gen_id = report.generation_id
-        log.info("built item generation %s in %.1fs", gen_id, report.seconds)
-    return Generation(store.generation_dir(home, gen_id), eval_settings.models_dir), eval_settings, fp
+        snapshot_id = report.generation_id
+        log.info("built item generation %s in %.1fs", snapshot_id, report.seconds)
+    return Snapshot(snapshot_files.snapshot_dir(home, snapshot_id), eval_settings.models_dir), eval_settings, fp
 
 
 def _import_build(attempts: int = 10, wait_s: float = 30.0):
@@ -444,13 +444,13 @@ class OursRunner:
     """Our Recommender over a fresh state database holding `train` as rating events (validated and stored by
     the same rag.events.ingest the service uses, on the data's rating scale)."""
 
-    def __init__(self, settings: Settings, gen, train: Interactions, workdir: Path, rated: bool = True):
+    def __init__(self, settings: Settings, snapshot, train: Interactions, workdir: Path, rated: bool = True):
         from rag.events import ingest
         from rag.recommend import Recommender
-        from rag.state import StateStore
+        from rag.state import StateDB
 
-        self.gen = gen
-        self.state = StateStore(workdir / f"state-{time.monotonic_ns()}.duckdb")
+        self.snapshot = snapshot
+        self.state = StateDB(workdir / f"state-{time.monotonic_ns()}.duckdb")
         t = time.perf_counter()
         report = ingest(self.state, to_events(train, rated), rating_scale=settings.events)
         # The loader already left out what the events API would reject; should anything still be refused, it is
@@ -465,14 +465,14 @@ class OursRunner:
         """Profiles of `users` and the co-engagement model for `cfg`; returns seconds."""
         t = time.perf_counter()
         self.rec.cfg = cfg
-        self.rec.warm(self.gen, users)
+        self.rec.warm(self.snapshot, users)
         return time.perf_counter() - t
 
     def lists(self, users: list[str], cfg: RecommendSettings | None = None) -> tuple[dict[str, list[str]], float]:
         if cfg is not None:
             self.fit(users, cfg)
         t = time.perf_counter()
-        out = {u: [it.doc_id for it in self.rec.recommend(self.gen, u, k=K).items] for u in users}
+        out = {u: [it.doc_id for it in self.rec.recommend(self.snapshot, u, k=K).items] for u in users}
         return out, (time.perf_counter() - t) / max(1, len(users)) * 1e3
 
     def close(self) -> None:
@@ -575,9 +575,9 @@ def evaluate(folder: str | Path, settings: Settings, *, holdout: int = 1, tune: 
                               f"to hold out {holdout}")
 
     t = time.perf_counter()
-    gen, eval_settings, fp = item_generation(items, settings, show_progress)
+    snapshot, eval_settings, fp = item_generation(items, settings, show_progress)
     phases["index"] = time.perf_counter() - t
-    say(f"[recommend-eval] item generation {gen.id} ({phases['index']:.1f}s; cache key {fp})")
+    say(f"[recommend-eval] item generation {snapshot.id} ({phases['index']:.1f}s; cache key {fp})")
     rated = ds.scale is not None
     if rated:
         eval_settings = msgspec.structs.replace(eval_settings, events=EventsSettings(
@@ -609,7 +609,7 @@ def evaluate(folder: str | Path, settings: Settings, *, holdout: int = 1, tune: 
             tuning.update(validation_users=len(val_users), validation_users_sampled=len(val_users) < len(
                 set(val.users.tolist())))
             say(f"[recommend-eval] validation: {len(val)} held-out interactions; scoring {len(val_users)} users")
-            runner = OursRunner(eval_settings, gen, fit, work, rated)
+            runner = OursRunner(eval_settings, snapshot, fit, work, rated)
             trials = []
             best_cfg = cfg
             best = score_lists(runner.lists(val_users, cfg)[0], val_truth, len(item_ids))
@@ -650,7 +650,7 @@ def evaluate(folder: str | Path, settings: Settings, *, holdout: int = 1, tune: 
         score_s: dict[str, float] = {}
         systems: dict[str, dict[str, Any]] = {}
         t = time.perf_counter()
-        runner = OursRunner(eval_settings, gen, train, work, rated)
+        runner = OursRunner(eval_settings, snapshot, train, work, rated)
         fit_s["ours"] = runner.ingest_s + runner.fit(users, cfg)
         t1 = time.perf_counter()
         ours_lists, ms_per_user = runner.lists(users)
@@ -695,7 +695,7 @@ def evaluate(folder: str | Path, settings: Settings, *, holdout: int = 1, tune: 
         "chosen": chosen,
         "tuning": tuning,
         "validation": validation,
-        "generation": {"id": gen.id, "cache_key": fp, "seconds_to_open_or_build": round(phases["index"], 1)},
+        "generation": {"id": snapshot.id, "cache_key": fp, "seconds_to_open_or_build": round(phases["index"], 1)},
         "phases_s": {k: round(v, 2) for k, v in phases.items()},
         "ingest_seconds": round(fit_s["ours"], 2),
         "seconds": round(time.perf_counter() - started, 1),

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag import store
+from rag import snapshot_files
 from rag.config import Settings
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.retriever import Retriever
 
 
@@ -81,8 +81,8 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
              limit: int | None = None, show_progress: bool = True) -> dict:
     data = load_beir(folder)
     embedder = embedder or settings.embedder
-    eval_settings, gen_id, reused = ensure_generation(settings, data, embedder, show_progress)
-    gen = Generation(store.generation_dir(eval_settings.home_path, gen_id), settings.models_dir,
+    eval_settings, snapshot_id, reused = ensure_generation(settings, data, embedder, show_progress)
+    snapshot = Snapshot(snapshot_files.snapshot_dir(eval_settings.home_path, snapshot_id), settings.models_dir,
                      hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
     retriever = Retriever(settings.retrieval)
     modes = modes or (["dense", "keyword", "hybrid"] + (["hybrid+rerank"] if retriever.can_rerank else []))
@@ -93,7 +93,7 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
         ndcg, r10, r100, mrr, lat = [], [], [], [], []
         for qid in qids:
             t = time.perf_counter()
-            res = retriever.search(gen, data.queries[qid], mode=base, top_k=100, max_per_doc=1, rerank=rerank,
+            res = retriever.search(snapshot, data.queries[qid], mode=base, top_k=100, max_per_doc=1, rerank=rerank,
                                    candidates=300, mmr_lambda=0)
             lat.append((time.perf_counter() - t) * 1000)
             ranked = [h.doc_id for h in res.hits]
@@ -107,9 +107,9 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
                          "recall@100": round(sum(r100) / n, 4), "mrr@10": round(sum(mrr) / n, 4),
                          "p50_ms": round(percentile(lat, 50), 2), "p95_ms": round(percentile(lat, 95), 2),
                          "queries": len(qids)}
-    m = gen.manifest
-    gen.close()
-    return {"dataset": data.name, "path": str(folder), "embedder": embedder, "generation_id": gen_id,
+    m = snapshot.manifest
+    snapshot.close()
+    return {"dataset": data.name, "path": str(folder), "embedder": embedder, "generation_id": snapshot_id,
             "generation_reused": reused, "documents": m.counts.documents, "chunks": m.counts.chunks,
             "index_type": m.index_type, "modes": results}
 

@@ -107,15 +107,15 @@ class GeneratorPool:
                 if name in self._generators:
                     return self._generators[name]
             try:
-                gen = self._factory(name, self.settings, self.models_dir)
+                generator = self._factory(name, self.settings, self.models_dir)
             except GeneratorError:
                 raise
             except (RuntimeError, OSError, ValueError, ImportError) as e:
                 # Not cached: the next request retries (the model file may be fixed, the server may come up).
                 raise GeneratorError(f"cannot load the {name} backend: {e}") from e
             with self._lock:
-                self._generators[name] = gen
-            return gen
+                self._generators[name] = generator
+            return generator
 
     def register(self, name: str, generator: Generator) -> None:
         """Install a ready generator under `name` (a custom backend, or a stub in tests)."""

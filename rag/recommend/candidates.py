@@ -29,7 +29,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from rag.config import RecommendSettings
-from rag.state import StateStore
+from rag.state import StateDB
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,14 @@ single_thread_blas = _SingleThreadBLAS()
 class CatalogView:
     """The documents of one generation, as arrays indexed by doc row."""
 
-    def __init__(self, gen):
-        self.gen_id: str = gen.id
-        self.embedder: str = gen.manifest.embedder.name  # its name picks calibrated cosine thresholds
-        self.doc_ids: list[str] = list(gen.doc_ids)
-        self.row_of: dict[str, int] = dict(gen.doc_row_of)
+    def __init__(self, snapshot):
+        self.snapshot_id: str = snapshot.id
+        self.embedder: str = snapshot.manifest.embedder.name  # its name picks calibrated cosine thresholds
+        self.doc_ids: list[str] = list(snapshot.doc_ids)
+        self.row_of: dict[str, int] = dict(snapshot.doc_row_of)
         n = len(self.doc_ids)
-        self.vectors = np.ascontiguousarray(np.asarray(gen.doc_vectors[:n], dtype=np.float32))
-        cur = gen.sql("SELECT doc_row, title, domain, language, audience, date FROM documents ORDER BY doc_row")
+        self.vectors = np.ascontiguousarray(np.asarray(snapshot.doc_vectors[:n], dtype=np.float32))
+        cur = snapshot.sql("SELECT doc_row, title, domain, language, audience, date FROM documents ORDER BY doc_row")
         recs = cur.fetchall()
         self.titles: list[str] = [r[1] or self.doc_ids[i] for i, r in enumerate(recs)]
         self.title_keys: list[str] = [" ".join((r[1] or "").casefold().split()) for r in recs]
@@ -181,7 +181,7 @@ def co_params(cfg: RecommendSettings) -> tuple:
             cfg.trending_half_life_days)
 
 
-def build_comodel(state: StateStore, cat: CatalogView, cfg: RecommendSettings) -> CoModel:
+def build_comodel(state: StateDB, cat: CatalogView, cfg: RecommendSettings) -> CoModel:
     started = time.perf_counter()
     version = state.version
     n = cat.n
@@ -265,7 +265,7 @@ def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
 class CoEngagementIndex:
     """The co-engagement model per generation, rebuilt when the event log changes (at most every TTL)."""
 
-    def __init__(self, state: StateStore, keep: int = 2):
+    def __init__(self, state: StateDB, keep: int = 2):
         self.state = state
         self.keep = keep
         self._models: OrderedDict[tuple, CoModel] = OrderedDict()
@@ -274,7 +274,7 @@ class CoEngagementIndex:
         self._refreshing: set[tuple] = set()
 
     def get(self, cat: CatalogView, cfg: RecommendSettings) -> CoModel:
-        key = (cat.gen_id, co_params(cfg))
+        key = (cat.snapshot_id, co_params(cfg))
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -297,7 +297,7 @@ class CoEngagementIndex:
         try:
             self._build(key, cat, cfg)
         except Exception:  # noqa: BLE001 - keep serving the previous model
-            log.exception("co-engagement refresh failed for generation %s", cat.gen_id)
+            log.exception("co-engagement refresh failed for generation %s", cat.snapshot_id)
         finally:
             with self._lock:
                 self._refreshing.discard(key)
@@ -311,7 +311,7 @@ class CoEngagementIndex:
             if current is not None and current.version == self.state.version:
                 return current  # somebody else just built it
             model = build_comodel(self.state, cat, cfg)
-            log.info("co-engagement model for %s: %d user-doc pairs, %d links, %.2fs", cat.gen_id,
+            log.info("co-engagement model for %s: %d user-doc pairs, %d links, %.2fs", cat.snapshot_id,
                      model.n_events, model.sim.nnz, model.seconds)
             with self._lock:
                 self._models[key] = model

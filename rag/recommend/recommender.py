@@ -1,6 +1,6 @@
 """`Recommender`: "for you", "more like this" and trending, on top of an index generation and the state store.
 
-    rec = Recommender(settings, StateStore(settings.state_db))
+    rec = Recommender(settings, StateDB(settings.state_db))
     rec.ingest([{"user_id": "u1", "doc_id": "fin-etf", "type": "like"}])
     rec.recommend(gen, "u1", k=10, domain="finance")      # -> RecommendationList
     rec.similar(gen, "fin-etf", k=5)
@@ -10,7 +10,7 @@ Caches (all in memory, per process):
 - the generation's documents as arrays (`CatalogView`), per generation id;
 - the co-engagement/popularity model per generation, rebuilt from the event log when it changed (TTL);
 - user profiles per (generation, user, domain filter), dropped as soon as that user has new events or a new
-  profile (`StateStore.user_version`), so the next request sees them.
+  profile (`StateDB.user_version`), so the next request sees them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from rag.recommend.candidates import (CatalogView, CoEngagementIndex, CoModel, c
                                       coengagement_scores, single_thread_blas, top_rows)
 from rag.recommend.profile import UserProfile, build_profile
 from rag.recommend.ranking import INTEREST_WEIGHTS, SIMILAR_WEIGHTS, blend, mmr, popularity_reason
-from rag.state import StateStore
+from rag.state import StateDB
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _key_of(v) -> tuple:
 
 
 class Recommender:
-    def __init__(self, settings, state: StateStore):
+    def __init__(self, settings, state: StateDB):
         self.settings = settings
         self.state = state
         # Read at call time: replace it (msgspec.structs.replace) to try other weights without losing caches.
@@ -102,26 +102,26 @@ class Recommender:
         return events_mod.ingest(self.state, events, rating_scale=self.rating_scale)
 
     # -- per-generation data ------------------------------------------------------------------------------
-    def catalog(self, gen) -> CatalogView:
+    def catalog(self, snapshot) -> CatalogView:
         with self._lock:
-            cat = self._catalogs.get(gen.id)
+            cat = self._catalogs.get(snapshot.id)
             if cat is not None:
-                self._catalogs.move_to_end(gen.id)
+                self._catalogs.move_to_end(snapshot.id)
                 return cat
-        cat = CatalogView(gen)
+        cat = CatalogView(snapshot)
         with self._lock:
-            self._catalogs[gen.id] = cat
+            self._catalogs[snapshot.id] = cat
             while len(self._catalogs) > 2:
                 old, _ = self._catalogs.popitem(last=False)
                 for key in [k for k in self._profiles if k[0] == old]:
                     self._profiles.pop(key, None)
         return cat
 
-    def _embed_interests(self, gen) -> Callable[[list[str]], np.ndarray]:
+    def _embed_interests(self, snapshot) -> Callable[[list[str]], np.ndarray]:
         try:
-            ident = gen.manifest.embedder.identity
+            ident = snapshot.manifest.embedder.identity
         except AttributeError:
-            ident = gen.id
+            ident = snapshot.id
 
         def embed(texts: list[str]) -> np.ndarray:
             out: list[np.ndarray | None] = []
@@ -133,7 +133,7 @@ class Recommender:
                     if v is None:
                         missing.append(t)
             if missing:
-                vecs = np.asarray(gen.embedder.embed_queries(missing), dtype=np.float32)
+                vecs = np.asarray(snapshot.embedder.embed_queries(missing), dtype=np.float32)
                 with self._lock:
                     for t, v in zip(missing, vecs):
                         self._interests[(ident, t)] = v
@@ -145,9 +145,9 @@ class Recommender:
 
         return embed
 
-    def profile(self, gen, user_id: str, domain=None) -> UserProfile:
-        cat = self.catalog(gen)
-        key = (gen.id, user_id, _key_of(domain), profile_params(self.cfg))
+    def profile(self, snapshot, user_id: str, domain=None) -> UserProfile:
+        cat = self.catalog(snapshot)
+        key = (snapshot.id, user_id, _key_of(domain), profile_params(self.cfg))
         version = self.state.user_version(user_id)
         with self._lock:
             hit = self._profiles.get(key)
@@ -158,7 +158,7 @@ class Recommender:
         evs = self.state.user_events(user_id)
         rank_vectors = cat.rank_vectors(self.cfg.center_vectors)
         prof = build_profile(user_id, user, evs, row_of=cat.row_of, vectors=rank_vectors, doc_domains=cat.domains,
-                             doc_languages=cat.languages, cfg=self.cfg, embed_interests=self._embed_interests(gen),
+                             doc_languages=cat.languages, cfg=self.cfg, embed_interests=self._embed_interests(snapshot),
                              domain=list(_key_of(domain)) or None, scale=self.rating_scale,
                              vector_mean=cat.mean_vector if self.cfg.center_vectors else None)
         self._remember(key, version, prof)
@@ -171,9 +171,9 @@ class Recommender:
             while len(self._profiles) > MAX_PROFILES:
                 self._profiles.popitem(last=False)
 
-    def warm(self, gen, user_ids: list[str] | None = None) -> int:
+    def warm(self, snapshot, user_ids: list[str] | None = None) -> int:
         """Build profiles (no domain filter) for many users with one read of the event log; returns how many."""
-        cat = self.catalog(gen)
+        cat = self.catalog(snapshot)
         self.co.get(cat, self.cfg)
         cur = self.state.con.cursor()
         try:
@@ -196,7 +196,7 @@ class Recommender:
             g["dwell_s"].append(dwell)
             g["ts"].append(ts)
         ids = list(user_ids) if user_ids else sorted(set(grouped) | set(users))
-        embed = self._embed_interests(gen)
+        embed = self._embed_interests(snapshot)
         params_key = profile_params(self.cfg)
         empty = {"doc_id": [], "type": [], "value": [], "dwell_s": [], "ts": []}
         rank_vectors = cat.rank_vectors(self.cfg.center_vectors)
@@ -207,11 +207,11 @@ class Recommender:
                                  vectors=rank_vectors, doc_domains=cat.domains, cfg=self.cfg,
                                  doc_languages=cat.languages, embed_interests=embed, scale=self.rating_scale,
                                  vector_mean=vector_mean)
-            self._remember((gen.id, uid, (), params_key), version, prof)
+            self._remember((snapshot.id, uid, (), params_key), version, prof)
         return len(ids)
 
     # -- "for you" ----------------------------------------------------------------------------------------
-    def recommend(self, gen, user_id: str, *, k: int = 10, domain: str | list[str] | None = None,
+    def recommend(self, snapshot, user_id: str, *, k: int = 10, domain: str | list[str] | None = None,
                   language=None, audience=None, exclude_seen: bool | None = None, explain: bool = False,
                   explainer: Explainer | None = None) -> RecommendationList:
         """Top-k documents for a user. strategy: personalized (has events on this generation's documents),
@@ -219,31 +219,31 @@ class Recommender:
         An unknown user id is a new user, not an error. `exclude_seen` defaults to settings."""
         t0 = time.perf_counter()
         with single_thread_blas:
-            result, prof, cat = self._recommend(gen, str(user_id), k, domain, language, audience, exclude_seen)
+            result, prof, cat = self._recommend(snapshot, str(user_id), k, domain, language, audience, exclude_seen)
         if explain and explainer is not None and result.items:
             t1 = time.perf_counter()
             summary = prof.summary(cat.titles)
             summary["strategy"] = result.strategy
             many = getattr(explainer, "explain_many", None)
             if many is not None:  # one generator batch for the whole list
-                for item, blurb in zip(result.items, _call_explain_many(many, gen, result.items, summary)):
+                for item, blurb in zip(result.items, _call_explain_many(many, snapshot, result.items, summary)):
                     item.blurb = blurb
             else:
                 for item in result.items:
-                    item.blurb = _call_explainer(explainer, gen, item, summary)
+                    item.blurb = _call_explainer(explainer, snapshot, item, summary)
             result.timings_ms["explain"] = round((time.perf_counter() - t1) * 1e3, 3)
         result.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 3)
         return result
 
-    def _recommend(self, gen, user_id: str, k: int, domain, language, audience, exclude_seen
+    def _recommend(self, snapshot, user_id: str, k: int, domain, language, audience, exclude_seen
                    ) -> tuple[RecommendationList, UserProfile, CatalogView]:
         t0 = time.perf_counter()
         cfg = self.cfg
         exclude_seen = cfg.exclude_seen if exclude_seen is None else exclude_seen
         k = max(0, int(k))
-        cat = self.catalog(gen)
+        cat = self.catalog(snapshot)
         co = self.co.get(cat, cfg)
-        prof = self.profile(gen, str(user_id), domain)
+        prof = self.profile(snapshot, str(user_id), domain)
         t1 = time.perf_counter()
 
         allowed = cat.mask(domain, language, audience).copy()
@@ -293,7 +293,7 @@ class Recommender:
                     allowed = declared
             items = self._trending_items(cat, co, allowed, k)
             t2 = time.perf_counter()
-            return self._finish(gen, cat, prof, items, strategy, user_id, t0, t1, t2)
+            return self._finish(snapshot, cat, prof, items, strategy, user_id, t0, t1, t2)
 
         t2 = time.perf_counter()
         score, contrib = blend(signals, weights)
@@ -314,7 +314,7 @@ class Recommender:
             rest = allowed.copy()
             rest[rows] = False
             items += self._trending_items(cat, co, rest, k - len(items))
-        return self._finish(gen, cat, prof, items, strategy, user_id, t0, t1, t2)
+        return self._finish(snapshot, cat, prof, items, strategy, user_id, t0, t1, t2)
 
     def _without_copies_of_seen(self, cat: CatalogView, prof: UserProfile, cands: np.ndarray, order: np.ndarray,
                                 pool_n: int) -> np.ndarray:
@@ -330,11 +330,11 @@ class Recommender:
             keep &= (cat.vectors[rows] @ cat.vectors[prof.seeds].T).max(axis=1) <= self.cfg.near_duplicate_cosine
         return np.concatenate([head[keep], order[pool_n * 2:]])
 
-    def _finish(self, gen, cat, prof, items, strategy, user_id, t0, t1, t2
+    def _finish(self, snapshot, cat, prof, items, strategy, user_id, t0, t1, t2
                 ) -> tuple[RecommendationList, UserProfile, CatalogView]:
         t3 = time.perf_counter()
         timings = {"profile": (t1 - t0) * 1e3, "candidates": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3}
-        result = RecommendationList(items=items, strategy=strategy, generation_id=gen.id,
+        result = RecommendationList(items=items, strategy=strategy, generation_id=snapshot.id,
                                     timings_ms={k: round(v, 3) for k, v in timings.items()}, user_id=user_id)
         return result, prof, cat
 
@@ -416,37 +416,37 @@ class Recommender:
         return items
 
     # -- trending -----------------------------------------------------------------------------------------
-    def trending(self, gen, *, domain=None, k: int = 10, language=None, audience=None) -> RecommendationList:
+    def trending(self, snapshot, *, domain=None, k: int = 10, language=None, audience=None) -> RecommendationList:
         """Most engaged-with documents lately (decayed popularity), newest documents when there are no events."""
         with single_thread_blas:
-            return self._trending(gen, domain, k, language, audience)
+            return self._trending(snapshot, domain, k, language, audience)
 
-    def _trending(self, gen, domain, k, language, audience) -> RecommendationList:
+    def _trending(self, snapshot, domain, k, language, audience) -> RecommendationList:
         t0 = time.perf_counter()
-        cat = self.catalog(gen)
+        cat = self.catalog(snapshot)
         co = self.co.get(cat, self.cfg)
         t1 = time.perf_counter()
         items = self._trending_items(cat, co, cat.mask(domain, language, audience), max(0, int(k)))
         t2 = time.perf_counter()
-        return RecommendationList(items=items, strategy="trending", generation_id=gen.id,
+        return RecommendationList(items=items, strategy="trending", generation_id=snapshot.id,
                                   timings_ms={"candidates": round((t1 - t0) * 1e3, 3),
                                               "rank": round((t2 - t1) * 1e3, 3),
                                               "total": round((t2 - t0) * 1e3, 3)})
 
     # -- "more like this" ---------------------------------------------------------------------------------
-    def similar(self, gen, doc_id: str, *, k: int = 10, domain=None, language=None, audience=None
+    def similar(self, snapshot, doc_id: str, *, k: int = 10, domain=None, language=None, audience=None
                 ) -> RecommendationList:
         """"More like this": embedding neighbours blended with co-engagement, without the document itself and
         its near-duplicates (cosine > near_duplicate_cosine or the same title). Unknown doc id: KeyError."""
         with single_thread_blas:
-            return self._similar(gen, doc_id, k, domain, language, audience)
+            return self._similar(snapshot, doc_id, k, domain, language, audience)
 
-    def _similar(self, gen, doc_id, k, domain, language, audience) -> RecommendationList:
+    def _similar(self, snapshot, doc_id, k, domain, language, audience) -> RecommendationList:
         t0 = time.perf_counter()
-        cat = self.catalog(gen)
+        cat = self.catalog(snapshot)
         row = cat.row_of.get(doc_id)
         if row is None:
-            raise KeyError(f"unknown document id {doc_id!r}: generation {gen.id} has no such document")
+            raise KeyError(f"unknown document id {doc_id!r}: generation {snapshot.id} has no such document")
         cfg = self.cfg
         co = self.co.get(cat, cfg)
         v = cat.vectors[row]
@@ -477,7 +477,7 @@ class Recommender:
             items.append(Recommendation(doc_id=cat.doc_ids[r], title=cat.titles[r], domain=cat.domains[r],
                                         score=round(float(score[i]), 4), reason=reason))
         t3 = time.perf_counter()
-        return RecommendationList(items=items, strategy="similar", generation_id=gen.id, doc_id=doc_id,
+        return RecommendationList(items=items, strategy="similar", generation_id=snapshot.id, doc_id=doc_id,
                                   timings_ms={"candidates": round((t2 - t0) * 1e3, 3),
                                               "rank": round((t3 - t2) * 1e3, 3),
                                               "total": round((t3 - t0) * 1e3, 3)})
@@ -492,23 +492,23 @@ def _union(parts: list[np.ndarray]) -> np.ndarray:
     return allr[np.sort(first)].astype(np.int64)
 
 
-def _explained_doc(gen, item: Recommendation) -> dict[str, Any]:
-    doc = gen.document(item.doc_id) or {"doc_id": item.doc_id, "title": item.title, "domain": item.domain}
+def _explained_doc(snapshot, item: Recommendation) -> dict[str, Any]:
+    doc = snapshot.document(item.doc_id) or {"doc_id": item.doc_id, "title": item.title, "domain": item.domain}
     return {**doc, "reason": item.reason}
 
 
-def _call_explain_many(many, gen, items: list[Recommendation], summary: dict[str, Any]) -> list[str | None]:
+def _call_explain_many(many, snapshot, items: list[Recommendation], summary: dict[str, Any]) -> list[str | None]:
     try:
-        blurbs = list(many([_explained_doc(gen, it) for it in items], summary))
+        blurbs = list(many([_explained_doc(snapshot, it) for it in items], summary))
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendations stand without it
         log.warning("explainer failed for %d items", len(items), exc_info=True)
         return [None] * len(items)
     return [_clean_blurb(b) for b in blurbs]
 
 
-def _call_explainer(explainer: Explainer, gen, item: Recommendation, summary: dict[str, Any]) -> str | None:
+def _call_explainer(explainer: Explainer, snapshot, item: Recommendation, summary: dict[str, Any]) -> str | None:
     try:
-        blurb = explainer(_explained_doc(gen, item), summary)
+        blurb = explainer(_explained_doc(snapshot, item), summary)
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendation stands without it
         log.warning("explainer failed for %s", item.doc_id, exc_info=True)
         return None

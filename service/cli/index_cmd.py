@@ -78,13 +78,13 @@ def run_build(args) -> int:
 
 
 def _manifests(settings):
-    from rag import store
+    from rag import snapshot_files
 
-    return store.list_generations(settings.home_path), store.read_pointer(settings.home_path)
+    return snapshot_files.list_snapshots(settings.home_path), snapshot_files.read_pointer(settings.home_path)
 
 
 def run_list(args) -> int:
-    from rag.store import manifest_json
+    from rag.snapshot_files import manifest_json
 
     settings = settings_from(args)
     manifests, current = _manifests(settings)
@@ -103,23 +103,23 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from rag import store
+    from rag import snapshot_files
 
     settings = settings_from(args)
-    gen_id = args.id or store.read_pointer(settings.home_path)
-    if not gen_id:
+    snapshot_id = args.id or snapshot_files.read_pointer(settings.home_path)
+    if not snapshot_id:
         raise CLIError("no generation is published yet")
-    path = store.generation_dir(settings.home_path, gen_id)
-    if not (path / store.MANIFEST).exists():
-        raise CLIError(f"no generation {gen_id!r}; see `rag index list`")
-    data = store.manifest_json(store.read_manifest(path))
-    data["published"] = gen_id == store.read_pointer(settings.home_path)
+    path = snapshot_files.snapshot_dir(settings.home_path, snapshot_id)
+    if not (path / snapshot_files.MANIFEST).exists():
+        raise CLIError(f"no generation {snapshot_id!r}; see `rag index list`")
+    data = snapshot_files.manifest_json(snapshot_files.read_manifest(path))
+    data["published"] = snapshot_id == snapshot_files.read_pointer(settings.home_path)
     print_json(data)
     return 0
 
 
 def run_rollback(args) -> int:
-    from rag import store
+    from rag import snapshot_files
 
     settings = settings_from(args)
     manifests, current = _manifests(settings)
@@ -130,20 +130,20 @@ def run_rollback(args) -> int:
             raise CLIError("no older generation to roll back to")
         target = ids[ids.index(current) + 1]
     try:
-        store.publish(settings.home_path, target)
-    except store.GenerationNotFound as e:
+        snapshot_files.publish(settings.home_path, target)
+    except snapshot_files.SnapshotNotFound as e:
         raise CLIError(f"{e}; see `rag index list`") from e
     print(f"published {target} (was {current})")
     return 0
 
 
 def run_gc(args) -> int:
-    from rag import store
+    from rag import snapshot_files
 
     settings = settings_from(args)
     keep = args.keep if args.keep is not None else settings.index.keep_generations
     if keep < 1:
         raise CLIError("--keep must be at least 1")
-    removed = store.gc(settings.home_path, keep)
+    removed = snapshot_files.gc(settings.home_path, keep)
     print(f"removed {len(removed)} generation(s)" + (": " + ", ".join(removed) if removed else ""))
     return 0

@@ -76,12 +76,12 @@ def _filters(args):
 
 def _engine_and_generation(args):
     from rag.engine import Engine
-    from rag.index import NoGeneration
+    from rag.published import NoSnapshot
 
     engine = Engine(settings_from(args))
     try:
-        return engine, engine.generation()
-    except NoGeneration as e:
+        return engine, engine.snapshot()
+    except NoSnapshot as e:
         raise CLIError(str(e)) from e
 
 
@@ -91,8 +91,8 @@ def _snippet(text: str) -> str:
 
 
 def run_search(args) -> int:
-    engine, gen = _engine_and_generation(args)
-    result = engine.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k, gen=gen)
+    engine, snapshot = _engine_and_generation(args)
+    result = engine.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k, snapshot=snapshot)
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0
@@ -116,9 +116,9 @@ def _print_citations(citations) -> None:
 
 
 def run_ask(args) -> int:
-    engine, gen = _engine_and_generation(args)
+    engine, snapshot = _engine_and_generation(args)
     try:
-        answer = engine.answerer.answer(gen, args.question, filters=_filters(args), top_k=args.top_k,
+        answer = engine.answerer.answer(snapshot, args.question, filters=_filters(args), top_k=args.top_k,
                                         backend=args.backend, mode=args.mode)
     except ValueError as e:
         raise CLIError(str(e)) from e
@@ -141,9 +141,9 @@ def run_ask(args) -> int:
 def run_summarize(args) -> int:
     from rag.summarize import UnknownDocument
 
-    engine, gen = _engine_and_generation(args)
+    engine, snapshot = _engine_and_generation(args)
     try:
-        summary = engine.summarizer.summarize(gen, doc_ids=args.docs, query=args.query, filters=_filters(args),
+        summary = engine.summarizer.summarize(snapshot, doc_ids=args.docs, query=args.query, filters=_filters(args),
                                               style=args.style, max_words=args.max_words, backend=args.backend,
                                               top_k=args.top_k)
     except (UnknownDocument, ValueError) as e:

@@ -53,7 +53,7 @@ def run(args) -> int:
 
     from rag.engine import Engine
     from service.app import create_app
-    from service.logging import configure_logging
+    from service.request_log import configure_logging
 
     settings = settings_from(args)
     host = args.host or settings.service.host

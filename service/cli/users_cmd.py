@@ -51,10 +51,10 @@ def register(sub) -> None:
 
 
 def _state(settings):
-    from rag.state import StateLocked, StateStore
+    from rag.state import StateLocked, StateDB
 
     try:
-        return StateStore(settings.state_db)
+        return StateDB(settings.state_db)
     except StateLocked as e:
         raise CLIError(str(e)) from e
 
@@ -98,12 +98,12 @@ def run_events_import(args) -> int:
 
 def _engine(settings):
     from rag.engine import Engine
-    from rag.index import NoGeneration
+    from rag.published import NoSnapshot
 
     engine = Engine(settings)
     try:
-        gen = engine.generation()
-    except NoGeneration as e:
+        snapshot = engine.snapshot()
+    except NoSnapshot as e:
         raise CLIError(str(e)) from e
     from rag.state import StateLocked
 
@@ -111,7 +111,7 @@ def _engine(settings):
         engine.state
     except StateLocked as e:
         raise CLIError(str(e)) from e
-    return engine, gen
+    return engine, snapshot
 
 
 def _print_list(result, header: str) -> None:
@@ -130,9 +130,9 @@ def _print_list(result, header: str) -> None:
 def run_recommend(args) -> int:
     if args.k < 1:
         raise CLIError("--k must be at least 1")
-    engine, gen = _engine(settings_from(args))
+    engine, snapshot = _engine(settings_from(args))
     try:
-        result = engine.recommend(args.user_id, gen=gen, k=args.k, domain=args.domain, language=args.language,
+        result = engine.recommend(args.user_id, snapshot=snapshot, k=args.k, domain=args.domain, language=args.language,
                                   audience=args.audience, exclude_seen=not args.include_seen,
                                   explain=args.explain, explain_backend=args.backend)
     finally:
@@ -147,9 +147,9 @@ def run_recommend(args) -> int:
 def run_similar(args) -> int:
     if args.k < 1:
         raise CLIError("--k must be at least 1")
-    engine, gen = _engine(settings_from(args))
+    engine, snapshot = _engine(settings_from(args))
     try:
-        result = engine.recommender.similar(gen, args.doc_id, k=args.k)
+        result = engine.recommender.similar(snapshot, args.doc_id, k=args.k)
     except KeyError as e:
         raise CLIError(e.args[0] if e.args else f"unknown document {args.doc_id!r}") from e
     finally:

@@ -8,9 +8,9 @@ import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Body, Parameter
 
-from rag import store
+from rag import snapshot_files
 from rag.engine import Engine
-from rag.index import NoGeneration
+from rag.published import NoSnapshot
 from service.errors import GENERATION_ID_KEY, ServiceError, bad_request, error_responses
 from service.jobs import JobConflict, JobManager, SourceProblem, allowed_embedders
 from service.schemas import GenerationOut, JobOut, RebuildRequest, RollbackRequest, RollbackResponse
@@ -73,11 +73,11 @@ class AdminController(Controller):
          responses=error_responses(401, 403, 429))
     def generations(self, engine: Engine) -> list[GenerationOut]:
         home = engine.settings.home_path
-        current = store.read_pointer(home)
-        loaded = engine.index.loaded_id
+        current = snapshot_files.read_pointer(home)
+        loaded = engine.published.loaded_id
         out = []
-        for m in store.list_generations(home):
-            mj = store.manifest_json(m)
+        for m in snapshot_files.list_snapshots(home):
+            mj = snapshot_files.manifest_json(m)
             out.append(GenerationOut(id=m.id, published=m.id == current, loaded=m.id == loaded,
                                      created_at=m.created_at, embedder=mj["embedder"], counts=mj["counts"],
                                      index_type=m.index_type, sources=list(m.sources), parent=m.parent,
@@ -90,22 +90,22 @@ class AdminController(Controller):
         home = engine.settings.home_path
 
         def do() -> RollbackResponse:
-            previous = store.read_pointer(home)
+            previous = snapshot_files.read_pointer(home)
             try:
-                store.publish(home, data.generation_id)
-            except store.GenerationNotFound as e:
+                snapshot_files.publish(home, data.generation_id)
+            except snapshot_files.SnapshotNotFound as e:
                 raise ServiceError(404, f"{e}; see GET /v1/admin/index/generations", code="not_found",
                                    field="generation_id") from e
             try:
-                gen = engine.index.refresh()  # load it now: the next request already runs on it
-            except NoGeneration:
-                gen = None
+                snapshot = engine.published.refresh()  # load it now: the next request already runs on it
+            except NoSnapshot:
+                snapshot = None
             except Exception as e:  # noqa: BLE001
-                store.publish(home, previous) if previous else None
+                snapshot_files.publish(home, previous) if previous else None
                 raise ServiceError(503, f"generation {data.generation_id} could not be loaded ({e}); the "
                                         f"pointer was put back to {previous}", code="unavailable") from e
-            if gen is not None:
-                request.scope.setdefault("state", {})[GENERATION_ID_KEY] = gen.id
+            if snapshot is not None:
+                request.scope.setdefault("state", {})[GENERATION_ID_KEY] = snapshot.id
             return RollbackResponse(published=data.generation_id, previous=previous)
 
         return Response(await anyio.to_thread.run_sync(do))

@@ -23,7 +23,7 @@ from litestar import Controller, Request, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from rag.engine import Engine
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from service.errors import ServiceError, error_responses, request_id_of
 from service.limits import GenerationSlots
 from service.metrics import Metrics
@@ -64,18 +64,18 @@ async def prepare_backend(engine: Engine, backend: str | None) -> str | None:
     return None
 
 
-def _event_parts(ev: Any, gen_id: str) -> tuple[str, dict]:
+def _event_parts(ev: Any, snapshot_id: str) -> tuple[str, dict]:
     """An `AnswerEvent(type, data)` -> (SSE event name, JSON payload object)."""
     kind = str(getattr(ev, "type", None) or getattr(ev, "kind", None) or "message")
     data = plain(getattr(ev, "data", None))
     if kind == "retrieval":
-        return kind, {"passages": data if isinstance(data, list) else [], "generation_id": gen_id}
+        return kind, {"passages": data if isinstance(data, list) else [], "generation_id": snapshot_id}
     if kind == "token":
         return kind, {"text": data if isinstance(data, str) else str(data)}
     if kind == "error":
         return kind, {"code": "generation_error", "message": data if isinstance(data, str) else str(data)}
     if kind == "done" and isinstance(data, dict):
-        data = to_struct(data, AskResponse, generation_id=data.get("generation_id") or gen_id)
+        data = to_struct(data, AskResponse, generation_id=data.get("generation_id") or snapshot_id)
         return kind, plain(data)
     return kind, data if isinstance(data, dict) else {"value": data}
 
@@ -86,7 +86,7 @@ class AskController(Controller):
 
     @post("", status_code=200, summary="Ask a question (JSON or Server-Sent Events)",
           responses=error_responses(400, 401, 403, 413, 429, 503, 504))
-    async def ask(self, data: AskRequest, engine: Engine, gen: Generation, slots: GenerationSlots,
+    async def ask(self, data: AskRequest, engine: Engine, snapshot: Snapshot, slots: GenerationSlots,
                   metrics: Metrics, request: Request) -> AskResponse:
         """Retrieve, generate (or extract), check citations. With `stream: true` the response is
         `text/event-stream` with events retrieval, token, citation, done (or error)."""
@@ -102,17 +102,17 @@ class AskController(Controller):
         if data.user_id:
             request.scope.setdefault("state", {})["rag.user_id"] = data.user_id
         if data.stream:
-            return await self._stream(answerer, gen, question, kwargs, needs_slot, slots, metrics, request,
+            return await self._stream(answerer, snapshot, question, kwargs, needs_slot, slots, metrics, request,
                                       unavailable=unavailable, asked=asked)
 
-        call = partial(answerer.answer, gen, question, **kwargs)
+        call = partial(answerer.answer, snapshot, question, **kwargs)
         try:
             ans = await (slots.run(call) if needs_slot else anyio.to_thread.run_sync(call))
         except TimeoutError:
             # The generation outlived settings.generator.timeout_s: answer extractively instead (the slot stays
             # taken until the abandoned generation really ends, so the bound on concurrent generations holds).
             log.warning("generation timed out after %.0f s; extractive answer", slots.run_timeout_s)
-            ans = await anyio.to_thread.run_sync(partial(answerer.answer, gen, question,
+            ans = await anyio.to_thread.run_sync(partial(answerer.answer, snapshot, question,
                                                          **{**kwargs, "backend": "extractive"}))
             unavailable = f"generation timed out after {slots.run_timeout_s:g} s; extractive answer"
         if unavailable and not getattr(ans, "abstained", False):
@@ -121,9 +121,9 @@ class AskController(Controller):
         metrics.observe_timings("ask", getattr(ans, "timings_ms", None))
         metrics.observe_answer(getattr(ans, "backend", None), getattr(ans, "abstained", False),
                                getattr(ans, "fallback", None))
-        return to_struct(ans, AskResponse, generation_id=getattr(ans, "generation_id", None) or gen.id)
+        return to_struct(ans, AskResponse, generation_id=getattr(ans, "generation_id", None) or snapshot.id)
 
-    async def _stream(self, answerer, gen: Generation, question: str, kwargs: dict, needs_slot: bool,
+    async def _stream(self, answerer, snapshot: Snapshot, question: str, kwargs: dict, needs_slot: bool,
                       slots: GenerationSlots, metrics: Metrics, request: Request, *, unavailable: str | None = None,
                       asked: str | None = None) -> EventStream:
         rid = request_id_of(request)
@@ -131,13 +131,13 @@ class AskController(Controller):
         lease = await slots.acquire() if needs_slot else None
 
         def make_iter():
-            return answerer.answer_stream(gen, question, **kwargs)
+            return answerer.answer_stream(snapshot, question, **kwargs)
 
         async def events():
             seq = 0
             try:
                 async for ev in slots.iterate(make_iter, lease=lease):
-                    kind, payload = _event_parts(ev, gen.id)
+                    kind, payload = _event_parts(ev, snapshot.id)
                     if kind == "done" and unavailable and not payload.get("abstained"):
                         payload["fallback"] = unavailable
                         payload["backend"] = asked or payload.get("backend")
@@ -162,4 +162,4 @@ class AskController(Controller):
                      "request_id": rid}))
 
         return EventStream(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                                  "X-Generation-Id": gen.id})
+                                                  "X-Generation-Id": snapshot.id})

@@ -26,7 +26,7 @@ from litestar.params import Parameter
 
 from rag.config import Settings
 from rag.engine import Engine
-from rag.index import NoGeneration
+from rag.published import NoSnapshot
 from rag.types import DOMAINS, Document
 from service.errors import GENERATION_ID_KEY, ServiceError, bad_request, error_responses
 from service.schemas import (
@@ -163,11 +163,11 @@ def _check_doc(doc: DocumentFields, doc_id: str) -> None:
 
 def _published(engine: Engine, request: Request):
     try:
-        gen = engine.generation()
-    except NoGeneration:
+        snapshot = engine.snapshot()
+    except NoSnapshot:
         return None
-    request.scope.setdefault("state", {})[GENERATION_ID_KEY] = gen.id
-    return gen
+    request.scope.setdefault("state", {})[GENERATION_ID_KEY] = snapshot.id
+    return snapshot
 
 
 def _write_response(doc_id: str, status: str, domain: str | None) -> DocumentWriteResponse:
@@ -194,11 +194,11 @@ class DocumentsController(Controller):
     ) -> DocumentList:
         if domain is not None and domain not in DOMAINS:
             raise bad_request(f"domain must be one of {', '.join(DOMAINS)}", field="domain")
-        gen = engine.generation()  # NoGeneration -> 503
-        request.scope.setdefault("state", {})[GENERATION_ID_KEY] = gen.id
+        snapshot = engine.snapshot()  # NoSnapshot -> 503
+        request.scope.setdefault("state", {})[GENERATION_ID_KEY] = snapshot.id
         where, params = ("WHERE domain = ?", [domain]) if domain else ("", [])
-        total = int(gen.sql(f"SELECT count(*) FROM documents {where}", params).fetchone()[0])
-        cur = gen.sql(f"SELECT doc_id, title, domain, tags, audience, language, date, n_chunks, n_chars "
+        total = int(snapshot.sql(f"SELECT count(*) FROM documents {where}", params).fetchone()[0])
+        cur = snapshot.sql(f"SELECT doc_id, title, domain, tags, audience, language, date, n_chunks, n_chars "
                       f"FROM documents {where} ORDER BY doc_id LIMIT ? OFFSET ?", [*params, limit, offset])
         items = []
         for rec in cur.fetchall():
@@ -209,7 +209,7 @@ class DocumentsController(Controller):
             items.append(DocumentSummary(**d))
         nxt = offset + len(items) if offset + len(items) < total else None
         return DocumentList(items=items, total=total, limit=limit, offset=offset, next_offset=nxt,
-                            generation_id=gen.id)
+                            generation_id=snapshot.id)
 
     @get("/{doc_id:str}", sync_to_thread=True, summary="One document: metadata and text",
          responses=error_responses(400, 401, 403, 404, 429))
@@ -217,8 +217,8 @@ class DocumentsController(Controller):
                      request: Request) -> DocumentOut:
         """From the published generation; `pending_change` says when the store holds a newer version. A
         document only in the store (not built yet) is returned from there with `indexed: false`."""
-        gen = _published(engine, request)
-        indexed = gen.document(doc_id) if gen is not None else None
+        snapshot = _published(engine, request)
+        indexed = snapshot.document(doc_id) if snapshot is not None else None
         stored = docstore.load(doc_id)
         if indexed is None and stored is None:
             raise ServiceError(404, f"no document {doc_id!r}", code="not_found", field="doc_id")
@@ -236,14 +236,14 @@ class DocumentsController(Controller):
                                domain=indexed.get("domain"), tags=list(indexed.get("tags") or []),
                                audience=indexed.get("audience"), language=indexed.get("language"),
                                date=indexed.get("date"), source=_public_source(indexed.get("source")),
-                               metadata=meta, indexed=True, generation_id=gen.id, in_store=stored is not None,
+                               metadata=meta, indexed=True, generation_id=snapshot.id, in_store=stored is not None,
                                pending_change=pending, note=PENDING_NOTE if pending else None)
         meta = dict(stored.metadata)
         meta.pop("path", None)
         return DocumentOut(doc_id=doc_id, title=stored.title, text=stored.text, domain=stored.domain,
                            tags=list(stored.tags), audience=stored.audience, language=stored.language,
                            date=stored.date, source=_public_source(stored.source), metadata=meta, indexed=False,
-                           generation_id=gen.id if gen is not None else None, in_store=True,
+                           generation_id=snapshot.id if snapshot is not None else None, in_store=True,
                            pending_change=pending, note=PENDING_NOTE)
 
     @post("", status_code=201, sync_to_thread=True, summary="Create a document in the store",
@@ -253,9 +253,9 @@ class DocumentsController(Controller):
         """409 when the id exists in the store, or in the published index from a read-only source (then PUT
         overrides it)."""
         _check_doc(data, data.id)
-        gen = _published(engine, request)
-        if gen is not None and docstore.find(data.id) is None:
-            existing = gen.document(data.id, with_text=False)
+        snapshot = _published(engine, request)
+        if snapshot is not None and docstore.find(data.id) is None:
+            existing = snapshot.document(data.id, with_text=False)
             if existing is not None and not docstore.owns((existing.get("metadata") or {}).get("path")):
                 raise ServiceError(409, f"document {data.id!r} exists in the index from a read-only source; "
                                         f"PUT /v1/documents/{data.id} stores an overriding copy", code="exists",
@@ -282,8 +282,8 @@ class DocumentsController(Controller):
         """Only documents of the store can be deleted; one that only exists in a read-only source is a 409."""
         stored = docstore.find(doc_id)
         if stored is None:
-            gen = _published(engine, request)
-            indexed = gen.document(doc_id, with_text=False) if gen is not None else None
+            snapshot = _published(engine, request)
+            indexed = snapshot.document(doc_id, with_text=False) if snapshot is not None else None
             if indexed is not None:
                 if docstore.owns((indexed.get("metadata") or {}).get("path")):
                     raise ServiceError(404, f"document {doc_id!r} was already deleted from the store; "

@@ -7,7 +7,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
-from rag.index import NoGeneration
+from rag.published import NoSnapshot
 from service.schemas import HealthResponse, ReadyResponse
 
 
@@ -29,14 +29,14 @@ class HealthController(Controller):
 
         def check() -> ReadyResponse:
             try:
-                gen = engine.generation()
-                _ = gen.embedder  # loaded with the generation; raises if its model cannot be loaded
-            except NoGeneration as e:
+                snapshot = engine.snapshot()
+                _ = snapshot.embedder  # loaded with the generation; raises if its model cannot be loaded
+            except NoSnapshot as e:
                 return ReadyResponse(status="not_ready", reason=f"no index generation published: {e}")
             except Exception as e:  # noqa: BLE001 - readiness reports any failure as a reason
                 return ReadyResponse(status="not_ready", reason=f"{type(e).__name__}: {e}")
-            m = gen.manifest
-            return ReadyResponse(status="ready", generation_id=gen.id, embedder=m.embedder.name,
+            m = snapshot.manifest
+            return ReadyResponse(status="ready", generation_id=snapshot.id, embedder=m.embedder.name,
                                  documents=m.counts.documents, chunks=m.counts.chunks)
 
         result = await anyio.to_thread.run_sync(check)

@@ -9,7 +9,7 @@ from litestar import Controller, get, post
 from litestar.params import Parameter
 
 from rag.engine import Engine
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from rag.types import DOMAINS
 from service.controllers.ask import prepare_backend, uses_model
 from service.errors import bad_request, error_responses, unknown_ids_are_404
@@ -36,10 +36,10 @@ def _domain(value: str | None) -> str | None:
     return value
 
 
-def _rec_response(result, gen: Generation, metrics: Metrics, op: str, user_id: str | None = None):
+def _rec_response(result, snapshot: Snapshot, metrics: Metrics, op: str, user_id: str | None = None):
     metrics.observe_timings(op, getattr(result, "timings_ms", None))
     return to_struct(result, RecommendationsResponse, user_id=user_id,
-                     generation_id=getattr(result, "generation_id", None) or gen.id)
+                     generation_id=getattr(result, "generation_id", None) or snapshot.id)
 
 
 class RecommendController(Controller):
@@ -49,7 +49,7 @@ class RecommendController(Controller):
     @get("/users/{user_id:str}/recommendations", summary="Recommendations for a user",
          responses=error_responses(400, 401, 403, 429, 503, 504))
     async def for_user(
-        self, engine: Engine, gen: Generation, slots: GenerationSlots, metrics: Metrics,
+        self, engine: Engine, snapshot: Snapshot, slots: GenerationSlots, metrics: Metrics,
         user_id: Annotated[str, Parameter(pattern=USER_ID_PATTERN)],
         k: K = 10,
         domain: DomainQ = None,
@@ -65,7 +65,7 @@ class RecommendController(Controller):
         domain = _domain(domain)
 
         def run(explain_backend: str | None = None):
-            return engine.recommend(user_id, gen=gen, k=k, domain=domain, language=language, audience=audience,
+            return engine.recommend(user_id, snapshot=snapshot, k=k, domain=domain, language=language, audience=audience,
                                     exclude_seen=exclude_seen, explain=explain, explain_backend=explain_backend)
 
         # Blurbs from a generative model take a generation slot, like /v1/ask; a model that is missing or
@@ -77,22 +77,22 @@ class RecommendController(Controller):
                 result = await anyio.to_thread.run_sync(run, "extractive")
         else:
             result = await anyio.to_thread.run_sync(run, "extractive" if explain else None)
-        return _rec_response(result, gen, metrics, "recommend", user_id)
+        return _rec_response(result, snapshot, metrics, "recommend", user_id)
 
     @get("/items/{doc_id:str}/similar", sync_to_thread=True, summary="More like this document",
          responses=error_responses(400, 401, 403, 404, 429, 503))
-    def similar(self, engine: Engine, gen: Generation, metrics: Metrics,
+    def similar(self, engine: Engine, snapshot: Snapshot, metrics: Metrics,
                 doc_id: Annotated[str, Parameter(pattern=DOC_ID_PATTERN)], k: K = 10) -> RecommendationsResponse:
         with unknown_ids_are_404("doc_id"):
-            result = engine.recommender.similar(gen, doc_id, k=k)
-        return _rec_response(result, gen, metrics, "similar")
+            result = engine.recommender.similar(snapshot, doc_id, k=k)
+        return _rec_response(result, snapshot, metrics, "similar")
 
     @get("/trending", sync_to_thread=True, summary="Trending documents",
          responses=error_responses(400, 401, 403, 429, 503))
-    def trending(self, engine: Engine, gen: Generation, metrics: Metrics, domain: DomainQ = None,
+    def trending(self, engine: Engine, snapshot: Snapshot, metrics: Metrics, domain: DomainQ = None,
                  k: K = 10) -> RecommendationsResponse:
-        result = engine.recommender.trending(gen, domain=_domain(domain), k=k)
-        return _rec_response(result, gen, metrics, "trending")
+        result = engine.recommender.trending(snapshot, domain=_domain(domain), k=k)
+        return _rec_response(result, snapshot, metrics, "trending")
 
     @post("/events", status_code=200, sync_to_thread=True, summary="Ingest a batch of engagement events",
           responses=error_responses(400, 401, 403, 413, 429))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, post
 
 from rag.engine import Engine
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from service.errors import bad_request, error_responses
 from service.metrics import Metrics
 from service.schemas import LegRanks, SearchHit, SearchRequest, SearchResponse, nonblank, to_filters
@@ -17,7 +17,7 @@ class SearchController(Controller):
 
     @post("", status_code=200, sync_to_thread=True, summary="Search passages",
           responses=error_responses(400, 401, 403, 413, 429, 503))
-    def search(self, data: SearchRequest, engine: Engine, gen: Generation, metrics: Metrics) -> SearchResponse:
+    def search(self, data: SearchRequest, engine: Engine, snapshot: Snapshot, metrics: Metrics) -> SearchResponse:
         """Hybrid search: dense (FAISS) + keyword (BM25) under the same metadata filters, fused with RRF;
         `rerank: true` needs a cross-encoder configured (`retrieval.reranker`)."""
         query = nonblank(data.query, "query")
@@ -25,7 +25,7 @@ class SearchController(Controller):
             raise bad_request("rerank: no reranker is configured on this server (settings.retrieval.reranker)",
                               field="rerank")
         filters = to_filters(data.filters, data.domain)
-        res = engine.search(query, mode=data.mode, filters=filters, top_k=data.top_k, rerank=data.rerank, gen=gen)
+        res = engine.search(query, mode=data.mode, filters=filters, top_k=data.top_k, rerank=data.rerank, snapshot=snapshot)
         metrics.observe_timings("search", res.timings_ms)
         hits = [SearchHit(doc_id=h.doc_id, chunk_id=h.chunk_id, title=h.title, text=h.text, score=float(h.score),
                           heading_path=list(h.heading_path), metadata=dict(h.metadata),

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, post
 
 from rag.engine import Engine
-from rag.generation import Generation
+from rag.snapshot import Snapshot
 from service.controllers.ask import prepare_backend, uses_model
 from service.errors import bad_request, error_responses, unknown_ids_are_404
 from service.limits import GenerationSlots
@@ -27,7 +27,7 @@ class SummarizeController(Controller):
 
     @post("", status_code=200, summary="Summarize a document, several, or a topic",
           responses=error_responses(400, 401, 403, 404, 413, 429, 503, 504))
-    async def summarize(self, data: SummarizeRequest, engine: Engine, gen: Generation, slots: GenerationSlots,
+    async def summarize(self, data: SummarizeRequest, engine: Engine, snapshot: Snapshot, slots: GenerationSlots,
                         metrics: Metrics) -> SummaryResponse:
         """Exactly one of `doc_id`, `doc_ids`, `query`. Unknown document ids are a 404 naming the id."""
         given = [name for name in ("doc_id", "doc_ids", "query") if getattr(data, name) is not msgspec.UNSET]
@@ -46,7 +46,7 @@ class SummarizeController(Controller):
 
         def run(backend=backend):
             with unknown_ids_are_404("doc_ids" if data.doc_ids else "doc_id"):
-                return summarizer.summarize(gen, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
+                return summarizer.summarize(snapshot, doc_ids=doc_ids, query=query, filters=filters, style=data.style,
                                             max_words=data.max_words, backend=backend)
 
         try:
@@ -59,6 +59,6 @@ class SummarizeController(Controller):
             result.fallback = unavailable
         metrics.observe_timings("summarize", getattr(result, "timings_ms", None))
         raw = plain(result)
-        raw["generation_id"] = raw.get("generation_id") or gen.id
+        raw["generation_id"] = raw.get("generation_id") or snapshot.id
         raw.setdefault("style", data.style)
         return to_struct(raw, SummaryResponse)

@@ -1,4 +1,5 @@
-"""The on-disk layout of index generations and the pointer that says which one is published.
+"""The files of index snapshots: their on-disk layout, the manifest, and the pointer that says which one is
+published (written by the indexer, read by `rag.snapshot`; on disk a snapshot is a "generation").
 
     $RAG_HOME/
       CURRENT                 one line: the published generation id (replaced atomically)
@@ -28,6 +29,7 @@ FAISS_FILE = "vectors.faiss"
 VECTORS_FILE = "vectors.npy"
 DOC_VECTORS_FILE = "doc_vectors.npy"
 TMP_PREFIX = ".tmp-"
+CHECKSUMMED = (META_DB, FAISS_FILE, VECTORS_FILE, DOC_VECTORS_FILE)  # the manifest's checksums
 
 
 class EmbedderInfo(msgspec.Struct):
@@ -67,16 +69,16 @@ class Manifest(msgspec.Struct, kw_only=True):
     format_version: int = 1
 
 
-class GenerationNotFound(LookupError):
+class SnapshotNotFound(LookupError):
     pass
 
 
-def generations_dir(home: Path) -> Path:
+def snapshots_dir(home: Path) -> Path:
     return Path(home) / "generations"
 
 
-def generation_dir(home: Path, gen_id: str) -> Path:
-    return generations_dir(home) / gen_id
+def snapshot_dir(home: Path, snapshot_id: str) -> Path:
+    return snapshots_dir(home) / snapshot_id
 
 
 def read_manifest(gen_dir: Path) -> Manifest:
@@ -103,15 +105,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def publish(home: Path, gen_id: str) -> None:
+def publish(home: Path, snapshot_id: str) -> None:
     """Point CURRENT at `gen_id`. Readers see the old id or the new one, never a partial file."""
     home = Path(home)
-    if not (generation_dir(home, gen_id) / MANIFEST).exists():
-        raise GenerationNotFound(f"generation {gen_id!r} does not exist under {generations_dir(home)}")
+    if not (snapshot_dir(home, snapshot_id) / MANIFEST).exists():
+        raise SnapshotNotFound(f"generation {snapshot_id!r} does not exist under {snapshots_dir(home)}")
     fd, tmp = tempfile.mkstemp(prefix=".CURRENT-", dir=home)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(gen_id + "\n")
+            f.write(snapshot_id + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, home / POINTER)
@@ -121,10 +123,10 @@ def publish(home: Path, gen_id: str) -> None:
         raise
 
 
-def list_generations(home: Path) -> list[Manifest]:
+def list_snapshots(home: Path) -> list[Manifest]:
     """Complete generations, newest first. Folders without a readable manifest are not generations."""
     out = []
-    root = generations_dir(home)
+    root = snapshots_dir(home)
     if not root.exists():
         return out
     for d in root.iterdir():
@@ -137,12 +139,12 @@ def list_generations(home: Path) -> list[Manifest]:
     return sorted(out, key=lambda m: m.id, reverse=True)
 
 
-def remove_generation(home: Path, gen_id: str) -> None:
-    if gen_id == read_pointer(home):
-        raise ValueError(f"generation {gen_id} is published; roll back to another one before removing it")
+def remove_snapshot(home: Path, snapshot_id: str) -> None:
+    if snapshot_id == read_pointer(home):
+        raise ValueError(f"generation {snapshot_id} is published; roll back to another one before removing it")
     # Rename first so a reader never sees a half-deleted folder under a valid name.
-    src = generation_dir(home, gen_id)
-    trash = generations_dir(home) / f"{TMP_PREFIX}rm-{gen_id}"
+    src = snapshot_dir(home, snapshot_id)
+    trash = snapshots_dir(home) / f"{TMP_PREFIX}rm-{snapshot_id}"
     os.replace(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
@@ -151,9 +153,9 @@ def gc(home: Path, keep: int) -> list[str]:
     """Remove all but the newest `keep` generations; the published one is always kept."""
     current = read_pointer(home)
     removed = []
-    for i, m in enumerate(list_generations(home)):
+    for i, m in enumerate(list_snapshots(home)):
         if i >= keep and m.id != current:
-            remove_generation(home, m.id)
+            remove_snapshot(home, m.id)
             removed.append(m.id)
     return removed
 

@@ -1,7 +1,10 @@
-"""A published index generation, opened read-only: the one object retrieval reads from.
+"""`Snapshot`: one index generation, opened read-only: the one object retrieval reads from.
+
+In code an index generation is a *snapshot* (text generation is the generators' business); on disk and on the
+wire it keeps its name: `generations/<id>/`, `generation_id`, `X-Generation-Id`.
 
 Everything a request needs (vectors, keyword postings, chunk text, the embedder that made the vectors) hangs
-off one `Generation`, so a request that grabbed it runs entirely on that generation even if another one is
+off one `Snapshot`, so a request that grabbed it runs entirely on that snapshot even if another one is
 published meanwhile.
 """
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from rag import text as textmod
 from rag.models.embedders import Embedder, load_embedder
-from rag.store import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE, Manifest, read_manifest
+from rag.snapshot_files import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE, Manifest, read_manifest
 from rag.types import Filters
 
 # BM25 parameters: the common Lucene defaults; tuned values barely move nDCG on our eval sets.
@@ -96,14 +99,14 @@ def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any
     return " AND ".join(parts), params
 
 
-class Generation:
+class Snapshot:
     def __init__(self, path: Path, models_dir: Path, *, hnsw_ef_search: int = 96, ivf_nprobe: int = 16,
                  search_threads: int = 0, embedder: Embedder | None = None):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         self.models_dir = Path(models_dir)
         self._con = duckdb.connect(str(self.path / META_DB), read_only=True)
-        self.index = faiss.read_index(str(self.path / FAISS_FILE))
+        self.faiss_index = faiss.read_index(str(self.path / FAISS_FILE))
         self.vectors = np.load(self.path / VECTORS_FILE, mmap_mode="r")
         self.doc_vectors = np.load(self.path / DOC_VECTORS_FILE, mmap_mode="r")
         self.hnsw_ef_search = hnsw_ef_search
@@ -173,17 +176,18 @@ class Generation:
         if allowed is not None:
             if len(allowed) == 0:
                 return []
-            if len(allowed) <= EXACT_SUBSET_MAX or self.index.ntotal <= EXACT_SUBSET_MAX:
+            if len(allowed) <= EXACT_SUBSET_MAX or self.faiss_index.ntotal <= EXACT_SUBSET_MAX:
                 scores = np.asarray(self.vectors[allowed]) @ q[0]
                 top = np.argsort(-scores)[:k]
                 return [(int(allowed[i]), float(scores[i])) for i in top]
         params = self._search_params(self._selector(filters, allowed) if allowed is not None else None)
-        k = min(k, self.index.ntotal)
+        k = min(k, self.faiss_index.ntotal)
         if k <= 0:
             return []
         if self.search_threads > 0:
             faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
-        scores, rows = self.index.search(q, k, params=params) if params is not None else self.index.search(q, k)
+        scores, rows = (self.faiss_index.search(q, k, params=params) if params is not None
+                        else self.faiss_index.search(q, k))
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
     def _selector(self, filters: Filters, allowed: np.ndarray):
@@ -194,10 +198,10 @@ class Generation:
         sel = self._selector_cache.get(key)
         if sel is not None:
             return sel
-        mask = np.zeros(self.index.ntotal, dtype=bool)
+        mask = np.zeros(self.faiss_index.ntotal, dtype=bool)
         mask[allowed] = True
         bits = np.packbits(mask, bitorder="little")
-        sel = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bits))
+        sel = faiss.IDSelectorBitmap(self.faiss_index.ntotal, faiss.swig_ptr(bits))
         sel._bits = bits  # the selector reads this buffer: keep it alive as long as the selector
         return self._selector_cache.put(key, sel)
 
@@ -284,26 +288,26 @@ class _KeywordIndex:
     Memory: 12 bytes per posting (int32 row + float64 weight): ~45 MB at 100k chunks, ~450 MB at 1M on the eval
     corpora (float32 weights would halve that at ~1e-7 relative score noise)."""
 
-    def __init__(self, gen: "Generation"):
-        terms = gen.sql("SELECT term, df, idf FROM terms ORDER BY term").fetchnumpy()
+    def __init__(self, snapshot: "Snapshot"):
+        terms = snapshot.sql("SELECT term, df, idf FROM terms ORDER BY term").fetchnumpy()
         df = np.asarray(terms["df"], dtype=np.int64)
         ends = np.cumsum(df)
         # The writer stores postings ORDER BY term, row and DuckDB scans in insertion order, so a plain scan is
         # already in CSR order (no sort at open); checked below, with the sorted query as the fallback.
-        post = gen.sql("SELECT row, tf FROM postings").fetchnumpy()
+        post = snapshot.sql("SELECT row, tf FROM postings").fetchnumpy()
         rows = np.asarray(post["row"], dtype=np.int32)
         if len(rows) != int(ends[-1] if len(ends) else 0):
-            raise RuntimeError(f"generation {gen.id}: {len(rows)} postings but terms.df sums to {int(df.sum())}")
+            raise RuntimeError(f"generation {snapshot.id}: {len(rows)} postings but terms.df sums to {int(df.sum())}")
         step = np.diff(rows.astype(np.int64))
         step[ends[:-1] - 1] = 1  # a new term may restart at any row
         if len(step) and step.min() <= 0:
-            post = gen.sql("SELECT row, tf FROM postings ORDER BY term, row").fetchnumpy()
+            post = snapshot.sql("SELECT row, tf FROM postings ORDER BY term, row").fetchnumpy()
             rows = np.asarray(post["row"], dtype=np.int32)
-        n_terms = gen.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"]
+        n_terms = snapshot.sql("SELECT n_terms FROM chunks ORDER BY row").fetchnumpy()["n_terms"]
         self.rows = rows
         tf = np.asarray(post["tf"], dtype=np.float64)
         del post
-        norm = 1 - BM25_B + BM25_B * np.asarray(n_terms, dtype=np.float64) / gen.kw_avgdl
+        norm = 1 - BM25_B + BM25_B * np.asarray(n_terms, dtype=np.float64) / snapshot.kw_avgdl
         self.weights = np.repeat(np.asarray(terms["idf"], dtype=np.float64), df) * tf * (BM25_K1 + 1) \
             / (tf + BM25_K1 * norm[self.rows])
         self.slices = {str(t): (int(e - d), int(e)) for t, d, e in zip(terms["term"], df, ends)}

@@ -110,9 +110,9 @@ class RequestContextMiddleware:
                     if allowed:
                         headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
                         headers.append((b"allow", allowed.encode("latin-1")))
-                gen_id = state.get(GENERATION_ID_KEY)
-                if gen_id and not any(k.lower() == b"x-generation-id" for k, _ in headers):
-                    headers.append((b"x-generation-id", str(gen_id).encode("latin-1")))
+                snapshot_id = state.get(GENERATION_ID_KEY)
+                if snapshot_id and not any(k.lower() == b"x-generation-id" for k, _ in headers):
+                    headers.append((b"x-generation-id", str(snapshot_id).encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
 
