@@ -98,7 +98,7 @@ def pct(values: list[float], p: float) -> float:
 # --- server --------------------------------------------------------------------------------------------------
 
 class Server:
-    """`rag serve` in a subprocess over HOME, with a fresh admin key and the extractive backend."""
+    """`rag serve` of this checkout in a subprocess over HOME, with a fresh admin key and the default backend."""
 
     def __init__(self, home: Path, build_from: list[str], rate_limit: int):
         self.home = home
@@ -113,14 +113,13 @@ class Server:
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update({"RAG_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "RAG_GENERATOR__BACKEND": "extractive",
                     "RAG_SERVICE__API_KEYS": json.dumps({self.key: "admin"}),
                     "RAG_SERVICE__RATE_LIMIT_PER_MINUTE": str(self.rate_limit)})
         return env
 
     def rag(self) -> list[str]:
-        script = Path(sys.executable).parent / "rag"
-        return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+        # The code of the checkout this script lives in (run from ROOT), not whatever `rag` is installed.
+        return [sys.executable, "-m", "service.cli"]
 
     def ensure_index(self) -> None:
         if (self.home / "CURRENT").exists():
@@ -129,7 +128,8 @@ class Server:
             sys.exit(f"{self.home} has no published generation; pass --build-from SOURCE")
         print(f"building an index in {self.home} from {', '.join(self.build_from)} ...", flush=True)
         t = time.perf_counter()
-        subprocess.run([*self.rag(), "index", "build", "--quiet", *self.build_from], env=self.env(), check=True)
+        subprocess.run([*self.rag(), "index", "build", "--quiet", *self.build_from], env=self.env(), check=True,
+                       cwd=ROOT)
         print(f"built in {time.perf_counter() - t:.0f} s", flush=True)
 
     def start(self, timeout: float = 300) -> None:
@@ -137,7 +137,7 @@ class Server:
         self.log = open(self.home / "bench-serve.log", "wb")
         self.proc = subprocess.Popen([*self.rag(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--log-level", "warning"], env=self.env(), stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
