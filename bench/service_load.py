@@ -7,6 +7,8 @@ Phases (bounded request counts, not durations, so runs are comparable):
                         queries (English and Chinese, some with domain filters)
   ask    c=1, 8         POST /v1/ask with the default backend ("auto": extractive on a CPU, the retrieval +
                         answer selection + citation-checking path)
+  cold   c=1            POST /v1/ask with questions asked once each (the probe's, bench/probes): no unit vector
+                        is cached, so answer selection embeds its candidates (the first-time cost)
   stream c=1            POST /v1/ask with "stream": true: time to the first event (retrieval) and to done
   ask    c=1            POST /v1/ask with --ask-backends (default transformers: SmolLM2 on this machine),
                         fewer requests (--slow-ask-requests): the generative path beside the default
@@ -213,6 +215,12 @@ def search_body(i: int) -> dict:
     return body
 
 
+def cold_questions() -> list[str]:
+    probe = ROOT / "bench" / "probes" / "data_answers.jsonl"
+    rows = [json.loads(line) for line in probe.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["question"] for r in rows]
+
+
 def ask_body(i: int, backend: str | None = None) -> dict:
     body = {"question": QUESTIONS[i % len(QUESTIONS)]}
     if backend:
@@ -348,6 +356,10 @@ async def main_async(args, url: str, key: str | None) -> dict:
             phases.append(await run_count(client, Phase("ask (default)", c), "/v1/ask", ask_body,
                                           args.ask_requests))
             print(fmt(phases[-1].summary()), flush=True)
+        cold = cold_questions()
+        phases.append(await run_count(client, Phase("ask cold (default)", 1), "/v1/ask",
+                                      lambda i: {"question": cold[i % len(cold)]}, min(len(cold), args.ask_requests)))
+        print(fmt(phases[-1].summary()), flush=True)
         stream, first = await run_stream(client, args.ask_requests)
         phases.append(stream)
         print(fmt(stream.summary()), flush=True)
