@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import load_settings  # noqa: E402
-from rag.evaluation.answer_sets import squad_set  # noqa: E402
+from evaluation.answer_sets import squad_set  # noqa: E402
 from rag.grounding import split_sentences  # noqa: E402
 from rag.models.calibration import MINILM_THRESHOLDS  # noqa: E402
 from rag.models.embedders import load_embedder  # noqa: E402

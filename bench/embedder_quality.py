@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import load_settings  # noqa: E402
-from rag.evaluation.retrieval import evaluate  # noqa: E402
+from evaluation.retrieval import evaluate  # noqa: E402
 
 SETS = ("nfcorpus-medical", "qasc-education", "tatqa-finance")
 

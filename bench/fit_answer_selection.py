@@ -52,9 +52,9 @@ from rag.answer_select import (  # noqa: E402
 from rag.answer_units import unit_embed_text  # noqa: E402
 from rag.answering import hits_to_passages  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.evaluation.answer_sets import near_miss_set, probe_set, tatqa_set  # noqa: E402
-from rag.evaluation.answers import ensure_generation, open_generation  # noqa: E402
-from rag.evaluation.metrics import holds  # noqa: E402
+from evaluation.answer_sets import near_miss_set, probe_set, tatqa_set  # noqa: E402
+from evaluation.answers import ensure_generation, open_generation  # noqa: E402
+from evaluation.metrics import holds  # noqa: E402
 from rag.grounding import Evidence, embedder_fits  # noqa: E402
 from rag.models.embedders import load_embedder  # noqa: E402
 from rag.questions import analyse  # noqa: E402

@@ -12,7 +12,7 @@ half-star ratings 0.5-5 plus a few broken rows) and runs the full evaluation twi
     .venv/bin/python bench/recommend_scale.py --folder DIR     # a real RecBole folder instead
 
 Quality figures on synthetic data mean nothing; the phase times and the bounded tuning (validation users
-sampled above rag.evaluation.recommend.MAX_TUNE_USERS, smaller grids above LARGE_ITEMS) are the point.
+sampled above evaluation.recommend.MAX_TUNE_USERS, smaller grids above LARGE_ITEMS) are the point.
 Saves bench/results/recommend_eval_scale.json.
 """
 
@@ -82,7 +82,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from rag.config import load_settings
-    from rag.evaluation.recommend import evaluate, format_table
+    from evaluation.recommend import evaluate, format_table
 
     with tempfile.TemporaryDirectory(prefix="rag-recscale-") as tmp:
         folder = Path(args.folder) if args.folder else synthesize(Path(tmp) / "synthetic", args.items, args.users,

@@ -1,20 +1,23 @@
-"""Build a new index generation from sources, verify it, publish it.
+"""Build a new index snapshot from sources, verify it, publish it.
 
 load -> chunk -> embed (cache first) -> write into generations/.tmp-<id>/ -> verify -> rename -> publish -> gc.
-The published generation is never touched: a build killed at any point leaves at worst a .tmp- folder, which
+The published snapshot is never touched: a build killed at any point leaves at worst a .tmp- folder, which
 the next build (holding the build lock, so it knows nobody else owns it) removes.
+
+`Indexer` is this package's side of the build contract (`rag.builds.Builder`): the application object gets one
+from the service and the CLI, so rebuild jobs and the documents store build and parse exactly like this.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,98 +25,20 @@ import numpy as np
 
 from indexer.cache import EmbeddingCache
 from indexer.chunking import Chunker
-from indexer.loaders import LoaderOptions, load_sources
-from indexer.progress import Progress, ProgressCallback
+from indexer.loaders import LoaderOptions, LoadResult, load_sources
+from indexer.progress import Progress
 from indexer.verify import verify_snapshot
 from indexer.writer import choose_index_type, document_vectors, write_metadata, write_vectors
 from rag import snapshot_files
+from rag.builds import BuildError, BuildLock, BuildLocked, BuildReport, ProgressCallback
 from rag.config import Settings
-from rag.models.embedders import load_embedder, resolve
+from rag.models.embedders import Embedder, load_embedder, resolve
 from rag.models.integrity import sha256_file
-from rag.types import SkippedSource
+from rag.types import Chunk, Document, SkippedSource
+
+__all__ = ["BuildError", "BuildLock", "BuildLocked", "BuildReport", "Indexer", "build"]
 
 log = logging.getLogger(__name__)
-
-
-class BuildError(RuntimeError):
-    pass
-
-
-class BuildLocked(BuildError):
-    pass
-
-
-@dataclass
-class BuildReport:
-    generation_id: str
-    published: bool
-    documents: int
-    chunks: int
-    vectors_reused: int
-    vectors_embedded: int
-    skipped: list[SkippedSource]
-    files_seen: int
-    seconds: float
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    index_type: str = "flat"
-    embedder: str = ""
-    unchanged: bool = False  # nothing changed since the published generation: no new generation was written
-
-    @property
-    def chunks_per_s(self) -> float:
-        return self.chunks / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return {"generation_id": self.generation_id, "published": self.published, "documents": self.documents,
-                "chunks": self.chunks, "vectors_reused": self.vectors_reused,
-                "vectors_embedded": self.vectors_embedded, "files_seen": self.files_seen,
-                "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
-                "seconds": round(self.seconds, 3), "chunks_per_s": round(self.chunks_per_s, 1),
-                "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
-                "index_type": self.index_type, "embedder": self.embedder, "unchanged": self.unchanged}
-
-
-class BuildLock:
-    """One build per data home at a time. flock is released by the kernel when a killed build dies."""
-
-    def __init__(self, home: Path):
-        self.path = Path(home) / "build.lock"
-        self.fd: int | None = None
-
-    def __enter__(self) -> "BuildLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
-            os.close(self.fd)
-            self.fd = None
-            raise BuildLocked(f"another index build is running on {self.path.parent} (pid {holder or '?'})")
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    @staticmethod
-    def is_held(home: Path) -> bool:
-        path = Path(home) / "build.lock"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
 
 
 def new_snapshot_id() -> str:
@@ -170,126 +95,158 @@ def _unchanged(home: Path, key: str) -> snapshot_files.Manifest | None:
     return manifest if manifest.build_key == key else None
 
 
-def build(settings: Settings, sources: list[str | Path], *, embedder: str | None = None,
+def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | None = None,
           publish: bool = True, force: bool = False, show_progress: bool = True,
           on_progress: ProgressCallback | None = None, loader_options: LoaderOptions | None = None) -> BuildReport:
-    """Build (and by default publish) a new generation from `sources`. Raises BuildError on failure.
+    """Build (and by default publish) a new snapshot from `sources`. Raises BuildError, BuildLocked.
 
-    When the published generation was built from the same documents, embedder and settings, nothing is written
+    When the published snapshot was built from the same documents, embedder and settings, nothing is written
     and the report says `unchanged` (an operator's nightly rebuild costs a load and a hash); `force=True`
-    builds a new generation anyway, reusing every cached vector."""
-    home = settings.home_path
-    home.mkdir(parents=True, exist_ok=True)
-    snapshot_files.snapshots_dir(home).mkdir(parents=True, exist_ok=True)
-    spec = embedder or settings.embedder
-    started = time.perf_counter()
-    progress = Progress(show=show_progress, callback=on_progress)
-    sources = [str(Path(s).resolve()) for s in sources]
-    if not sources:
-        raise BuildError("no sources given: name at least one folder or file to index")
-
-    with BuildLock(home):
-        _clean_stale(home)
-        snapshot_id = new_snapshot_id()
-        tmp = snapshot_files.snapshots_dir(home) / f"{snapshot_files.TMP_PREFIX}{snapshot_id}"
+    builds a new snapshot anyway, reusing every cached vector."""
+    run = _Run(settings, [str(Path(s).resolve()) for s in sources], embedder or settings.embedder,
+               Progress(show=show_progress, callback=on_progress))
+    if not run.sources:
+        raise BuildError("no sources given: name at least one folder or file to index", field="sources")
+    snapshot_files.snapshots_dir(run.home).mkdir(parents=True, exist_ok=True)
+    with BuildLock(run.home):
+        _clean_stale(run.home)
+        tmp = snapshot_files.snapshots_dir(run.home) / f"{snapshot_files.TMP_PREFIX}{run.snapshot_id}"
         tmp.mkdir()
         try:
-            with progress.stage("load", total=1, unit="pass") as advance:
-                loaded = load_sources(sources, loader_options, progress=False)
-                advance()
-            for s in loaded.skipped:
-                log.warning("skipped %s: %s", s.path, s.reason)
-            docs = loaded.documents
-            if not docs:
-                raise BuildError(f"no documents found in {', '.join(sources)} "
-                                 f"({loaded.files_seen} files seen, {len(loaded.skipped)} skipped)")
-
-            key = build_key(settings, docs, resolve(spec, settings.models_dir)[2], loader_options)
-            same = None if (force or not publish) else _unchanged(home, key)
+            loaded = _load(run, loader_options)
+            key = build_key(settings, loaded.documents, resolve(run.spec, settings.models_dir)[2], loader_options)
+            same = None if (force or not publish) else _unchanged(run.home, key)
             if same is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-                return BuildReport(
-                    generation_id=same.id, published=False, documents=same.counts.documents,
-                    chunks=same.counts.chunks, vectors_reused=same.counts.chunks, vectors_embedded=0,
-                    skipped=loaded.skipped, files_seen=loaded.files_seen, seconds=time.perf_counter() - started,
-                    stage_seconds=progress.stage_seconds, index_type=same.index_type, embedder=same.embedder.name,
-                    unchanged=True)
-
-            emb = load_embedder(spec, settings.models_dir)
-            max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
-            chunker = Chunker(emb.tokenizer, max_tokens=max_tokens,
-                              overlap=min(settings.index.chunk_overlap, max_tokens // 3))
-            per_doc = []
-            with progress.stage("chunk", total=len(docs), unit="doc") as advance:
-                for _doc, chunks in chunker.chunk_many(docs):
-                    per_doc.append(chunks)
-                    advance()
-            # Documents that produce no chunk (e.g. only whitespace after cleaning) are not searchable.
-            keep = [i for i, c in enumerate(per_doc) if c]
-            for i in set(range(len(docs))) - set(keep):
-                loaded.skipped.append(SkippedSource(docs[i].source, f"document {docs[i].doc_id} has no text"))
-            docs = [docs[i] for i in keep]
-            per_doc = [per_doc[i] for i in keep]
-            texts: list[str] = []
-            hashes: list[str] = []
-            for doc, chunks in zip(docs, per_doc):
-                for ch in chunks:
-                    texts.append(ch.embed_text(doc.title))
-                    hashes.append(ch.content_hash(doc.title))
-
-            vectors = _embed_with_cache(settings, emb, texts, hashes, progress)
-            reused = vectors.reused
-
-            with progress.stage("write", total=2, unit="file") as advance:
-                kw = write_metadata(tmp, docs, per_doc, hashes)
-                advance()
-                kind = choose_index_type(len(texts), settings.index)
-                write_vectors(tmp, vectors.array, document_vectors(vectors.array, [len(c) for c in per_doc]),
-                              kind, settings.index)
-                advance()
-
-            chunking = {"max_tokens": max_tokens, "overlap": chunker.overlap}
-            manifest = snapshot_files.Manifest(
-                id=snapshot_id,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                embedder=snapshot_files.EmbedderInfo(spec=spec, name=emb.name, identity=emb.identity, dim=emb.dim,
-                                                     query_prefix=emb.query_prefix,
-                                                     passage_prefix=emb.passage_prefix),
-                counts=snapshot_files.Counts(documents=len(docs), chunks=len(texts), vectors=len(texts),
-                                             terms=kw["terms"], postings=kw["postings"],
-                                             skipped_sources=len(loaded.skipped), vectors_reused=reused),
-                index_type=kind,
-                checksums={f: sha256_file(tmp / f) for f in snapshot_files.CHECKSUMMED},
-                source_fingerprint=source_fingerprint([(d.doc_id, d.content_hash) for d in docs], emb.identity,
-                                                      chunking),
-                sources=sources,
-                chunking=chunking,
-                build_seconds=0.0,
-                parent=snapshot_files.read_pointer(home),
-                build_key=key,
-            )
-            manifest.build_seconds = round(time.perf_counter() - started, 3)
-            snapshot_files.write_manifest(tmp, manifest)
-
-            with progress.stage("verify", total=1, unit="check") as advance:
-                verify_snapshot(tmp, settings, emb, sample=settings.index.verify_sample)
-                advance()
-
-            final = snapshot_files.snapshot_dir(home, snapshot_id)
-            os.replace(tmp, final)
+                return _unchanged_report(run, same, loaded)
+            report = _write_snapshot(run, tmp, loaded, key)
+            os.replace(tmp, snapshot_files.snapshot_dir(run.home, run.snapshot_id))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
         if publish:
-            snapshot_files.publish(home, snapshot_id)
-            snapshot_files.gc(home, settings.index.keep_generations)
+            snapshot_files.publish(run.home, run.snapshot_id)
+            snapshot_files.gc(run.home, settings.index.keep_generations)
+    report.published = publish
+    report.seconds = time.perf_counter() - run.started
+    report.stage_seconds = run.progress.stage_seconds
+    return report
 
-    return BuildReport(
-        generation_id=snapshot_id, published=publish, documents=len(docs), chunks=len(texts), vectors_reused=reused,
-        vectors_embedded=len(texts) - reused, skipped=loaded.skipped, files_seen=loaded.files_seen,
-        seconds=time.perf_counter() - started, stage_seconds=progress.stage_seconds, index_type=kind,
-        embedder=emb.name)
+
+class Indexer:
+    """`rag.builds.Builder` for the application object: builds with `build`, parses with the loaders."""
+
+    def build(self, settings: Settings, sources: Sequence[str | Path], **options) -> BuildReport:
+        return build(settings, sources, **options)
+
+    def load_documents(self, paths: Sequence[str | Path]) -> list[Document]:
+        return load_sources(paths).documents
+
+
+@dataclass
+class _Run:
+    """One build's fixed facts."""
+
+    settings: Settings
+    sources: list[str]
+    spec: str  # the embedder asked for
+    progress: Progress
+
+    def __post_init__(self):
+        self.home = self.settings.home_path
+        self.started = time.perf_counter()
+        self.snapshot_id = new_snapshot_id()
+
+
+def _load(run: _Run, loader_options: LoaderOptions | None) -> LoadResult:
+    with run.progress.stage("load", total=1, unit="pass") as advance:
+        loaded = load_sources(run.sources, loader_options, progress=False)
+        advance()
+    for s in loaded.skipped:
+        log.warning("skipped %s: %s", s.path, s.reason)
+    if not loaded.documents:
+        raise BuildError(f"no documents found in {', '.join(run.sources)} "
+                         f"({loaded.files_seen} files seen, {len(loaded.skipped)} skipped)", field="sources")
+    return loaded
+
+
+def _unchanged_report(run: _Run, same: snapshot_files.Manifest, loaded: LoadResult) -> BuildReport:
+    return BuildReport(generation_id=same.id, published=False, documents=same.counts.documents,
+                       chunks=same.counts.chunks, vectors_reused=same.counts.chunks, vectors_embedded=0,
+                       skipped=loaded.skipped, files_seen=loaded.files_seen,
+                       seconds=time.perf_counter() - run.started, stage_seconds=run.progress.stage_seconds,
+                       index_type=same.index_type, embedder=same.embedder.name, unchanged=True)
+
+
+def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> BuildReport:
+    """Chunk, embed, write and verify the snapshot in `tmp`; the report (published and times set by the caller)."""
+    settings = run.settings
+    emb = load_embedder(run.spec, settings.models_dir)
+    chunker = _chunker(settings, emb)
+    docs, per_doc = _chunk(run, chunker, loaded)
+    texts = [ch.embed_text(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
+    hashes = [ch.content_hash(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
+    vectors = _embed_with_cache(settings, emb, texts, hashes, run.progress)
+    kind, kw = _write_files(run, tmp, docs, per_doc, hashes, vectors.array)
+    chunking = {"max_tokens": chunker.max_tokens, "overlap": chunker.overlap}
+    manifest = snapshot_files.Manifest(
+        id=run.snapshot_id,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        embedder=snapshot_files.EmbedderInfo(spec=run.spec, name=emb.name, identity=emb.identity, dim=emb.dim,
+                                             query_prefix=emb.query_prefix, passage_prefix=emb.passage_prefix),
+        counts=snapshot_files.Counts(documents=len(docs), chunks=len(texts), vectors=len(texts),
+                                     terms=kw["terms"], postings=kw["postings"],
+                                     skipped_sources=len(loaded.skipped), vectors_reused=vectors.reused),
+        index_type=kind,
+        checksums={f: sha256_file(tmp / f) for f in snapshot_files.CHECKSUMMED},
+        source_fingerprint=source_fingerprint([(d.doc_id, d.content_hash) for d in docs], emb.identity, chunking),
+        sources=run.sources,
+        chunking=chunking,
+        build_seconds=0.0,
+        parent=snapshot_files.read_pointer(run.home),
+        build_key=key,
+    )
+    manifest.build_seconds = round(time.perf_counter() - run.started, 3)
+    snapshot_files.write_manifest(tmp, manifest)
+    with run.progress.stage("verify", total=1, unit="check") as advance:
+        verify_snapshot(tmp, settings, emb, sample=settings.index.verify_sample)
+        advance()
+    return BuildReport(generation_id=run.snapshot_id, published=False, documents=len(docs), chunks=len(texts),
+                       vectors_reused=vectors.reused, vectors_embedded=len(texts) - vectors.reused,
+                       skipped=loaded.skipped, files_seen=loaded.files_seen, seconds=0.0, index_type=kind,
+                       embedder=emb.name)
+
+
+def _chunker(settings: Settings, emb: Embedder) -> Chunker:
+    max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
+    return Chunker(emb.tokenizer, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
+
+
+def _chunk(run: _Run, chunker: Chunker, loaded: LoadResult) -> tuple[list[Document], list[list[Chunk]]]:
+    """The documents that have chunks, with their chunks; the others are reported as skipped."""
+    docs = loaded.documents
+    per_doc = []
+    with run.progress.stage("chunk", total=len(docs), unit="doc") as advance:
+        for _doc, chunks in chunker.chunk_many(docs):
+            per_doc.append(chunks)
+            advance()
+    # Documents that produce no chunk (e.g. only whitespace after cleaning) are not searchable.
+    keep = [i for i, c in enumerate(per_doc) if c]
+    for i in set(range(len(docs))) - set(keep):
+        loaded.skipped.append(SkippedSource(docs[i].source, f"document {docs[i].doc_id} has no text"))
+    return [docs[i] for i in keep], [per_doc[i] for i in keep]
+
+
+def _write_files(run: _Run, tmp: Path, docs: list[Document], per_doc: list[list[Chunk]], hashes: list[str],
+                 vectors: np.ndarray) -> tuple[str, dict[str, int]]:
+    """The metadata database and the vector files; (index type, keyword counts)."""
+    with run.progress.stage("write", total=2, unit="file") as advance:
+        kw = write_metadata(tmp, docs, per_doc, hashes)
+        advance()
+        kind = choose_index_type(len(hashes), run.settings.index)
+        write_vectors(tmp, vectors, document_vectors(vectors, [len(c) for c in per_doc]), kind, run.settings.index)
+        advance()
+    return kind, kw
 
 
 @dataclass

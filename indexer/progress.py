@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 
 from tqdm import tqdm
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+from rag.builds import ProgressCallback  # (stage, done, total)
 
 
 class Progress:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.sentences import split_sentences
 from rag.tables import is_table_line, parse_table, render_row
 from rag.text import tokenize
 
@@ -62,8 +63,6 @@ def _display(raw: str) -> str:
 
 def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> list[AnswerUnit]:
     """The answer units of one passage, in reading order. `heading` is the chunk's heading path, if any."""
-    from rag.grounding import split_sentences  # grounding builds on this module for its evidence
-
     lines = text.split("\n")
     starts = [0] * len(lines)
     for i in range(1, len(lines)):

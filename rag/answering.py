@@ -14,6 +14,8 @@
    given; uncited but supported sentences get their citation. A draft without any valid citation, with mostly
    unsupported sentences, that echoes the question, or that is only markers or boilerplate is replaced by the
    extractive answer, and `fallback` says why. So is one whose generator failed or timed out.
+
+Generation runs through the pool's slots (rag.generators.slots): one limit and one clock for the process.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Any
 
 from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
 from rag.config import Settings
+from rag.errors import InvalidInput
 from rag.extractive import extractive_answer, join_sentences
 from rag.snapshot import Snapshot
-from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
+from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
+from rag.generators.slots import Lease
 from rag.grounding import (
     Checked,
     Citation,
@@ -184,7 +188,7 @@ def _history_messages(history: list[dict] | None) -> list[dict]:
     for m in (history or [])[-HISTORY_TURNS:]:
         role, content = m.get("role"), m.get("content")
         if role not in ("user", "assistant") or not isinstance(content, str):
-            raise ValueError("history items must be {'role': 'user'|'assistant', 'content': str}")
+            raise InvalidInput("history items must be {'role': 'user'|'assistant', 'content': str}", field="history")
         out.append({"role": role, "content": content[:HISTORY_CHARS]})
     return out
 
@@ -299,24 +303,24 @@ class Answerer:
             return self._finish(plan, None, plan.failure)
         t = time.perf_counter()
         draft, failure = None, None
-        with self.generators.slot():
-            try:
-                draft = plan.generator.generate(plan.messages, max_new_tokens=self.settings.generator.max_new_tokens,
-                                                temperature=self.settings.generator.temperature)
-            except GeneratorError as e:
-                log.warning("generator %s failed: %s", plan.backend, e)
-                failure = f"generator error: {e}"
+        try:
+            draft = self.generators.slots.run(lambda: plan.generator.generate(
+                plan.messages, max_new_tokens=self.settings.generator.max_new_tokens,
+                temperature=self.settings.generator.temperature))
+        except GeneratorError as e:
+            log.warning("generator %s failed: %s", plan.backend, e)
+            failure = fallback_reason(e)
         plan.timings["generate_ms"] = _ms(t)
         return self._finish(plan, draft, failure)
 
     def answer_stream(self, snapshot: Snapshot, question: str, *, filters: Filters | None = None,
                       top_k: int | None = None, history: list[dict] | None = None, backend: str | None = None,
-                      mode: str = "hybrid") -> Iterator[AnswerEvent]:
+                      mode: str = "hybrid", lease: Lease | None = None) -> Iterator[AnswerEvent]:
         """Events in order: retrieval, token..., citation..., done (or error).
 
-        The first `next()` runs retrieval: it raises ValueError for bad input before any event is produced. The
-        retrieval event goes out before answer selection runs; a generative backend then takes a generation
-        slot (GeneratorBusy when none frees up)."""
+        The first `next()` runs retrieval: it raises InvalidInput for bad input before any event is produced.
+        The retrieval event goes out before answer selection runs; a generative backend then takes a generator
+        slot (GeneratorBusy when none frees up), or uses `lease`, a slot the caller reserved beforehand."""
         plan = self._retrieve(snapshot, question, filters=filters, top_k=top_k, history=history, backend=backend,
                               mode=mode)
         yield AnswerEvent("retrieval", plan.passages)
@@ -326,25 +330,25 @@ class Answerer:
             yield AnswerEvent("token", final.answer)
             yield from self._closing_events(final)
             return
-        with self.generators.slot():
-            t = time.perf_counter()
-            parts: list[str] = []
-            failure = None
-            filt = CitationStreamFilter({p.n for p in plan.passages})
-            try:
-                for piece in plan.generator.stream(plan.messages, max_new_tokens=self.settings.generator.max_new_tokens,
-                                                   temperature=self.settings.generator.temperature):
-                    parts.append(piece)
-                    out = filt.feed(piece)
-                    if out:
-                        yield AnswerEvent("token", out)
-                rest = filt.flush()
-                if rest:
-                    yield AnswerEvent("token", rest)
-            except GeneratorError as e:
-                log.warning("generator %s failed while streaming: %s", plan.backend, e)
-                failure = f"generator error: {e}"
-            plan.timings["generate_ms"] = _ms(t)
+        t = time.perf_counter()
+        parts: list[str] = []
+        failure = None
+        filt = CitationStreamFilter({p.n for p in plan.passages})
+        try:
+            for piece in self.generators.slots.stream(lambda: plan.generator.stream(
+                    plan.messages, max_new_tokens=self.settings.generator.max_new_tokens,
+                    temperature=self.settings.generator.temperature), lease=lease):
+                parts.append(piece)
+                out = filt.feed(piece)
+                if out:
+                    yield AnswerEvent("token", out)
+            rest = filt.flush()
+            if rest:
+                yield AnswerEvent("token", rest)
+        except GeneratorError as e:
+            log.warning("generator %s failed while streaming: %s", plan.backend, e)
+            failure = fallback_reason(e)
+        plan.timings["generate_ms"] = _ms(t)
         try:
             final = self._finish(plan, "".join(parts), failure)
         except Exception as e:  # noqa: BLE001 - the stream has started: report, don't break the connection
@@ -365,7 +369,7 @@ class Answerer:
     def _retrieve(self, snapshot: Snapshot, question: str, *, filters, top_k, history, backend, mode) -> _Plan:
         question = (question or "").strip()
         if not question:
-            raise ValueError("question must not be empty")
+            raise InvalidInput("question must not be empty", field="question")
         started = time.perf_counter()
         name = self.generators.resolve_name(backend)
         history_msgs = _history_messages(history)
@@ -402,8 +406,6 @@ class Answerer:
             return
         try:
             plan.generator = self.generators.get(plan.backend)
-        except GeneratorBusy:
-            raise
         except GeneratorError as e:
             log.warning("generator %s unavailable: %s", plan.backend, e)
             plan.failure = f"generator unavailable: {e}"

@@ -1,9 +1,14 @@
-"""Settings: one object, from defaults < TOML file < environment variables.
+"""Settings: one object, from defaults < TOML file < environment variables, as strict as an HTTP request.
 
 Environment variables use the prefix ``RAG_`` and ``__`` between section and field, e.g.
 ``RAG_HOME=/srv/rag``, ``RAG_EMBEDDER=e5-small``, ``RAG_GENERATOR__BACKEND=extractive``,
 ``RAG_SERVICE__API_KEYS='{"k1": "admin"}'``. The TOML file is ``$RAG_CONFIG`` or ``./rag.toml`` when present.
 ``rag config`` prints the effective result.
+
+Strict: an unknown key, in the file or as a ``RAG_`` variable, is a `ConfigError` naming it
+(``RAG_RETRIEVAL__TOPK=5`` -> ``retrieval.topk: unknown field``); choices are Literals (the HTTP schemas use the
+same ones); a variable's text is parsed by its field's type (a number, a boolean, JSON for a list, a table or
+an object), a TOML value must already have its field's type.
 """
 
 from __future__ import annotations
@@ -12,12 +17,24 @@ import json
 import math
 import os
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from rag.errors import InvalidInput
+from rag.validation import convert, is_container
+
 ENV_PREFIX = "RAG_"
+ENV_NOT_SETTINGS = ("RAG_CONFIG",)  # names the file; not a setting itself
+
+# Choices, shared with the HTTP schemas (service/schemas.py) and the CLI.
+Backend = Literal["auto", "transformers", "openai", "extractive"]  # rag.generators.BACKENDS
+AnnKind = Literal["hnsw", "ivf"]
+Fusion = Literal["zscore", "rrf"]
+Device = Literal["auto", "cpu", "cuda"]
+Role = Literal["reader", "admin"]
 
 
 def default_home() -> Path:
@@ -25,11 +42,11 @@ def default_home() -> Path:
     return Path(base) / "rag-service"
 
 
-class IndexSettings(msgspec.Struct, kw_only=True):
+class IndexSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     chunk_tokens: int = 200  # embedder tokens per chunk (MiniLM truncates at 256; keep headroom for title)
     chunk_overlap: int = 40
     exact_max_vectors: int = 50_000  # exact (flat) search up to this size, then `ann`
-    ann: str = "hnsw"  # hnsw | ivf
+    ann: AnnKind = "hnsw"
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 96
@@ -44,13 +61,13 @@ class IndexSettings(msgspec.Struct, kw_only=True):
     verify_sample: int = 32  # chunks that must retrieve themselves before a generation is published
 
 
-class RetrievalSettings(msgspec.Struct, kw_only=True):
+class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     top_k: int = 8
     candidates: int = 100  # per leg, before fusion
     # Hybrid fusion. "zscore" (default): each leg's scores standardized over its candidates, then a weighted
     # sum; unlike rank-only RRF it keeps how far ahead a leg's best hits are, and it beat both legs on all three
     # BEIR sets where RRF fell below BM25 on TAT-QA (see README). "rrf": Reciprocal Rank Fusion with rrf_k.
-    fusion: str = "zscore"
+    fusion: Fusion = "zscore"
     fusion_dense_weight: float = 0.5
     rrf_k: int = 60
     max_per_doc: int = 3
@@ -61,14 +78,16 @@ class RetrievalSettings(msgspec.Struct, kw_only=True):
     answer_passages: int = 20
 
 
-class GeneratorSettings(msgspec.Struct, kw_only=True):
-    # auto | transformers | openai | extractive. "auto": a local Transformer in half precision on a GPU, the
-    # extractive answer on a CPU, where SmolLM2-135M takes seconds per answer and answers worse (README, Answers).
-    backend: str = "auto"
+class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # "auto": a local Transformer in half precision on a GPU, the extractive answer on a CPU, where SmolLM2-135M
+    # takes seconds per answer and answers worse (README, Answers).
+    backend: Backend = "auto"
     model: str = "smollm2"  # named default, a local HF folder, or a .gguf file
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"
     max_new_tokens: int = 200
     temperature: float = 0.0
+    # The generation policy (rag.generators.slots): at most `max_concurrent` generations at once in this process,
+    # each given `timeout_s` before the extractive result replaces it (the reason in `fallback`).
     timeout_s: float = 120.0
     max_concurrent: int = 2
     openai_base_url: str = "http://127.0.0.1:8080/v1"
@@ -84,26 +103,26 @@ class GeneratorSettings(msgspec.Struct, kw_only=True):
     })
 
 
-class ServiceSettings(msgspec.Struct, kw_only=True):
+class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
-    # API key -> role ("reader" | "admin"). Empty and open_mode=False means every request is refused.
-    api_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    # API key -> role. Empty and open_mode=False means every request is refused.
+    api_keys: dict[str, Role] = msgspec.field(default_factory=dict)
     open_mode: bool = False  # explicit: no auth at all, for local demos
     rate_limit_per_minute: int = 600
     max_body_bytes: int = 2_000_000
     max_document_bytes: int = 1_000_000
     cors_origins: list[str] = msgspec.field(default_factory=list)
-    queue_timeout_s: float = 10.0  # how long a request waits for a generation slot before 503
+    queue_timeout_s: float = 10.0  # how long a call waits for a generator slot before Busy (HTTP 503)
     generation_poll_s: float = 1.0  # how often the published pointer is checked
 
 
-class RecommendSettings(msgspec.Struct, kw_only=True):
+class RecommendSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Recommendations (rag.recommend).
 
     The defaults suit a document library: what a reader engages with in general (the profile) counts more than
     the very last click. `rag eval recommend` tunes the same knobs on a validation split of its own data,
-    starting from the sequential profile in rag/evaluation/recommend.py (MovieLens rewards recency heavily)."""
+    starting from the sequential profile in evaluation/recommend.py (MovieLens rewards recency heavily)."""
 
     half_life_days: float = 14.0  # time decay of a user's events in the profile and co-engagement seeds
     trending_half_life_days: float = 7.0  # decay of popularity ("trending")
@@ -145,7 +164,7 @@ class RecommendSettings(msgspec.Struct, kw_only=True):
     exclude_seen: bool = True
 
 
-class EventsSettings(msgspec.Struct, kw_only=True):
+class EventsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Engagement events (rag.events).
 
     `rating_scale`: the [min, max] a `rating` event's value must lie in (1-5 stars by default; [0.5, 5] for half
@@ -166,7 +185,7 @@ class EventsSettings(msgspec.Struct, kw_only=True):
                              f"got {self.rating_neutral:g}")
 
 
-class Settings(msgspec.Struct, kw_only=True):
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     home: str = msgspec.field(default_factory=lambda: str(default_home()))
     # Named default or a local sentence-transformers folder. e5-small by measurement (README, Default embedder):
     # dense nDCG@10 0.492 vs MiniLM's 0.452 over the three BEIR sets, and it reads Chinese; MiniLM encodes ~2x
@@ -217,31 +236,59 @@ class Settings(msgspec.Struct, kw_only=True):
         return d
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(InvalidInput):
+    """A setting that is unknown or has the wrong type or value; `field` is its dotted name."""
 
 
-def _parse_env_value(raw: str) -> Any:
-    # JSON where it parses (numbers, booleans, lists, objects); the raw string otherwise.
+def _field_type(path: list[str]) -> Any:
+    """The annotation of the setting at `path` (None for an unknown one)."""
+    typ: Any = Settings
+    for part in path:
+        if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+            return None
+        fields = {f.encode_name: f for f in msgspec.structs.fields(typ)}
+        if part not in fields:
+            return None
+        typ = fields[part].type
+    return typ
+
+
+def _env_value(var: str, path: list[str], raw: str) -> Any:
+    """A variable's text parsed by its field's type: JSON for a list, table or object; the field's own scalar
+    type otherwise ("5", "0.3", "true", "hnsw"); "null" for an optional one."""
+    typ = _field_type(path)
+    name = ".".join(path)
     try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+        if typ is None:
+            raise ConfigError(f"{name}: unknown field", field=name)
+        if is_container(typ):
+            try:
+                value = json.loads(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name}: expected JSON ({e})", field=name) from None
+            return convert(value, typ, strict=True, error=ConfigError, at=tuple(path))
+        if raw == "null" and type(None) in typing.get_args(typ):
+            return None
+        return convert(raw, typ, strict=False, error=ConfigError, at=tuple(path))
+    except ConfigError as e:
+        raise ConfigError(f"{var}: {e.message}", field=e.field) from None
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(nested overrides, dotted setting name -> the variable that set it)."""
     out: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == "RAG_CONFIG":
+    names: dict[str, str] = {}
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
             continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+        path = var[len(ENV_PREFIX):].lower().split("__")
+        value = _env_value(var, path, raw)
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        value = _parse_env_value(raw)
-        # A value that only looks like JSON for a string field (e.g. RAG_EMBEDDER=123) stays a string below.
         node[path[-1]] = value
-    return out
+        names[".".join(path)] = var
+    return out, names
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -258,20 +305,25 @@ def load_settings(config_file: str | Path | None = None, environ: dict[str, str]
     environ = dict(os.environ if environ is None else environ)
     data: dict[str, Any] = {}
     path = config_file or environ.get("RAG_CONFIG") or ("rag.toml" if Path("rag.toml").exists() else None)
+    source = ""
     if path:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file not found: {p}", field="config")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: invalid TOML: {e}") from e
-    _merge(data, _env_overrides(environ))
+            raise ConfigError(f"{p}: invalid TOML: {e}", field="config") from e
+        source = str(p)
+    env, env_names = _env_overrides(environ)
+    _merge(data, env)
     _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    for key in ("home", "embedder"):
-        if key in data and not isinstance(data[key], str):
-            data[key] = str(data[key])
     try:
-        return msgspec.convert(data, Settings, strict=False)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"invalid setting: {e}") from e
+        return convert(data, Settings, strict=True, error=ConfigError)
+    except ConfigError as e:
+        # A value that only fails together with others (a rating scale and its neutral point): say who set them.
+        where = e.field or ""
+        setters = [var for name, var in env_names.items()
+                   if not where or name == where or name.startswith(f"{where}.") or where.startswith(f"{name}.")]
+        origin = ", ".join(setters) or source or "settings"
+        raise ConfigError(f"{origin}: {e.message}", field=e.field) from None

@@ -29,12 +29,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 
 from rag.config import EventsSettings
+from rag.errors import InvalidInput
 from rag.state import StateDB
 
 EVENT_TYPES = ("view", "click", "like", "share", "bookmark", "dismiss", "rating", "dwell")
@@ -44,11 +45,19 @@ MAX_DWELL_S = 7 * 24 * 3600.0
 _EPOCH = datetime(1970, 1, 1)
 
 
+class Rejection(TypedDict):
+    """One problem with one event (or user): its index in the batch (a line number for files), the field and why."""
+
+    index: int
+    field: str | None
+    reason: str
+
+
 @dataclass
 class IngestReport:
     accepted: int = 0
     duplicates: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "field", "reason"}
+    rejected: list[Rejection] = field(default_factory=list)
 
     @property
     def rejected_events(self) -> int:
@@ -67,16 +76,15 @@ class IngestReport:
 @dataclass
 class UserImportReport:
     accepted: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index" (line for files), "field", "reason"}
+    rejected: list[Rejection] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected}
 
 
-class InvalidUser(ValueError):
+class InvalidUser(InvalidInput):
     def __init__(self, field_name: str, reason: str):
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
+        super().__init__(f"{field_name}: {reason}", field=field_name)
         self.reason = reason
 
 

@@ -1,7 +1,7 @@
 """Grounding primitives shared by answers, summaries and the extractive backend.
 
 - `Passage` / `Citation`: the numbered evidence given to a generator, and a checked reference to it.
-- `split_sentences`: English and Chinese sentence boundaries, with the offsets of each sentence.
+- `split_sentences` (from rag.sentences): English and Chinese sentence boundaries, with their offsets.
 - citation parsing: `[n]`, `[n, m]`, `[n-m]`, `【n】`; `clean_citations` drops numbers that name no passage.
 - `Evidence`: the passages cut into sentences, with content terms and (lazily) sentence vectors, answering
   "does this sentence say something the passage says?" and "which passage sentence is the cited span?".
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.answer_units import AnswerUnit, passage_units, unit_embed_text
+from rag.sentences import CITE_GROUP, Sentence, split_sentences
 from rag.models.calibration import threshold as calibrated
 from rag.text import tokenize
 
@@ -61,71 +62,9 @@ class Citation:
     score: float  # support of that sentence by the passage, 0..1
 
 
-# --- sentences ---------------------------------------------------------------------------------------------
-
-_CITE_GROUP = r"(?:\[\s*\d{1,3}(?:\s*[-–,，;；]\s*\d{1,3})*\s*\]|【\s*\d{1,3}\s*】)"
-# A sentence ends at Latin punctuation followed by space/end, or at Chinese punctuation; citation groups and
-# closing quotes right after the punctuation belong to the sentence they end.
-_END = re.compile(
-    r"(?:[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？；…]+[”’」』）)\"']*)"
-    rf"(?:\s*{_CITE_GROUP})*"
-)
-_ABBREV = frozenset("e.g i.e dr mr mrs ms prof st vs fig inc jr sr ltd co approx cf al etc no vol pp".split())
-_HEADING = re.compile(r"\s{0,3}#{1,6}\s")
-_TABLE_RULE = re.compile(r"\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_LIST_MARK = re.compile(r"\s*(?:[-*+•]|\d{1,3}[.)])\s+")
-_EMPHASIS = re.compile(r"\*\*|__|`")
-
-
-@dataclass
-class Sentence:
-    text: str  # display text: markdown emphasis and list markers removed
-    start: int  # offsets of the raw sentence in the text it was split from
-    end: int
-
-
-def _ends_here(line: str, m: re.Match) -> bool:
-    """False for the period of an abbreviation or an initial, and before a lowercase continuation."""
-    if line[m.start()] != ".":
-        return True
-    word = re.search(r"([A-Za-z][A-Za-z.]*)$", line[:m.start()])
-    if word and (word.group(1).lower() in _ABBREV or len(word.group(1)) == 1):
-        return False
-    nxt = line[m.end():].lstrip()[:1]
-    return not (nxt and nxt.islower())
-
-
-def split_sentences(text: str) -> list[Sentence]:
-    """Sentences in reading order. Lines are boundaries too (list items, table rows); headings are skipped."""
-    out: list[Sentence] = []
-    offset = 0
-    for line in text.split("\n"):
-        base = offset
-        offset += len(line) + 1
-        if not line.strip() or _HEADING.match(line) or _TABLE_RULE.fullmatch(line):
-            continue
-        mark = _LIST_MARK.match(line)
-        start = mark.end() if mark else len(line) - len(line.lstrip())
-        for m in _END.finditer(line):
-            if m.end() <= start or not _ends_here(line, m):
-                continue
-            _add(out, line, start, m.end(), base)
-            start = m.end()
-        _add(out, line, start, len(line), base)
-    return out
-
-
-def _add(out: list[Sentence], line: str, start: int, end: int, base: int) -> None:
-    raw = line[start:end]
-    lead = len(raw) - len(raw.lstrip())
-    display = _EMPHASIS.sub("", raw).strip()
-    if display:
-        out.append(Sentence(display, base + start + lead, base + end))
-
-
 # --- citations ---------------------------------------------------------------------------------------------
 
-_CITE = re.compile(_CITE_GROUP)
+_CITE = re.compile(CITE_GROUP)
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 

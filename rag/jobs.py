@@ -1,11 +1,11 @@
-"""Background jobs: an index rebuild runs in a thread of the service process, one at a time.
+"""Rebuild jobs: an index rebuild runs in a thread of the process that owns the state DB, one at a time.
 
-Every job is a row of the ``jobs`` table in the state DB (``settings.state_db``), so ``GET /v1/admin/jobs/{id}``
-answers from the table: state (queued -> running -> succeeded | failed), the current build stage with its
-done/total counts, the parameters, the build report and the error. A job left ``running`` by a process that
-died (crash, kill, restart) is marked failed when the service starts again. A second rebuild while one runs
-gets `JobConflict` (409 with the running job); so does one while a CLI build in another process holds the
-build lock.
+Every job is a row of the ``jobs`` table in the state DB (``settings.state_db``), so a job is read back from the
+table: state (queued -> running -> succeeded | failed), the current build stage with its done/total counts, the
+parameters, the build report and the error. A job left ``running`` by a process that died (crash, kill,
+restart) is marked failed when the service starts again (`recover`). A second rebuild while one runs is a
+`Conflict` (code ``job_running``, the running job in its details); so is one while a build in another process
+(`rag index build`) holds the build lock. The build itself is the injected builder's (`rag.builds.Builder`).
 
 Sources of a rebuild: the documents store (``settings.documents_dir``, first, so a document replaced through
 the API overrides a same-id document of a read-only source) plus the published generation's manifest
@@ -22,14 +22,20 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rag import snapshot_files
+from rag.builds import Builder, BuildLock
 from rag.config import Settings
+from rag.errors import Conflict, InvalidInput
+from rag.state import StateDB
 
-log = logging.getLogger("service.jobs")
+log = logging.getLogger(__name__)
 
 JOBS_DDL = """CREATE TABLE IF NOT EXISTS jobs (
     id VARCHAR PRIMARY KEY,
@@ -57,17 +63,20 @@ _LIVE: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-class JobConflict(Exception):
-    def __init__(self, message: str, job: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.job = job
-
-
-class SourceProblem(ValueError):
-    def __init__(self, field: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.field = field
-        self.status = status  # 409 when the request is fine but there is nothing to index right now
+@dataclass
+class Job:
+    id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    stage: str | None = None
+    done: int = 0
+    total: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 def _now() -> datetime:
@@ -130,7 +139,7 @@ def _published_embedder(settings: Settings) -> str | None:
 
 
 def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """(sources, warnings) for a rebuild; SourceProblem for a requested source that is not an allowed one."""
+    """(sources, warnings) for a rebuild; InvalidInput for a requested source that is not an allowed one."""
     docs_dir = settings.documents_dir.resolve()
     warnings: list[str] = []
     if requested:
@@ -142,8 +151,8 @@ def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> t
             except (OSError, ValueError):  # a NUL byte, a name too long for the file system
                 r = None
             if r not in allowed:
-                raise SourceProblem(f"sources[{i}]", f"{s[:200]!r} is not one of the sources this service "
-                                                     f"indexes: {', '.join(allowed)}")
+                raise InvalidInput(f"{s[:200]!r} is not one of the sources this service indexes: "
+                                   f"{', '.join(allowed)}", field=f"sources[{i}]")
             base.append(r)
     else:
         try:
@@ -164,18 +173,30 @@ def rebuild_sources(settings: Settings, requested: list[str] | None = None) -> t
         if r != str(docs_dir) and r not in out:
             out.append(r)
     if not out:
-        raise SourceProblem("sources", "nothing to index: the sources hold no documents (no published generation "
-                                       "to take sources from, no settings.source_dirs, an empty documents store)",
-                            status=409)
+        raise Conflict("nothing to index: the sources hold no documents (no published generation to take sources "
+                       "from, no settings.source_dirs, an empty documents store)", code="nothing_to_index",
+                       field="sources")
     return out, warnings
 
 
-class JobManager:
-    def __init__(self, settings: Settings, engine: Any, metrics: Any = None):
+def check_embedder(settings: Settings, spec: str) -> None:
+    allowed = allowed_embedders(settings)
+    if spec not in allowed:
+        raise InvalidInput(f"embedder {spec[:200]!r} is not one of {', '.join(allowed)} (configure others with "
+                           "settings.embedder)", field="embedder")
+
+
+class RebuildJobs:
+    """`builder` builds (None: jobs are only listed and recovered); `on_published` runs after a job published a
+    snapshot (the application loads it at once)."""
+
+    def __init__(self, settings: Settings, state: StateDB, builder: Builder | None,
+                 on_published: Callable[[], Any] | None = None):
         self.settings = settings
-        self.engine = engine
-        self.metrics = metrics
-        self.state = engine.state
+        self.state = state
+        self.builder = builder
+        self.on_published = on_published
+        self.finished: Counter[tuple[str, str]] = Counter()  # (kind, state) -> jobs this process finished
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._running_id: str | None = None
@@ -207,23 +228,23 @@ class JobManager:
         return not t.is_alive()
 
     # -- queries --------------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> Job | None:
         cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", [job_id])
         rec = cur.fetchone()
         return self._row(rec) if rec else None
 
-    def list(self, limit: int = 20) -> list[dict[str, Any]]:
+    def list(self, limit: int = 20) -> list[Job]:
         cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY created_at DESC LIMIT ?",
                                  [limit])
         return [self._row(r) for r in cur.fetchall()]
 
-    def running(self) -> dict[str, Any] | None:
+    def running(self) -> Job | None:
         with self._lock:
             job_id = self._running_id if self._thread is not None and self._thread.is_alive() else None
         return self.get(job_id) if job_id else None
 
     @staticmethod
-    def _row(rec) -> dict[str, Any]:
+    def _row(rec) -> Job:
         d = dict(zip(_COLUMNS, rec))
         for k in ("created_at", "started_at", "finished_at"):
             d[k] = _iso(d[k])
@@ -231,20 +252,22 @@ class JobManager:
         d["result"] = json.loads(d["result"]) if d["result"] else None
         d["done"] = int(d["done"] or 0)
         d["total"] = int(d["total"] or 0)
-        return d
+        return Job(**d)
 
     # -- rebuild --------------------------------------------------------------------------------------------
     def start_rebuild(self, sources: list[str] | None = None, embedder: str | None = None,
-                      force: bool = False) -> dict[str, Any]:
-        from indexer.build import BuildLock
-
+                      force: bool = False) -> Job:
+        if embedder is not None:
+            check_embedder(self.settings, embedder)
         resolved, warnings = rebuild_sources(self.settings, sources)
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
-                raise JobConflict("an index rebuild is already running", self.get(self._running_id))
+                running = self.get(self._running_id)
+                raise Conflict("an index rebuild is already running", code="job_running",
+                               details={"job": running} if running else None)
             if BuildLock.is_held(self.settings.home_path):
-                raise JobConflict("another index build (e.g. `rag index build` in another process) holds the "
-                                  "build lock of this data home; retry when it finishes")
+                raise Conflict("another index build (e.g. `rag index build` in another process) holds the "
+                               "build lock of this data home; retry when it finishes", code="job_running")
             job_id = "job-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             params = {"sources": resolved, "embedder": embedder or self.settings.embedder, "force": force}
             if warnings:
@@ -273,8 +296,6 @@ class JobManager:
             log.exception("could not update job %s", job_id)
 
     def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None, force: bool = False) -> None:
-        from indexer.build import build
-
         state = "failed"
         last = {"stage": None}
 
@@ -288,11 +309,12 @@ class JobManager:
 
         try:
             self._update(job_id, state="running", started_at=_now())
-            report = build(self.settings, sources, embedder=embedder, publish=True, force=force,
-                           show_progress=False, on_progress=on_progress)
+            report = self.builder.build(self.settings, sources, embedder=embedder, publish=True, force=force,
+                                        show_progress=False, on_progress=on_progress)
             result = report.as_dict()
-            try:  # serve the new generation from the next request on, not one poll interval later
-                self.engine.published.refresh()
+            try:  # serve the new snapshot from the next request on, not one poll interval later
+                if self.on_published is not None:
+                    self.on_published()
             except Exception as e:  # noqa: BLE001
                 result["warning"] = f"published, but this process could not load it yet: {e}"
             self._update(job_id, state="succeeded", finished_at=_now(), stage="done",
@@ -307,5 +329,4 @@ class JobManager:
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(job_id)
-            if self.metrics is not None:
-                self.metrics.jobs.labels("rebuild", state).inc()
+            self.finished["rebuild", state] += 1

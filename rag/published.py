@@ -14,13 +14,20 @@ from pathlib import Path
 
 from rag import snapshot_files
 from rag.config import Settings
+from rag.errors import Unavailable
 from rag.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 
-class NoSnapshot(LookupError):
+class NoSnapshot(Unavailable):
     """No index has been published yet under this data home."""
+
+    code = "no_index"
+
+    def __init__(self, message: str):
+        super().__init__(message, hint="build one: `rag index build SOURCE`, or POST /v1/admin/index/rebuild",
+                         retry_after_s=30)
 
 
 class PublishedSnapshot:
@@ -35,8 +42,9 @@ class PublishedSnapshot:
 
     def _open(self, snapshot_id: str) -> Snapshot:
         path = snapshot_files.snapshot_dir(self.home, snapshot_id)
-        return Snapshot(path, self.settings.models_dir, hnsw_ef_search=self.settings.index.hnsw_ef_search,
-                          ivf_nprobe=self.settings.index.ivf_nprobe, search_threads=self.settings.index.search_threads)
+        index = self.settings.index
+        return Snapshot(path, self.settings.models_dir, hnsw_ef_search=index.hnsw_ef_search,
+                        ivf_nprobe=index.ivf_nprobe, search_threads=index.search_threads)
 
     def current(self) -> Snapshot:
         now = time.monotonic()
@@ -71,6 +79,11 @@ class PublishedSnapshot:
     def refresh(self) -> Snapshot:
         self._checked = 0.0
         return self.current()
+
+    @property
+    def loaded(self) -> Snapshot | None:
+        """The snapshot this process holds now (without checking the pointer), or None."""
+        return self._snapshot
 
     @property
     def loaded_id(self) -> str | None:

@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import RetrievalSettings
+from rag.errors import InvalidInput
 from rag.snapshot import Snapshot
 from rag.grounding import embedder_fits
 from rag.text import detect_language
-from rag.types import Filters, Hit
+from rag.types import SEARCH_MODES, Filters, Hit
 
 log = logging.getLogger(__name__)
 
-MODES = ("dense", "keyword", "hybrid")
+MODES = SEARCH_MODES
 ABSENT_GAP = 0.5  # in standard deviations; 0.0-1.0 all beat both legs on the three BEIR sets
 
 
@@ -120,7 +121,8 @@ class Retriever:
         with self._reranker_lock:
             if self._reranker is None:
                 if not self.settings.reranker:
-                    raise ValueError("no reranker configured (set retrieval.reranker to a cross-encoder folder)")
+                    raise InvalidInput("no reranker configured (set retrieval.reranker to a cross-encoder folder)",
+                                       field="rerank")
                 self._reranker = Reranker(self.settings.reranker)
             return self._reranker
 
@@ -128,7 +130,7 @@ class Retriever:
                top_k: int | None = None, rerank: bool | None = None, mmr_lambda: float | None = None,
                max_per_doc: int | None = None, candidates: int | None = None) -> SearchResult:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}", field="mode")
         s = self.settings
         top_k = top_k or s.top_k
         n_cand = max(candidates or s.candidates, top_k)

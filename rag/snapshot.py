@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from rag import text as textmod
+from rag.errors import Unavailable
 from rag.models.embedders import Embedder, load_embedder
 from rag.snapshot_files import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE, Manifest, read_manifest
 from rag.types import Filters
@@ -32,8 +33,8 @@ BM25_B = 0.75
 EXACT_SUBSET_MAX = 20_000
 
 
-class EmbedderMismatch(RuntimeError):
-    pass
+class EmbedderMismatch(Unavailable):
+    """The snapshot's embedder now resolves to other weights: its vectors cannot be queried; rebuild."""
 
 
 class _Lru:
@@ -266,6 +267,22 @@ class Snapshot:
         if item["date"] is not None:
             item["date"] = item["date"].isoformat()
         return item
+
+    def list_documents(self, *, domain: str | None = None, limit: int = 50, offset: int = 0
+                       ) -> tuple[int, list[dict[str, Any]]]:
+        """(how many documents, one page of their summaries by id)."""
+        where, params = ("WHERE domain = ?", [domain]) if domain else ("", [])
+        total = int(self.sql(f"SELECT count(*) FROM documents {where}", params).fetchone()[0])
+        cur = self.sql(f"SELECT doc_id, title, domain, tags, audience, language, date, n_chunks, n_chars "
+                       f"FROM documents {where} ORDER BY doc_id LIMIT ? OFFSET ?", [*params, limit, offset])
+        rows = []
+        for rec in cur.fetchall():
+            d = dict(zip([c[0] for c in cur.description], rec))
+            d["date"] = d["date"].isoformat() if d["date"] is not None else None
+            d["tags"] = list(d["tags"] or [])
+            d["title"] = d["title"] or ""
+            rows.append(d)
+        return total, rows
 
     def document_chunks(self, doc_id: str) -> list[dict[str, Any]]:
         rows = [r[0] for r in self.sql("SELECT row FROM chunks WHERE doc_id = ? ORDER BY ordinal", [doc_id]).fetchall()]

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import msgspec
+
+from rag.durable import atomic_write
+from rag.errors import Conflict, NotFound
 
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
@@ -69,7 +71,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     format_version: int = 1
 
 
-class SnapshotNotFound(LookupError):
+class SnapshotNotFound(NotFound):
     pass
 
 
@@ -97,30 +99,13 @@ def read_pointer(home: Path) -> str | None:
     return value or None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(home: Path, snapshot_id: str) -> None:
-    """Point CURRENT at `gen_id`. Readers see the old id or the new one, never a partial file."""
+    """Point CURRENT at `snapshot_id`. Readers see the old id or the new one, never a partial file."""
     home = Path(home)
     if not (snapshot_dir(home, snapshot_id) / MANIFEST).exists():
-        raise SnapshotNotFound(f"generation {snapshot_id!r} does not exist under {snapshots_dir(home)}")
-    fd, tmp = tempfile.mkstemp(prefix=".CURRENT-", dir=home)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(snapshot_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, home / POINTER)
-        _fsync_dir(home)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise SnapshotNotFound(f"generation {snapshot_id!r} does not exist under {snapshots_dir(home)}",
+                               field="generation_id")
+    atomic_write(home / POINTER, (snapshot_id + "\n").encode("utf-8"), prefix=".CURRENT-")
 
 
 def list_snapshots(home: Path) -> list[Manifest]:
@@ -141,7 +126,8 @@ def list_snapshots(home: Path) -> list[Manifest]:
 
 def remove_snapshot(home: Path, snapshot_id: str) -> None:
     if snapshot_id == read_pointer(home):
-        raise ValueError(f"generation {snapshot_id} is published; roll back to another one before removing it")
+        raise Conflict(f"generation {snapshot_id} is published; roll back to another one before removing it",
+                       field="generation_id")
     # Rename first so a reader never sees a half-deleted folder under a valid name.
     src = snapshot_dir(home, snapshot_id)
     trash = snapshots_dir(home) / f"{TMP_PREFIX}rm-{snapshot_id}"

@@ -21,6 +21,8 @@ from typing import Any
 
 import duckdb
 
+from rag.errors import Unavailable
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS users (
         user_id VARCHAR PRIMARY KEY,
@@ -45,7 +47,7 @@ SCHEMA = [
 ]
 
 
-class StateLocked(RuntimeError):
+class StateLocked(Unavailable):
     """Another process holds the state database read-write (normally the running service)."""
 
 

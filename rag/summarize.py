@@ -4,8 +4,8 @@ Generative path: the passages (a document's chunks in order, or search hits) are
 not fit generator.context_tokens they are summarized in groups that do (map, one batched call) and the partial
 summaries, which keep the global [n] numbers, are combined (reduce, repeated until one text is left). The
 result goes through the same checks as answers (rag.grounding.check_text), the word limit and the style.
-Extractive path (backend "extractive", or any generator failure or rejected draft): centroid sentence
-selection from rag.extractive, which respects max_words by construction.
+Extractive path (backend "extractive", or any generator failure, timeout or rejected draft, the reason in
+`fallback`): centroid sentence selection from rag.extractive, which respects max_words by construction.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rag.answering import (
     LANGUAGE_NAMES,
@@ -25,9 +27,10 @@ from rag.answering import (
     tidy_generated,
 )
 from rag.config import Settings
+from rag.errors import InvalidInput, NotFound
 from rag.extractive import count_words, extractive_summary, join_sentences
 from rag.snapshot import Snapshot
-from rag.generators import EXTRACTIVE, Generator, GeneratorBusy, GeneratorError, GeneratorPool, count_tokens
+from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.grounding import (
     Citation,
     Evidence,
@@ -44,7 +47,8 @@ from rag.types import Filters
 
 log = logging.getLogger(__name__)
 
-STYLES = ("brief", "bullets")
+SummaryStyle = Literal["brief", "bullets"]
+STYLES: tuple[str, ...] = typing.get_args(SummaryStyle)
 MIN_WORDS, MAX_WORDS = 10, 1000
 MAX_REDUCE_ROUNDS = 4  # each round shrinks the text by the group size; four rounds cover any real document
 
@@ -56,16 +60,13 @@ STYLE_INSTRUCTIONS = {
 }
 
 
-class UnknownDocument(KeyError):
-    """A requested document id is not in the generation."""
+class UnknownDocument(NotFound):
+    """A requested document id is not in the snapshot."""
 
-    def __init__(self, doc_id: str, generation_id: str):
-        super().__init__(doc_id)
+    def __init__(self, doc_id: str, generation_id: str, field: str = "doc_ids"):
+        super().__init__(f"unknown document id {doc_id!r} (not in index generation {generation_id})", field=field)
         self.doc_id = doc_id
         self.generation_id = generation_id
-
-    def __str__(self) -> str:  # KeyError would print only the repr of the id
-        return f"unknown document id {self.doc_id!r} (not in index generation {self.generation_id})"
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Summary:
     invalid_citations_removed: int = 0
     unsupported_sentences: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    abstained: bool = False  # nothing to summarize: the text says it was not found
 
 
 class Summarizer:
@@ -95,11 +97,13 @@ class Summarizer:
                   filters: Filters | None = None, style: str = "brief", max_words: int = 120,
                   backend: str | None = None, top_k: int | None = None) -> Summary:
         if bool(doc_ids) == bool(query and query.strip()):
-            raise ValueError("give either doc_ids or a query to summarize, not both and not neither")
+            raise InvalidInput("give either doc_ids or a query to summarize, not both and not neither",
+                               field="doc_ids" if doc_ids else "query")
         if style not in STYLES:
-            raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+            raise InvalidInput(f"style must be one of {', '.join(STYLES)}, not {style!r}", field="style")
         if not MIN_WORDS <= max_words <= MAX_WORDS:
-            raise ValueError(f"max_words must be between {MIN_WORDS} and {MAX_WORDS}, not {max_words}")
+            raise InvalidInput(f"max_words must be between {MIN_WORDS} and {MAX_WORDS}, not {max_words}",
+                               field="max_words")
         started = time.perf_counter()
         name = self.generators.resolve_name(backend)
         t = time.perf_counter()
@@ -110,7 +114,7 @@ class Summarizer:
         if not passages:
             timings["total_ms"] = _ms(started)
             return Summary(NOT_FOUND.get(language, NOT_FOUND["en"]), [], name, None, snapshot.id, [], style, 0,
-                           language=language, timings_ms=timings)
+                           language=language, timings_ms=timings, abstained=True)
         evidence = Evidence(passages, snapshot.embedder if embedder_fits(snapshot.embedder, language) else None)
 
         draft, fallback = None, None
@@ -118,13 +122,11 @@ class Summarizer:
             t = time.perf_counter()
             try:
                 generator = self.generators.get(name)
-                with self.generators.slot():
-                    draft = self._generate(generator, passages, style, max_words, language)
-            except GeneratorBusy:
-                raise
+                draft = self.generators.slots.run(
+                    lambda: self._generate(generator, passages, style, max_words, language))
             except GeneratorError as e:
                 log.warning("generator %s failed while summarizing: %s", name, e)
-                fallback = f"generator error: {e}"
+                fallback = fallback_reason(e)
             timings["generate_ms"] = _ms(t)
 
         t = time.perf_counter()

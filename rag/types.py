@@ -7,10 +7,34 @@ HTTP schemas) and must stay cheap to build and easy to read.
 from __future__ import annotations
 
 import hashlib
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-DOMAINS = ("finance", "medical", "education")
+from msgspec import Meta
+
+# Choices shared by the library, the HTTP schemas and the CLI: written once, here.
+Domain = Literal["finance", "medical", "education"]
+DOMAINS: tuple[str, ...] = typing.get_args(Domain)
+SearchMode = Literal["dense", "keyword", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = typing.get_args(SearchMode)
+
+# Ids and short texts as every way in (HTTP bodies, the documents store) accepts them.
+DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
+LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
+# Ids the documents store can hold: not "readme" (a README.md is never indexed as a document).
+NEW_DOC_ID_PATTERN = r"^(?![Rr][Ee][Aa][Dd][Mm][Ee]$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# At least one visible character. Patterns are unanchored searches in both JSON Schema and msgspec; the class is
+# the union of what Python's `\s` and ECMA-262's `\s` call space, so validators of either dialect agree.
+NONBLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+DocId = Annotated[str, Meta(pattern=DOC_ID_PATTERN, description="Document id.", examples=["fin-index-funds"])]
+NewDocId = Annotated[str, Meta(pattern=NEW_DOC_ID_PATTERN, description="Document id (not `readme`).",
+                               examples=["fin-emergency-fund"])]
+UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description="User id.", examples=["u-0001"])]
+Language = Annotated[str, Meta(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code.", examples=["en"])]
+Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=NONBLANK)]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Structured JSON logs, and the outermost ASGI layer that gives every request an id, a log line and metrics.
+"""Structured JSON logs, and the request context: every request gets an id, one access log line and metrics.
 
 One line per request::
 
@@ -10,6 +10,12 @@ The request id is the caller's ``X-Request-ID`` when it is sane (``[A-Za-z0-9._:
 otherwise; it is echoed in the ``X-Request-ID`` response header and in every error body. The layer wraps
 the whole app (404s for unknown routes, CORS preflights and streamed responses included); the generation a
 request ran on is also echoed as ``X-Generation-Id``.
+
+It hooks into Litestar twice, through documented hooks only: `RequestLog.before_send` (an application
+``before_send`` hook: it sees every response the app sends, routed or not) stamps the headers and writes the
+line when the last body part goes out; `RequestLog.middleware()` (application middleware: routed requests)
+starts the clock when the request arrives and still writes the line when the client went away before the
+response started (status 499).
 """
 
 from __future__ import annotations
@@ -23,9 +29,16 @@ import time
 import uuid
 from typing import Any
 
-from service.errors import GENERATION_ID_KEY, REQUEST_ID_KEY
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("service.access")
+
+REQUEST_ID_KEY = "rag.request_id"
+GENERATION_ID_KEY = "rag.generation_id"
+USER_ID_KEY = "rag.user_id"
+_CONTEXT_KEY = "rag.request_context"
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
@@ -71,57 +84,64 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    """Raw ASGI (not Litestar middleware) so it sees every request, routed or not, streamed or not."""
-
-    def __init__(self, app, metrics=None):
-        self.app = app
-        self.metrics = metrics
-        self._allow_map: dict | None = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        state = scope.setdefault("state", {})
+def _context(scope: Scope) -> dict[str, Any]:
+    """This request's context, made on first use: its id (the caller's sane X-Request-ID, else a new one) and
+    the clock."""
+    state = scope.setdefault("state", {})
+    ctx = state.get(_CONTEXT_KEY)
+    if ctx is None:
         rid = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
-                try:
-                    candidate = value.decode("latin-1")
-                except UnicodeDecodeError:
-                    candidate = ""
+                candidate = value.decode("latin-1")
                 if _REQUEST_ID_OK.match(candidate):
                     rid = candidate
                 break
-        rid = rid or new_request_id()
-        state[REQUEST_ID_KEY] = rid
-        status_holder = {"status": 500, "started": False}
+        state[REQUEST_ID_KEY] = rid or new_request_id()
+        ctx = state[_CONTEXT_KEY] = {"start": time.perf_counter(), "status": 500, "started": False, "done": False}
+    return ctx
 
-        async def send_wrapper(message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                status_holder["started"] = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", rid.encode("latin-1")))
-                if scope.get("method") == "OPTIONS" and any(k.lower() == b"allow" for k, _ in headers):
-                    allowed = self._allowed(scope)
-                    if allowed:
-                        headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
-                        headers.append((b"allow", allowed.encode("latin-1")))
-                snapshot_id = state.get(GENERATION_ID_KEY)
-                if snapshot_id and not any(k.lower() == b"x-generation-id" for k, _ in headers):
-                    headers.append((b"x-generation-id", str(snapshot_id).encode("latin-1")))
-                message = {**message, "headers": headers}
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self._finish(scope, state, rid, status_holder, start)
+def request_id_of(connection: Any) -> str:
+    """The request id of a request (or its scope), made now if nothing asked for it yet."""
+    scope = getattr(connection, "scope", connection)
+    _context(scope)
+    return str(scope["state"][REQUEST_ID_KEY])
 
-    def _allowed(self, scope) -> str | None:
+
+class RequestLog:
+    def __init__(self, metrics=None):
+        self.metrics = metrics
+        self._allow_map: dict | None = None
+
+    def middleware(self) -> ASGIMiddleware:
+        return _Arrival(self)
+
+    async def before_send(self, message: Message, scope: Scope) -> None:
+        if scope.get("type") != "http":
+            return
+        ctx = _context(scope)
+        if message["type"] == "http.response.start":
+            ctx["status"], ctx["started"] = message["status"], True
+            message["headers"] = self._headers(scope, list(message.get("headers", [])))
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finish(scope)
+
+    def _headers(self, scope: Scope, headers: list) -> list:
+        state = scope["state"]
+        headers = [(k, v) for k, v in headers if k.lower() != b"x-request-id"]
+        headers.append((b"x-request-id", state[REQUEST_ID_KEY].encode("latin-1")))
+        if scope.get("method") == "OPTIONS" and any(k.lower() == b"allow" for k, _ in headers):
+            allowed = self._allowed(scope)
+            if allowed:
+                headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                headers.append((b"allow", allowed.encode("latin-1")))
+        snapshot_id = state.get(GENERATION_ID_KEY)
+        if snapshot_id and not any(k.lower() == b"x-generation-id" for k, _ in headers):
+            headers.append((b"x-generation-id", str(snapshot_id).encode("latin-1")))
+        return headers
+
+    def _allowed(self, scope: Scope) -> str | None:
         """The methods of the route (Litestar 2.25's automatic OPTIONS answer lists only some of them when a
         path has several handlers)."""
         if self._allow_map is None:
@@ -131,11 +151,17 @@ class RequestContextMiddleware:
                                for r in routes if getattr(r, "methods", None)}
         return self._allow_map.get(scope.get("path_template"))
 
-    def _finish(self, scope, state, rid, status_holder, start) -> None:
-        duration = time.perf_counter() - start
-        route = scope.get("path_template") or ("<unmatched>" if status_holder["status"] == 404 else "<none>")
+    def finish(self, scope: Scope) -> None:
+        """The access line and the request metrics, once per request."""
+        ctx = _context(scope)
+        if ctx["done"]:
+            return
+        ctx["done"] = True
+        state = scope["state"]
+        duration = time.perf_counter() - ctx["start"]
+        status = ctx["status"] if ctx["started"] else 499  # the client went away first
+        route = scope.get("path_template") or ("<unmatched>" if status == 404 else "<none>")
         method = scope.get("method", "")
-        status = status_holder["status"] if status_holder["started"] else 499  # client went away first
         if self.metrics is not None:
             try:
                 self.metrics.observe_request(method, route, status, duration)
@@ -143,13 +169,28 @@ class RequestContextMiddleware:
                 pass
         client = scope.get("client") or ("", 0)
         fields = {
-            "request_id": rid, "method": method, "path": scope.get("path", ""), "route": route,
+            "request_id": state[REQUEST_ID_KEY], "method": method, "path": scope.get("path", ""), "route": route,
             "status": status, "duration_ms": round(duration * 1000, 2),
             "generation_id": state.get(GENERATION_ID_KEY), "client": client[0] if client else "",
         }
         if state.get(KEY_ID_KEY):
             fields["key"] = state[KEY_ID_KEY]
-        if state.get("rag.user_id"):
-            fields["user_id"] = state["rag.user_id"]
-        level = logging.WARNING if status >= 500 else logging.INFO
-        access_log.log(level, "request", extra=fields)
+        if state.get(USER_ID_KEY):
+            fields["user_id"] = state[USER_ID_KEY]
+        access_log.log(logging.WARNING if status >= 500 else logging.INFO, "request", extra=fields)
+
+
+class _Arrival(ASGIMiddleware):
+    """Routed requests: the clock starts when they arrive, and the line is written even if nothing was sent."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, log: RequestLog):
+        self.log = log
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        _context(scope)
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            self.log.finish(scope)

@@ -1,42 +1,55 @@
-"""HTTP request and response types: `msgspec.Struct`s whose `Meta` constraints validate input and, through
-Litestar's schema generation, document it in the OpenAPI document (limits, patterns, examples).
+"""HTTP request and response types.
 
-Requests forbid unknown fields, so a misspelled field (`topk`) is a 400 naming it instead of being ignored.
-Responses are built by the controllers from the library's dataclasses (see `to_struct`).
+Requests are `msgspec.Struct`s whose `Meta` constraints validate input and, through Litestar's schema generation,
+document it in the OpenAPI document (limits, patterns, examples); they forbid unknown fields, so a misspelled
+field (`topk`) is a 400 naming it instead of being ignored. Each turns itself into the keyword arguments of its
+`rag.application.Application` call (`arguments()`), and the choices (`Domain`, `SearchMode`, `Backend`,
+`SummaryStyle`) are the library's own.
+
+Responses are the library's typed results where the wire shape is theirs (`Answer`, `Summary`,
+`RecommendationList`, `IngestReport`, `DocumentPage`, `DocumentView`, `Job`, `SnapshotInfo`, `Rollback`,
+`Readiness`); two wrap one where the wire says more than the library knows (`SearchResponse`: each hit's legs;
+`DocumentWriteResponse`: how to rebuild).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-# --- shared pieces ----------------------------------------------------------------------------------------
+from rag.answering import Answer
+from rag.application import Readiness, Rollback, SnapshotInfo
+from rag.config import Backend
+from rag.documents import DocumentFields, DocumentPage, DocumentView, DocumentWrite, NewDocument
+from rag.events import IngestReport
+from rag.jobs import Job
+from rag.recommend import RecommendationList
+from rag.retriever import SearchResult
+from rag.summarize import Summary, SummaryStyle
+from rag.types import (
+    DOC_ID_PATTERN,
+    LANGUAGE_PATTERN,
+    NEW_DOC_ID_PATTERN,
+    NONBLANK,
+    USER_ID_PATTERN,
+    DocId,
+    Domain,
+    Filters,
+    Language,
+    SearchMode,
+    Tag,
+    UserId,
+)
 
-Domain = Literal["finance", "medical", "education"]
-SearchMode = Literal["dense", "keyword", "hybrid"]
-Backend = Literal["auto", "transformers", "openai", "extractive"]
+__all__ = ["DOC_ID_PATTERN", "LANGUAGE_PATTERN", "NEW_DOC_ID_PATTERN", "USER_ID_PATTERN", "Answer", "AskRequest",
+           "Backend", "DocumentFields", "DocumentPage", "DocumentView", "DocumentWriteResponse", "Domain",
+           "ErrorBody", "EventsRequest", "HealthResponse", "IngestReport", "Job", "NewDocument", "Readiness",
+           "RebuildRequest", "RecommendationList", "Rollback", "RollbackRequest", "SearchRequest", "SearchResponse",
+           "SnapshotInfo", "SummarizeRequest", "Summary"]
 
-DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
-LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
-
-# At least one visible character. Patterns are unanchored searches in both JSON Schema and msgspec; the class is
-# the union of what Python's `\s` and ECMA-262's `\s` call space, so validators of either dialect agree.
-NONBLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
-
-# Ids the documents store can hold: not "readme" (a README.md is never indexed as a document).
-NEW_DOC_ID_PATTERN = r"^(?![Rr][Ee][Aa][Dd][Mm][Ee]$)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-
-DocId = Annotated[str, Meta(pattern=DOC_ID_PATTERN, description="Document id.", examples=["fin-index-funds"])]
-NewDocId = Annotated[str, Meta(pattern=NEW_DOC_ID_PATTERN, description="Document id (not `readme`).",
-                               examples=["fin-emergency-fund"])]
-UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description="User id.", examples=["u-0001"])]
-Language = Annotated[str, Meta(pattern=LANGUAGE_PATTERN, description="ISO 639-1 code.", examples=["en"])]
-Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=NONBLANK)]
 TopK = Annotated[int, Meta(ge=1, le=50, description="How many passages/hits to return.")]
 
 
@@ -51,6 +64,23 @@ class FiltersIn(Struct, forbid_unknown_fields=True, kw_only=True):
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     doc_ids: Annotated[list[DocId], Meta(min_length=1, max_length=200)] | None = None
+
+
+NO_DOMAIN = "\x00none"  # a domain no document has: the filter for "these constraints exclude everything"
+
+
+def to_filters(filters: FiltersIn | None, domain: str | None = None) -> Filters:
+    """Request filters (+ the `domain` shortcut) -> `rag.types.Filters`. All constraints apply together, so
+    contradictory ones (disjoint domains, `date_from` after `date_to`) simply match nothing."""
+    f = filters or FiltersIn()
+    f_domain = f.domain
+    if domain is not None:
+        # Both apply (filters are a conjunction): their intersection; disjoint ones match nothing.
+        listed = None if f_domain is None else ([f_domain] if isinstance(f_domain, str) else list(f_domain))
+        f_domain = domain if listed is None or domain in listed else [NO_DOMAIN]
+    return Filters.of(domain=f_domain, tags=f.tags, language=f.language, audience=f.audience,
+                      date_from=f.date_from.isoformat() if f.date_from else None,
+                      date_to=f.date_to.isoformat() if f.date_to else None, doc_ids=f.doc_ids)
 
 
 class Turn(Struct, forbid_unknown_fields=True):
@@ -91,45 +121,10 @@ class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     mode: SearchMode = "hybrid"
     stream: bool = msgspec.field(default=False)
 
-
-class CitationOut(Struct, kw_only=True):
-    n: int
-    doc_id: str
-    chunk_id: str
-    title: str
-    span: str = ""
-    score: float | None = None
-
-
-class PassageOut(Struct, kw_only=True):
-    n: int | None = None
-    doc_id: str
-    chunk_id: str
-    title: str = ""
-    text: str = ""
-    score: float | None = None
-    domain: str | None = None
-    language: str | None = None
-    heading: str = ""  # the chunk's heading path
-
-
-class AskResponse(Struct, kw_only=True):
-    answer: str
-    citations: list[CitationOut]
-    abstained: bool
-    generation_id: str
-    backend: str | None = None
-    fallback: str | None = None  # why the extractive answer replaced the generated one, when it did
-    invalid_citations_removed: int = 0
-    passages: list[PassageOut] = msgspec.field(default_factory=list)
-    disclaimer: str | None = None
-    language: str | None = None
-    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-    unsupported_sentences: int = 0
-    citations_added: int = 0
-    query: str | None = None  # the retrieval query (the question made standalone when history was given)
-    expects: str | None = None  # what the question asks for: quantity, time, name, definition, list, yesno, other
-    answerable: float | None = None  # the abstention model's confidence that the documents answer the question
+    def arguments(self) -> dict[str, Any]:
+        return {"question": self.question, "filters": to_filters(self.filters, self.domain), "top_k": self.top_k,
+                "history": [{"role": t.role, "content": t.content} for t in self.history],
+                "backend": self.backend, "mode": self.mode}
 
 
 # --- search -----------------------------------------------------------------------------------------------
@@ -143,6 +138,10 @@ class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     filters: FiltersIn | None = None
     top_k: TopK | None = None
     rerank: bool | None = msgspec.field(default=None)
+
+    def arguments(self) -> dict[str, Any]:
+        return {"query": self.query, "mode": self.mode, "filters": to_filters(self.filters, self.domain),
+                "top_k": self.top_k, "rerank": self.rerank}
 
 
 class LegRanks(Struct, kw_only=True):
@@ -172,6 +171,18 @@ class SearchResponse(Struct, kw_only=True):
     generation_id: str
     timings_ms: dict[str, float]
 
+    @classmethod
+    def of(cls, res: SearchResult) -> "SearchResponse":
+        """A search result with each hit's ranks and scores per leg grouped under `legs` (and no FAISS row)."""
+        hits = [SearchHit(doc_id=h.doc_id, chunk_id=h.chunk_id, title=h.title, text=h.text, score=float(h.score),
+                          heading_path=list(h.heading_path), metadata=dict(h.metadata),
+                          legs=LegRanks(dense_rank=h.dense_rank, dense_score=h.dense_score,
+                                        keyword_rank=h.keyword_rank, keyword_score=h.keyword_score,
+                                        rerank_score=h.rerank_score))
+                for h in res.hits]
+        return cls(query=res.query, mode=res.mode, hits=hits, reranked=res.reranked, generation_id=res.generation_id,
+                   timings_ms={k: round(float(v), 3) for k, v in res.timings_ms.items()})
+
 
 # --- summarize --------------------------------------------------------------------------------------------
 
@@ -183,46 +194,19 @@ class SummarizeRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     query: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NONBLANK)] | msgspec.UnsetType = \
         msgspec.UNSET
     filters: FiltersIn | msgspec.UnsetType = msgspec.UNSET  # with `query` only
-    style: Literal["brief", "bullets"] = "brief"
+    style: SummaryStyle = "brief"
     max_words: Annotated[int, Meta(ge=10, le=1000)] = 120
     backend: Backend | None = None
 
-
-class SummaryResponse(Struct, kw_only=True):
-    summary: str
-    generation_id: str
-    style: str = "brief"
-    doc_ids: list[str] = msgspec.field(default_factory=list)
-    citations: list[CitationOut] = msgspec.field(default_factory=list)
-    backend: str | None = None
-    fallback: bool | str | None = None
-    abstained: bool = False
-    disclaimer: str | None = None
-    language: str | None = None
-    words: int | None = None
-    invalid_citations_removed: int = 0
-    unsupported_sentences: int = 0
-    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    def arguments(self) -> dict[str, Any]:
+        given = {name: getattr(self, name) for name in ("doc_id", "doc_ids", "query")
+                 if getattr(self, name) is not msgspec.UNSET}
+        filters = None if self.filters is msgspec.UNSET else to_filters(self.filters)
+        return {**given, "filters": filters, "style": self.style, "max_words": self.max_words,
+                "backend": self.backend}
 
 
 # --- recommendations --------------------------------------------------------------------------------------
-
-class RecItem(Struct, kw_only=True):
-    doc_id: str
-    title: str
-    domain: str | None = None
-    score: float
-    reason: str | None = None
-    blurb: str | None = None
-
-
-class RecommendationsResponse(Struct, kw_only=True):
-    items: list[RecItem]
-    strategy: str
-    generation_id: str
-    user_id: str | None = None
-    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-
 
 class EventsRequest(Struct, forbid_unknown_fields=True):
     """A batch of interaction events. Each event is validated on its own: bad ones are reported, good ones kept."""
@@ -233,82 +217,14 @@ class EventsRequest(Struct, forbid_unknown_fields=True):
                     "ts": "2025-06-01T12:00:00Z"}]])]
 
 
-class RejectedEvent(Struct):
-    index: int
-    field: str | None
-    reason: str
-
-
-class EventsResponse(Struct, kw_only=True):
-    accepted: int
-    duplicates: int
-    rejected: list[RejectedEvent]
-
-
 # --- documents --------------------------------------------------------------------------------------------
-
-class DocumentFields(Struct, forbid_unknown_fields=True, kw_only=True):
-    """A document for the store (PUT /v1/documents/{doc_id}: the id is the path's)."""
-
-    title: Annotated[str, Meta(min_length=1, max_length=500, pattern=NONBLANK, examples=["Emergency funds"])]
-    text: Annotated[str, Meta(min_length=1, pattern=NONBLANK, description="Markdown body.",
-                              examples=["An emergency fund covers three to six months of expenses."])]
-    domain: Domain
-    language: Language = "en"
-    tags: Annotated[list[Tag], Meta(max_length=32)] = msgspec.field(default_factory=list)
-    audience: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    date: dt.date | None = None
-    source: Annotated[str, Meta(max_length=500)] | None = None
-
-
-class DocumentIn(DocumentFields, kw_only=True):
-    """A new document (POST /v1/documents)."""
-
-    id: NewDocId
-
-
-class DocumentSummary(Struct, kw_only=True):
-    doc_id: str
-    title: str
-    domain: str | None = None
-    tags: list[str] = msgspec.field(default_factory=list)
-    audience: str | None = None
-    language: str | None = None
-    date: str | None = None
-    n_chunks: int | None = None
-    n_chars: int | None = None
-
-
-class DocumentList(Struct, kw_only=True):
-    items: list[DocumentSummary]
-    total: int
-    limit: int
-    offset: int
-    next_offset: int | None
-    generation_id: str
-
-
-class DocumentOut(Struct, kw_only=True):
-    doc_id: str
-    title: str
-    text: str
-    domain: str | None = None
-    tags: list[str] = msgspec.field(default_factory=list)
-    audience: str | None = None
-    language: str | None = None
-    date: str | None = None
-    source: str | None = None
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-    indexed: bool
-    generation_id: str | None = None
-    in_store: bool
-    pending_change: Literal["create", "update", "delete"] | None = None
-    note: str | None = None
-
 
 class RebuildHint(Struct):
     method: str
     path: str
+
+
+REBUILD = RebuildHint(method="POST", path="/v1/admin/index/rebuild")
 
 
 class DocumentWriteResponse(Struct, kw_only=True):
@@ -318,6 +234,13 @@ class DocumentWriteResponse(Struct, kw_only=True):
     indexed: bool = False
     message: str
     rebuild: RebuildHint
+
+    @classmethod
+    def of(cls, w: DocumentWrite) -> "DocumentWriteResponse":
+        verb = {"created": "stored", "replaced": "replaced", "deleted": "deleted from the store"}[w.status]
+        return cls(doc_id=w.doc_id, status=w.status, domain=w.domain, indexed=w.indexed, rebuild=REBUILD,
+                   message=f"document {w.doc_id} {verb}; the change reaches search after the next index build: "
+                           f"{REBUILD.method} {REBUILD.path}")
 
 
 # --- admin ------------------------------------------------------------------------------------------------
@@ -330,44 +253,13 @@ class RebuildRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     # nothing and reports `unchanged`; force writes (and publishes) a new generation anyway.
     force: bool = False
 
-
-class JobOut(Struct, kw_only=True):
-    id: str
-    kind: str
-    state: Literal["queued", "running", "succeeded", "failed"]
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    stage: str | None = None
-    done: int = 0
-    total: int = 0
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
-    result: dict[str, Any] | None = None
-    error: str | None = None
-
-
-class GenerationOut(Struct, kw_only=True):
-    id: str
-    published: bool
-    loaded: bool
-    created_at: str
-    embedder: dict[str, Any]
-    counts: dict[str, Any]
-    index_type: str
-    sources: list[str]
-    parent: str | None = None
-    build_seconds: float | None = None
-    manifest: dict[str, Any]
+    def arguments(self) -> dict[str, Any]:
+        return {"sources": self.sources, "embedder": self.embedder, "force": self.force}
 
 
 class RollbackRequest(Struct, forbid_unknown_fields=True):
     generation_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                                        examples=["g20250101-120000-abcd"])]
-
-
-class RollbackResponse(Struct):
-    published: str
-    previous: str | None
 
 
 # --- health -----------------------------------------------------------------------------------------------
@@ -376,67 +268,6 @@ class HealthResponse(Struct):
     status: str
 
 
-class ReadyResponse(Struct, kw_only=True):
-    status: str
-    generation_id: str | None = None
-    embedder: str | None = None
-    documents: int | None = None
-    chunks: int | None = None
-    reason: str | None = None
-
-
-# --- conversion -------------------------------------------------------------------------------------------
-
-def plain(obj: Any) -> Any:
-    """Dataclasses (possibly nested) and structs to builtins, tolerant of fields the response does not name."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Struct):
-        return {f: plain(getattr(obj, f)) for f in obj.__struct_fields__}
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, (dt.date, dt.datetime)):
-        return obj.isoformat()
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        try:
-            return obj.item()
-        except (TypeError, ValueError):
-            pass
-    return obj
-
-
-def to_struct(obj: Any, typ: type, **extra: Any) -> Any:
-    """Build the response struct `typ` from a library object, dropping fields it does not declare."""
-    data = plain(obj) if not isinstance(obj, dict) else plain(obj)
-    data.update(extra)
-    return msgspec.convert(data, typ, strict=False)
-
-
-NO_DOMAIN = "\x00none"  # a domain no document has: the filter for "these constraints exclude everything"
-
-
-def to_filters(filters: FiltersIn | None, domain: str | None = None):
-    """Request filters (+ the `domain` shortcut) -> `rag.types.Filters`. All constraints apply together, so
-    contradictory ones (disjoint domains, `date_from` after `date_to`) simply match nothing."""
-    from rag.types import Filters
-
-    f = filters or FiltersIn()
-    f_domain = f.domain
-    if domain is not None:
-        # Both apply (filters are a conjunction): their intersection; disjoint ones match nothing.
-        listed = None if f_domain is None else ([f_domain] if isinstance(f_domain, str) else list(f_domain))
-        f_domain = domain if listed is None or domain in listed else [NO_DOMAIN]
-    return Filters.of(domain=f_domain, tags=f.tags, language=f.language, audience=f.audience,
-                      date_from=f.date_from.isoformat() if f.date_from else None,
-                      date_to=f.date_to.isoformat() if f.date_to else None, doc_ids=f.doc_ids)
-
-
-def nonblank(value: str, field: str) -> str:
-    from service.errors import bad_request
-
-    v = value.strip()
-    if not v:
-        raise bad_request(f"{field} must not be blank", field=field)
-    return v
+# The library types a response reuses, for the OpenAPI refinement (their exact JSON Schema from msgspec).
+RESPONSE_TYPES = (Answer, Summary, RecommendationList, IngestReport, DocumentPage, DocumentView, Job, SnapshotInfo,
+                  Rollback, Readiness)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import typing
 from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from rag.config import ServiceSettings
+from rag.config import ConfigError, Role, ServiceSettings
 from service.request_log import KEY_ID_KEY, ROLE_KEY
 
-ROLES = ("reader", "admin")
+ROLES: tuple[str, ...] = typing.get_args(Role)
 _RANK = {"reader": 1, "admin": 2}
 
 
@@ -51,8 +52,9 @@ class ApiKeyAuth:
     def __init__(self, settings: ServiceSettings):
         self.open_mode = bool(settings.open_mode)
         bad = {k: r for k, r in settings.api_keys.items() if r not in ROLES}
-        if bad:
-            raise ValueError(f"service.api_keys: unknown role(s) {sorted(set(bad.values()))}; use reader or admin")
+        if bad:  # settings loaded by load_settings never have one; settings built in code might
+            raise ConfigError(f"service.api_keys: unknown role(s) {sorted(set(bad.values()))}; use reader or admin",
+                              field="service.api_keys")
         # Digests, compared in constant time: a timing side channel never tells how much of a key matched.
         self._keys = [(hashlib.sha256(k.encode()).digest(), role) for k, role in settings.api_keys.items()]
 

@@ -123,8 +123,8 @@ def built_home(tmp_path_factory, small_corpus, models_dir):
 
 
 @pytest.fixture(scope="session")
-def engine(built_home):
-    from rag.engine import Engine
+def application(built_home):
+    from rag.application import Application
 
     settings, _ = built_home
-    return Engine(settings)
+    return Application(settings)

@@ -101,12 +101,12 @@ def index(tmp_path_factory, models_dir):
     """(settings, generation) of a small real index built with the production indexer."""
     from indexer.build import build
     from rag.config import load_settings
-    from rag.engine import Engine
+    from rag.application import Application
 
     home = tmp_path_factory.mktemp("answer-home")
     settings = load_settings(environ={}, home=str(home), model_cache=str(models_dir))
     build(settings, [write_docs(tmp_path_factory.mktemp("answer-docs"))], show_progress=False)
-    return settings, Engine(settings).snapshot()
+    return settings, Application(settings).snapshot()
 
 
 class Stub:

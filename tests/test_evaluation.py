@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from rag.evaluation.answers import contains_answer, exact_match, f1_score
-from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from evaluation.answers import contains_answer, exact_match, f1_score
+from evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from service.cli import main as cli
 
 
@@ -137,7 +137,7 @@ def test_eval_answers_on_a_probe_reports_answered_and_abstained(tmp_path, small_
 
 
 def test_answer_text_metrics():
-    from rag.evaluation.metrics import contains_answer, exact_match, f1_score, holds
+    from evaluation.metrics import contains_answer, exact_match, f1_score, holds
 
     # SQuAD v1.1's normalization: case, punctuation and articles do not count
     assert exact_match("The Mediterranean Sea.", ["Mediterranean Sea"]) == 1.0
@@ -222,7 +222,7 @@ def test_eval_recommend_on_half_stars_reads_the_scale_from_the_data_and_skips_ba
 
 
 def test_cli_errors_from_the_library_are_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
-    import rag.evaluation.recommend as receval
+    import evaluation.recommend as receval
 
     folder = tmp_path / "set"
     folder.mkdir()

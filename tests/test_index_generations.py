@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, SMALL_CORPUS, make_settings, write_corpus
 from indexer.build import BuildLock, BuildLocked, build
 from rag import snapshot_files
-from rag.engine import Engine
+from rag.application import Application
 from rag.snapshot import Snapshot
 from rag.types import Filters
 from service.cli import main as cli
@@ -51,28 +51,28 @@ def test_build_writes_a_verified_published_generation(built_home):
     assert not [p for p in snapshot_files.snapshots_dir(home).iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_keyword_leg_scores_chinese(engine):
-    res = engine.search("专项附加扣除 住房贷款利息", mode="keyword", top_k=3)
+def test_keyword_leg_scores_chinese(application):
+    res = application.search("专项附加扣除 住房贷款利息", mode="keyword", top_k=3)
     assert res.hits and res.hits[0].doc_id == "fin-tax-zh"
     assert res.hits[0].keyword_score > 0
-    res = engine.search("高血压 测量", mode="keyword", top_k=3)
+    res = application.search("高血压 测量", mode="keyword", top_k=3)
     assert res.hits[0].doc_id == "med-hypertension-zh"
 
 
-def test_filters_apply_inside_both_legs(engine):
-    snapshot = engine.snapshot()
+def test_filters_apply_inside_both_legs(application):
+    snapshot = application.snapshot()
     for mode in ("dense", "keyword", "hybrid"):
         # a query that matches finance best, filtered to medical: every hit must still be medical
-        res = engine.search("ETF expense ratio rebalancing blood pressure", mode=mode,
+        res = application.search("ETF expense ratio rebalancing blood pressure", mode=mode,
                             filters=Filters(domain=["medical"]), top_k=10)
         assert res.hits, mode
         assert {h.metadata["domain"] for h in res.hits} == {"medical"}, mode
-        res = engine.search("mortgage rates 分数 住房贷款", mode=mode, filters=Filters(language=["zh"]), top_k=10)
+        res = application.search("mortgage rates 分数 住房贷款", mode=mode, filters=Filters(language=["zh"]), top_k=10)
         assert {h.metadata["language"] for h in res.hits} == {"zh"}, mode
-        res = engine.search("vaccination", mode=mode, filters=Filters(date_from="2025-01-01"), top_k=10)
+        res = application.search("vaccination", mode=mode, filters=Filters(date_from="2025-01-01"), top_k=10)
         assert all(h.metadata["date"] >= "2025-01-01" for h in res.hits), mode
         assert "med-vaccines" not in {h.doc_id for h in res.hits}
-        res = engine.search("rates", mode=mode, filters=Filters(tags=["mortgage"]), top_k=10)
+        res = application.search("rates", mode=mode, filters=Filters(tags=["mortgage"]), top_k=10)
         assert {h.doc_id for h in res.hits} == {"fin-mortgage"}, mode
     # the dense leg is filtered before truncation: with k=1 a filtered search still finds the medical doc
     qvec = snapshot.embed_query("index funds and ETFs")
@@ -80,14 +80,14 @@ def test_filters_apply_inside_both_legs(engine):
     assert snapshot.dense(qvec, 1, education)[0][0] in snapshot.allowed_rows(education)
 
 
-def test_hybrid_fuses_both_legs(engine):
-    res = engine.search("How often should I rebalance my ETF portfolio?", mode="hybrid", top_k=5)
+def test_hybrid_fuses_both_legs(application):
+    res = application.search("How often should I rebalance my ETF portfolio?", mode="hybrid", top_k=5)
     assert res.hits[0].doc_id == "fin-etf"
     assert res.hits[0].dense_rank is not None and res.hits[0].keyword_rank is not None
 
 
-def _search_all_modes(engine, query):
-    return {mode: {h.doc_id for h in engine.search(query, mode=mode, top_k=20).hits}
+def _search_all_modes(application, query):
+    return {mode: {h.doc_id for h in application.search(query, mode=mode, top_k=20).hits}
             for mode in ("dense", "keyword", "hybrid")}
 
 
@@ -125,15 +125,15 @@ def test_rebuild_reuses_vectors_and_reflects_changes(tmp_path, models_dir):
     assert 0 < third.vectors_reused < third.chunks
     assert third.vectors_embedded >= 2  # the changed chunk(s) and the new document
 
-    engine = Engine(settings)
-    snapshot = engine.snapshot()
+    application = Application(settings)
+    snapshot = application.snapshot()
     assert snapshot.id == third.generation_id
     assert snapshot.document("med-vaccines") is None
     for query in ("MMR vaccine measles mumps rubella doses", "influenza vaccination every year"):
-        for mode, docs in _search_all_modes(engine, query).items():
+        for mode, docs in _search_all_modes(application, query).items():
             assert "med-vaccines" not in docs, (mode, query)
     assert snapshot.sql("SELECT count(*) FROM chunks WHERE doc_id = 'med-vaccines'").fetchone()[0] == 0
-    assert "edu-phonics" in _search_all_modes(engine, "synthetic phonics blending")["hybrid"]
+    assert "edu-phonics" in _search_all_modes(application, "synthetic phonics blending")["hybrid"]
     assert "0.1 percent" in snapshot.document("fin-etf")["text"]
 
 
@@ -232,8 +232,8 @@ def test_killed_build_leaves_published_generation_serving(tmp_path, models_dir, 
 
     # the published generation is untouched and still serves
     assert snapshot_files.read_pointer(home) == published
-    engine = Engine(settings)
-    assert engine.search("mortgage fixed rate", top_k=3).hits[0].doc_id == "fin-mortgage"
+    application = Application(settings)
+    assert application.search("mortgage fixed rate", top_k=3).hits[0].doc_id == "fin-mortgage"
     # the next build cleans up and succeeds, reusing what the killed one embedded
     report = build(settings, [src], show_progress=False)
     assert snapshot_files.read_pointer(home) == report.generation_id
@@ -263,5 +263,5 @@ def test_index_build_makes_no_network_access(tmp_path, models_dir, monkeypatch):
     settings = make_settings(tmp_path / "home", models_dir)
     report = build(settings, [write_corpus(tmp_path / "src")], show_progress=False)
     assert report.documents == len(SMALL_CORPUS)
-    assert Engine(settings).search("blood pressure cuff", top_k=1).hits[0].doc_id == "med-hypertension"
+    assert Application(settings).search("blood pressure cuff", top_k=1).hits[0].doc_id == "med-hypertension"
     assert attempts == []

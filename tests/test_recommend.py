@@ -12,6 +12,7 @@ import pytest
 
 from rag.events import upsert_user
 from rag.recommend import Recommendation, Recommender
+from rag.errors import NotFound
 from rag.state import StateDB
 
 # doc id -> (domain, language, audience, title, body)
@@ -326,8 +327,9 @@ def test_similar_excludes_itself_and_its_duplicates(rec, snapshot):
     assert "fin-etf" not in got and "fin-etf-copy" not in got
     assert got[0] in ("fin-index", "fin-bonds")
     assert all(it.reason == f"similar to {TITLES['fin-etf']}" for it in res.items)
-    with pytest.raises(KeyError, match="no-such-doc"):
+    with pytest.raises(NotFound, match="no-such-doc") as e:
         rec.similar(snapshot, "no-such-doc")
+    assert e.value.field == "doc_id"
 
 
 def test_similar_blends_in_co_engagement(rec, snapshot):
@@ -370,15 +372,15 @@ def test_as_dict_is_json_ready(rec, snapshot):
     assert set(data["items"][0]) == {"doc_id", "title", "domain", "score", "reason", "blurb"}
 
 
-def test_engine_wires_state_and_recommender(rec_home, snapshot):
-    from rag.engine import Engine
+def test_application_wires_state_and_recommender(rec_home, snapshot):
+    from rag.application import Application
 
-    engine = Engine(rec_home)
+    application = Application(rec_home)
     try:
-        assert engine.state.path == rec_home.state_db
-        assert engine.recommender.recommend(engine.snapshot(), "nobody", k=2).strategy == "trending"
+        assert application.state.path == rec_home.state_db
+        assert application.recommender.recommend(application.snapshot(), "nobody", k=2).strategy == "trending"
     finally:
-        engine.state.close()
+        application.state.close()
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, make_settings, write_corpus
 from indexer.build import build
 from rag import snapshot_files
-from rag.engine import Engine
+from rag.application import Application
 from rag.published import PublishedSnapshot, NoSnapshot
 from rag.retriever import rrf
 from rag.types import Filters
@@ -28,20 +28,20 @@ def chinese_docs(tmp_path_factory):
     return src
 
 
-def _engine(tmp_path_factory, models_dir, src, **over):
+def _application(tmp_path_factory, models_dir, src, **over):
     settings = make_settings(tmp_path_factory.mktemp("zh-home"), models_dir, **over)
     build(settings, [src], show_progress=False)
-    return Engine(settings)
+    return Application(settings)
 
 
 @pytest.fixture(scope="module")
-def chinese_engine(tmp_path_factory, models_dir, chinese_docs):
-    return _engine(tmp_path_factory, models_dir, chinese_docs)  # the default embedder, e5-small
+def chinese_application(tmp_path_factory, models_dir, chinese_docs):
+    return _application(tmp_path_factory, models_dir, chinese_docs)  # the default embedder, e5-small
 
 
 @pytest.fixture(scope="module")
-def chinese_minilm_engine(tmp_path_factory, models_dir, chinese_docs):
-    return _engine(tmp_path_factory, models_dir, chinese_docs, embedder="minilm")
+def chinese_minilm_application(tmp_path_factory, models_dir, chinese_docs):
+    return _application(tmp_path_factory, models_dir, chinese_docs, embedder="minilm")
 
 
 @pytest.mark.parametrize("query, expected", [
@@ -52,8 +52,8 @@ def chinese_minilm_engine(tmp_path_factory, models_dir, chinese_docs):
     ("失眠", "med-zh-insomnia"),
     ("错题本", "edu-zh-wrong-question-notebook"),
 ])
-def test_keyword_leg_finds_bundled_chinese_documents(chinese_engine, query, expected):
-    res = chinese_engine.search(query, mode="keyword", top_k=3)
+def test_keyword_leg_finds_bundled_chinese_documents(chinese_application, query, expected):
+    res = chinese_application.search(query, mode="keyword", top_k=3)
     assert res.hits, query
     assert res.hits[0].doc_id == expected
     assert res.hits[0].keyword_score > 0
@@ -64,28 +64,28 @@ def test_keyword_leg_finds_bundled_chinese_documents(chinese_engine, query, expe
     ("有人噎住了不能呼吸怎么急救", "med-zh-heimlich"),
     ("晚上总是睡不着觉", "med-zh-insomnia"),
 ])
-def test_default_embedder_reads_chinese_questions(chinese_engine, query, expected):
+def test_default_embedder_reads_chinese_questions(chinese_application, query, expected):
     """e5-small's dense leg alone finds the document for a Chinese paraphrase that shares few keywords."""
-    assert chinese_engine.snapshot().manifest.embedder.name == "e5-small"
-    res = chinese_engine.search(query, mode="dense", top_k=3)
+    assert chinese_application.snapshot().manifest.embedder.name == "e5-small"
+    res = chinese_application.search(query, mode="dense", top_k=3)
     assert expected in [h.doc_id for h in res.hits], [h.doc_id for h in res.hits]
 
 
-def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_minilm_engine):
+def test_hybrid_with_an_english_only_embedder_lets_keywords_rank_chinese_queries(chinese_minilm_application):
     """MiniLM's cosines between Chinese texts are noise: for a Chinese query its dense leg must not reorder."""
-    chinese_engine = chinese_minilm_engine
-    assert chinese_engine.snapshot().manifest.embedder.name == "minilm"
+    chinese_application = chinese_minilm_application
+    assert chinese_application.snapshot().manifest.embedder.name == "minilm"
     for query in ("孩子上学的个税扣除怎么申请", "晚上睡不着怎么办", "接到自称公安的电话要我转账"):
-        snapshot, search = chinese_engine.snapshot(), chinese_engine.retriever.search
+        snapshot, search = chinese_application.snapshot(), chinese_application.retriever.search
         keyword = [h.chunk_id for h in search(snapshot, query, mode="keyword", top_k=5, max_per_doc=0).hits]
         hybrid = search(snapshot, query, mode="hybrid", top_k=5, max_per_doc=0).hits
         assert keyword and [h.chunk_id for h in hybrid][:len(keyword)] == keyword, query
         assert all(h.dense_rank is not None or h.keyword_rank is not None for h in hybrid)
 
 
-def test_whitespace_tokenizing_would_have_failed(chinese_engine):
+def test_whitespace_tokenizing_would_have_failed(chinese_application):
     """The segmenter is what makes Chinese match: the whole sentence as one token finds nothing."""
-    snapshot = chinese_engine.snapshot()
+    snapshot = chinese_application.snapshot()
     assert snapshot.sql("SELECT count(*) FROM terms WHERE term = '诈骗'").fetchone()[0] == 1
     assert snapshot.sql("SELECT count(*) FROM terms WHERE length(term) > 12 AND regexp_matches(term, '[一-鿿]')"
                    ).fetchone()[0] == 0
@@ -97,23 +97,23 @@ def test_rrf_rewards_agreement():
     assert fused[3] > fused[2] and fused[4] < fused[2]
 
 
-def test_max_per_doc_and_mmr(engine):
-    capped = engine.retriever.search(engine.snapshot(), "blood pressure measurement treatment", top_k=10,
+def test_max_per_doc_and_mmr(application):
+    capped = application.retriever.search(application.snapshot(), "blood pressure measurement treatment", top_k=10,
                                      max_per_doc=1)
     docs = [h.doc_id for h in capped.hits]
     assert len(docs) == len(set(docs))
-    diverse = engine.search("blood pressure", top_k=3, mmr_lambda=0.3)
+    diverse = application.search("blood pressure", top_k=3, mmr_lambda=0.3)
     assert len({h.doc_id for h in diverse.hits}) == 3
 
 
-def test_bad_mode_is_a_clear_error(engine):
+def test_bad_mode_is_a_clear_error(application):
     with pytest.raises(ValueError, match="mode must be one of"):
-        engine.search("x", mode="semantic")
+        application.search("x", mode="semantic")
 
 
-def test_rerank_requires_a_configured_model(engine):
+def test_rerank_requires_a_configured_model(application):
     with pytest.raises(ValueError, match="no reranker configured"):
-        engine.search("blood pressure", rerank=True)
+        application.search("blood pressure", rerank=True)
 
 
 def test_handle_swaps_to_newly_published_generation(tmp_path, models_dir):
@@ -132,7 +132,7 @@ def test_handle_swaps_to_newly_published_generation(tmp_path, models_dir):
     assert new.id == second and handle.swaps == 1
     # a request that grabbed the old generation keeps working on it, unmixed
     assert old.document("fin-budget") is None and new.document("fin-budget") is not None
-    assert Engine(settings, handle).search("50/30/20 needs wants", snapshot=old).generation_id == first
+    assert Application(settings, published=handle).search("50/30/20 needs wants", snapshot=old).generation_id == first
     snapshot_files.publish(settings.home_path, first)  # rollback is just another publish
     assert handle.current().id == first
 
@@ -154,13 +154,13 @@ def test_zscore_fusion_keeps_score_gaps():
     assert zscore_fuse([[], []], [0.5, 0.5]) == {}
 
 
-def test_faiss_filter_path_matches_exact_search_on_the_subset(engine, monkeypatch):
+def test_faiss_filter_path_matches_exact_search_on_the_subset(application, monkeypatch):
     """Large filtered subsets search FAISS with a cached bitmap selector: same rows as exact search."""
     import numpy as np
 
     import rag.snapshot as generation_mod
 
-    snapshot = engine.snapshot()
+    snapshot = application.snapshot()
     monkeypatch.setattr(generation_mod, "EXACT_SUBSET_MAX", 0)  # small test index: force the FAISS path
     qvec = snapshot.embed_query("blood pressure at home")
     for filters in (Filters(domain=["medical"]), Filters(domain=["finance", "education"]), Filters(language=["en"])):

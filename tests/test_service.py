@@ -3,7 +3,6 @@ for this module with the real MiniLM embedder and the extractive generator backe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -18,12 +17,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from litestar.testing import TestClient  # noqa: E402
 
+from indexer.build import Indexer  # noqa: E402
 from rag import snapshot_files  # noqa: E402
+from rag.application import Application  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.engine import Engine  # noqa: E402
+from rag.generators import GeneratorBusy, GeneratorSlots, GeneratorTimeout  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.errors import ServiceError  # noqa: E402
-from service.limits import GenerationSlots, TokenBuckets  # noqa: E402
+from service.errors import http_headers, http_status  # noqa: E402
+from service.limits import TokenBuckets  # noqa: E402
 
 READER = {"X-API-Key": "reader-key-123"}
 ADMIN = {"X-API-Key": "admin-key-456"}
@@ -97,15 +98,15 @@ def built(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine(built):
+def application(built):
     settings, _ = built
-    return Engine(settings)
+    return Application(settings, builder=Indexer())
 
 
 @pytest.fixture(scope="module")
-def client(built, engine):
+def client(built, application):
     settings, _ = built
-    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings, application), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -245,22 +246,22 @@ def test_auth_missing_invalid_reader_admin_and_bearer(client):
     assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
 
 
-def test_no_keys_refuses_everything_and_open_mode_lets_everyone_in(built, engine):
+def test_no_keys_refuses_everything_and_open_mode_lets_everyone_in(built, application):
     settings, _ = built
     closed = settings_for(settings.home_path, api_keys={})
-    with TestClient(create_app(closed, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(closed, application), raise_server_exceptions=False) as c:
         r = c.post("/v1/search", json={"query": "etf"}, headers=ADMIN)
         assert r.status_code == 401 and "no API keys are configured" in err(r)["message"]
     opened = settings_for(settings.home_path, api_keys={}, open_mode=True)
-    with TestClient(create_app(opened, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(opened, application), raise_server_exceptions=False) as c:
         assert c.post("/v1/search", json={"query": "etf"}).status_code == 200
         assert c.get("/v1/admin/index/generations").status_code == 200
 
 
-def test_rate_limit_is_per_key_with_retry_after(built, engine):
+def test_rate_limit_is_per_key_with_retry_after(built, application):
     settings, _ = built
     limited = settings_for(settings.home_path, rate_limit_per_minute=3)
-    with TestClient(create_app(limited, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(limited, application), raise_server_exceptions=False) as c:
         codes = [c.get("/v1/trending", headers=READER).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         r = c.get("/v1/trending", headers=READER)
@@ -282,11 +283,12 @@ def test_token_bucket_refills():
     assert b.take("k")[0]
 
 
-def test_body_limit_document_limit_and_cors(built, engine):
+def test_body_limit_document_limit_and_cors(built):
     settings, _ = built
     tight = settings_for(settings.home_path, max_body_bytes=4000, max_document_bytes=1000,
                          cors_origins=["http://frontend.example"])
-    with TestClient(create_app(tight, engine), raise_server_exceptions=False) as c:
+    # The body limit is the HTTP layer's, the document limit the documents store's: both from `tight`.
+    with TestClient(create_app(tight, Application(tight, builder=Indexer())), raise_server_exceptions=False) as c:
         r = c.post("/v1/search", json={"query": "x" * 5000}, headers=READER)
         assert r.status_code == 413 and err(r)["code"] == "payload_too_large"
         doc = {"id": "too-big", "title": "Big", "text": "word " * 500, "domain": "finance"}
@@ -302,24 +304,22 @@ def test_body_limit_document_limit_and_cors(built, engine):
         assert "x-generation-id" in r.headers["access-control-expose-headers"].lower()
 
 
-def test_generation_slots_bound_concurrency_then_503_with_retry_after():
-    async def scenario():
-        slots = GenerationSlots(1, queue_timeout_s=0.2, run_timeout_s=5)
-        lease = await slots.acquire()
-        assert slots.in_use == 1
-        with pytest.raises(ServiceError) as e:
-            await slots.acquire()
-        assert e.value.status == 503 and e.value.headers["Retry-After"] == "1"
-        lease.release()
-        assert slots.in_use == 0
-        assert await slots.run(lambda: 42) == 42 and slots.in_use == 0
-        with pytest.raises(TimeoutError):
-            await slots.run(time.sleep, 1.0, timeout=0.1)
-        assert slots.in_use == 1  # the abandoned thread still holds its slot until it finishes
-        await asyncio.sleep(1.2)
-        assert slots.in_use == 0
-
-    asyncio.run(scenario())
+def test_generator_slots_bound_concurrency_then_503_with_retry_after():
+    slots = GeneratorSlots(1, queue_timeout_s=0.2, timeout_s=5)
+    lease = slots.reserve()
+    assert slots.in_use == 1
+    with pytest.raises(GeneratorBusy) as e:
+        slots.reserve()
+    assert http_status(e.value) == 503 and http_headers(e.value)["Retry-After"] == "1"  # the library's Busy
+    lease.release()
+    assert slots.in_use == 0
+    assert slots.run(lambda: 42) == 42 and slots.in_use == 0
+    quick = GeneratorSlots(1, queue_timeout_s=0.2, timeout_s=0.1)
+    with pytest.raises(GeneratorTimeout):
+        quick.run(lambda: time.sleep(1.0))
+    assert quick.in_use == 1  # the abandoned thread still holds its slot until it finishes
+    time.sleep(1.2)
+    assert quick.in_use == 0
 
 
 class SlowGenerator:
@@ -342,21 +342,18 @@ class SlowGenerator:
         return [self.generate(m, max_new_tokens=max_new_tokens) for m in batch]
 
 
-@pytest.fixture
-def slow_transformers(engine):
-    """The engine's `transformers` backend replaced by a 1.5 s stub for one test."""
-    pool = engine.answerer.generators
-    pool.register("transformers", SlowGenerator(1.5))
-    yield
-    with pool._lock:
-        pool._generators.pop("transformers", None)
+def with_slow_transformers(settings) -> Application:
+    """An application over the module's index whose `transformers` backend is a 1.5 s stub."""
+    application = Application(settings, builder=Indexer())
+    application.generators.register("transformers", SlowGenerator(1.5))
+    return application
 
 
-def test_generation_timeout_falls_back_to_the_extractive_answer(built, engine, slow_transformers):
+def test_generation_timeout_falls_back_to_the_extractive_answer(built):
     settings, _ = built
     quick = settings_for(settings.home_path)
     quick.generator.timeout_s = 0.3
-    with TestClient(create_app(quick, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(quick, with_slow_transformers(quick)), raise_server_exceptions=False) as c:
         r = c.post("/v1/ask", json={"question": "How often should I rebalance?", "backend": "transformers"},
                    headers=READER)
         assert r.status_code == 200, r.text
@@ -365,13 +362,13 @@ def test_generation_timeout_falls_back_to_the_extractive_answer(built, engine, s
         assert body["citations"] and not body["abstained"]
 
 
-def test_generation_slots_full_is_503_with_retry_after(built, engine, slow_transformers):
+def test_generation_slots_full_is_503_with_retry_after(built):
     from concurrent.futures import ThreadPoolExecutor
 
     settings, _ = built
     one = settings_for(settings.home_path, queue_timeout_s=0.2)
     one.generator.max_concurrent = 1
-    with TestClient(create_app(one, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(one, with_slow_transformers(one)), raise_server_exceptions=False) as c:
         def ask(_):
             return c.post("/v1/ask", json={"question": "How often should I rebalance?", "backend": "transformers"},
                           headers=READER)
@@ -606,7 +603,7 @@ def test_out_of_range_ratings_are_rejected_with_the_configured_scale_and_the_res
     settings = load_settings(environ={"RAG_EVENTS__RATING_SCALE": "[0.5, 5]"}, home=str(tmp_path / "half"),
                              generator={"backend": "extractive"},
                              service={"api_keys": KEYS, "rate_limit_per_minute": 100_000})
-    engine = Engine(settings)
+    application = Application(settings, builder=Indexer())
     events = [
         {"user_id": "u-half", "doc_id": "svc-etf", "type": "rating", "value": 0.5},
         {"user_id": "u-half", "doc_id": "svc-mortgage", "type": "rating", "value": 5.5},
@@ -614,7 +611,7 @@ def test_out_of_range_ratings_are_rejected_with_the_configured_scale_and_the_res
         {"user_id": "u-half", "doc_id": "svc-study", "type": "rating", "value": 0},
         {"user_id": "u-half", "doc_id": "svc-formative", "type": "rating", "value": 4.5},
     ]
-    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings, application), raise_server_exceptions=False) as c:
         r = c.post("/v1/events", json={"events": events}, headers=READER)
         assert r.status_code == 200, r.text
         body = r.json()
@@ -622,10 +619,57 @@ def test_out_of_range_ratings_are_rejected_with_the_configured_scale_and_the_res
         assert body["rejected"] == [
             {"index": 1, "field": "value", "reason": "a rating must be from 0.5 to 5, got 5.5"},
             {"index": 3, "field": "value", "reason": "a rating must be from 0.5 to 5, got 0"}]
-        kept = engine.state.execute("SELECT doc_id, type, value FROM events WHERE user_id = 'u-half' "
+        kept = application.state.execute("SELECT doc_id, type, value FROM events WHERE user_id = 'u-half' "
                                     "ORDER BY doc_id").fetchall()
         assert kept == [("svc-etf", "rating", 0.5), ("svc-formative", "rating", 4.5), ("svc-vaccines", "view", None)]
-    engine.state.close()
+    application.state.close()
+
+
+class FailingGenerator(SlowGenerator):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def generate_batch(self, batch, *, max_new_tokens):
+        from rag.generators import GeneratorError
+
+        raise GeneratorError("server unreachable")
+
+
+def test_recommendations_report_a_generator_fallback(built):
+    settings, _ = built
+    events = [{"user_id": "u-blurbs", "doc_id": "svc-etf", "type": "like", "idempotency_key": "blurbs-1"}]
+    for generator, reason in ((FailingGenerator(), "generator error: server unreachable"),
+                              (SlowGenerator(1.5), "the generator timed out after 0.3 s")):
+        configured = settings_for(settings.home_path, queue_timeout_s=5)
+        configured.generator.backend = "transformers"
+        configured.generator.timeout_s = 0.3
+        application = Application(configured, builder=Indexer())
+        application.generators.register("transformers", generator)
+        with TestClient(create_app(configured, application), raise_server_exceptions=False) as c:
+            assert c.post("/v1/events", json={"events": events}, headers=READER).status_code == 200
+            r = c.get("/v1/users/u-blurbs/recommendations", params={"k": 2, "explain": "true"}, headers=READER)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["backend"] == "transformers" and body["fallback"] == reason
+            assert len(body["items"]) == 2 and all(i["blurb"] for i in body["items"])  # the opening sentences
+            plain = c.get("/v1/users/u-blurbs/recommendations", params={"k": 2}, headers=READER).json()
+            assert plain["backend"] is None and plain["fallback"] is None and not any(i["blurb"] for i in plain["items"])
+
+
+def test_cli_and_http_give_the_same_answer(client, built, monkeypatch, capsys):
+    from service.cli import main
+
+    settings, _ = built
+    monkeypatch.setenv("RAG_GENERATOR__BACKEND", "extractive")  # what the service's settings say
+    for question in ("How often should I rebalance my portfolio?", "How is hypertension measured at home?",
+                     "Who won the 1998 football world cup final?"):
+        http = client.post("/v1/ask", json={"question": question}, headers=READER).json()
+        assert main(["--home", str(settings.home_path), "ask", question, "--json"]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        assert set(cli) == set(http)
+        for key in set(http) - {"timings_ms"}:
+            assert cli[key] == http[key], (question, key)
+        assert http["citations"] or http["abstained"]
 
 
 def test_similar_and_trending(client):
@@ -736,7 +780,7 @@ def wait_job(client, job_id: str, timeout: float = 600) -> dict:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_rebuild_job_publishes_new_documents_then_rollback(client, built, engine):
+def test_rebuild_job_publishes_new_documents_then_rollback(client, built, application):
     settings, report = built
     first = report.generation_id
     new = {"id": "svc-new", "title": "Quokka savings plan",
@@ -799,15 +843,15 @@ def test_rebuild_while_another_process_holds_the_build_lock_is_409(client, built
     assert r.status_code == 409 and "build lock" in err(r)["message"]
 
 
-def test_jobs_left_running_by_a_dead_process_are_marked_failed(built, engine):
+def test_jobs_left_running_by_a_dead_process_are_marked_failed(built, application):
     settings, _ = built
-    from service.jobs import JOBS_DDL
+    from rag.jobs import JOBS_DDL
 
-    engine.state.ensure_schema(JOBS_DDL)
-    with engine.state.writer() as cur:
+    application.state.ensure_schema(JOBS_DDL)
+    with application.state.writer() as cur:
         cur.execute("INSERT INTO jobs (id, kind, state, created_at, params, pid) VALUES "
                     "('job-ghost', 'rebuild', 'running', now(), '{}', 999999)")
-    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings, application), raise_server_exceptions=False) as c:
         job = c.get("/v1/admin/jobs/job-ghost", headers=ADMIN).json()
         assert job["state"] == "failed" and "interrupted" in job["error"]
         assert any(j["id"] == "job-ghost" for j in c.get("/v1/admin/jobs", headers=ADMIN).json())

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from rag.errors import NotFound
 from rag.extractive import count_words
 from rag.generators import GeneratorError, GeneratorPool
 from rag.grounding import cited_numbers, split_sentences, strip_citations
@@ -63,7 +64,7 @@ DOCS = {
 def index(tmp_path_factory, models_dir):
     from indexer.build import build
     from rag.config import load_settings
-    from rag.engine import Engine
+    from rag.application import Application
 
     root = tmp_path_factory.mktemp("summary-docs")
     for rel, (doc_id, domain, body) in DOCS.items():
@@ -77,7 +78,7 @@ def index(tmp_path_factory, models_dir):
     settings.index.chunk_tokens = 80  # the handbook becomes several chunks: map-reduce has groups to make
     settings.index.chunk_overlap = 10
     build(settings, [root], show_progress=False)
-    return settings, Engine(settings).snapshot()
+    return settings, Application(settings).snapshot()
 
 
 class Stub:
@@ -156,11 +157,11 @@ def test_several_documents_and_query(index):
     assert "med-sleep" in {c.doc_id for c in q.citations} and q.words <= 40
 
 
-def test_unknown_document_is_a_key_error_naming_the_id(index):
+def test_unknown_document_is_not_found_naming_the_id(index):
     settings, snapshot = index
     with pytest.raises(UnknownDocument) as err:
         summarizer(settings).summarize(snapshot, doc_ids=["med-sleep", "no-such-doc"], backend="extractive")
-    assert isinstance(err.value, KeyError) and err.value.doc_id == "no-such-doc"
+    assert isinstance(err.value, NotFound) and err.value.doc_id == "no-such-doc"
     assert "no-such-doc" in str(err.value)
 
 

@@ -1,36 +1,36 @@
 """The generator interface every backend implements, and the pool that hands backends out.
 
 A backend turns chat messages into text. Everything about grounding (prompts, citations, support checks,
-fallbacks) lives above this layer in `rag.answering` / `rag.summarize`, so a backend stays a thin adapter.
+fallbacks) lives above this layer in `rag.answering` / `rag.summarize` / `rag.recommend.blurbs`, so a backend
+stays a thin adapter. The pool carries the process's one limit and clock on generation (`pool.slots`,
+rag.generators.slots); `fallback_reason` is the one wording of why an extractive result replaced a generated one.
 """
 
 from __future__ import annotations
 
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag.config import GeneratorSettings
+from rag.config import Backend, GeneratorSettings
+from rag.errors import InvalidInput
+from rag.generators.slots import GeneratorBusy, GeneratorError, GeneratorSlots, GeneratorTimeout
 
 EXTRACTIVE = "extractive"
 AUTO = "auto"  # transformers on a GPU, extractive on a CPU
-BACKENDS = (AUTO, "transformers", "openai", EXTRACTIVE)
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
+
+__all__ = ["AUTO", "BACKENDS", "EXTRACTIVE", "Generator", "GeneratorBusy", "GeneratorError", "GeneratorPool",
+           "GeneratorSlots", "GeneratorTimeout", "count_tokens", "fallback_reason", "resolve_auto"]
 
 
 def resolve_auto() -> str:
     import torch
 
     return "transformers" if torch.cuda.is_available() else EXTRACTIVE
-
-
-class GeneratorError(RuntimeError):
-    """A backend could not produce text (model failed to load, server error, timeout)."""
-
-
-class GeneratorBusy(GeneratorError):
-    """Every generation slot stayed taken for the whole queue timeout; the service answers 503."""
 
 
 @runtime_checkable
@@ -42,6 +42,11 @@ class Generator(Protocol):
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]: ...
 
     def generate_batch(self, batch: list[list[dict]], *, max_new_tokens: int) -> list[str]: ...
+
+
+def fallback_reason(e: GeneratorError) -> str:
+    """Why the extractive result replaced the generator's: for answers, summaries and blurbs alike."""
+    return str(e) if isinstance(e, GeneratorTimeout) else f"generator error: {e}"
 
 
 def count_tokens(generator: Generator | None, text: str) -> int:
@@ -65,7 +70,7 @@ def _build(backend: str, settings: GeneratorSettings, models_dir: Path) -> Gener
 
 
 class GeneratorPool:
-    """Backends by name, built on first use and kept; a semaphore bounds concurrent generations.
+    """Backends by name, built on first use and kept; `slots` bound and time every generation.
 
     `get(None)` means the configured default backend. `get("extractive")` is None: the extractive answerer
     needs no model, and callers branch on that.
@@ -75,12 +80,11 @@ class GeneratorPool:
                  factory: Callable[[str, GeneratorSettings, Path], Generator] = _build):
         self.settings = settings
         self.models_dir = Path(models_dir)
-        self.queue_timeout_s = queue_timeout_s
         self._factory = factory
         self._generators: dict[str, Generator] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
-        self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent))
+        self.slots = GeneratorSlots(settings.max_concurrent, queue_timeout_s, settings.timeout_s)
 
     def resolve_name(self, backend: str | None) -> str:
         """The backend that will answer: `backend`, else the configured one; "auto" by the hardware."""
@@ -90,7 +94,8 @@ class GeneratorPool:
         with self._lock:
             registered = name in self._generators
         if name not in BACKENDS and not registered:
-            raise ValueError(f"unknown generator backend {name!r}; expected one of {', '.join(BACKENDS)}")
+            raise InvalidInput(f"unknown generator backend {name!r}; expected one of {', '.join(BACKENDS)}",
+                               field="backend")
         return name
 
     def get(self, backend: str | None = None) -> Generator | None:
@@ -127,13 +132,11 @@ class GeneratorPool:
             return sorted(self._generators)
 
     @contextmanager
-    def slot(self, timeout_s: float | None = None) -> Iterator[None]:
-        """Hold one of `max_concurrent` generation slots; GeneratorBusy when none frees up in time."""
-        wait = self.queue_timeout_s if timeout_s is None else timeout_s
-        if not self._slots.acquire(timeout=wait):
-            raise GeneratorBusy(f"all {self.settings.max_concurrent} generation slots are busy "
-                                f"(waited {wait:.1f} s); retry later")
-        try:
+    def slot(self) -> Iterator[None]:
+        """Hold one of the generator slots in this thread; GeneratorBusy when none frees up in time."""
+        with self.slots.hold():
             yield
-        finally:
-            self._slots.release()
+
+    def uses_model(self, backend: str | None) -> bool:
+        """Whether `backend` (None: the configured one) generates with a model, and so needs a slot."""
+        return self.resolve_name(backend) != EXTRACTIVE

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 
 from rag.config import GeneratorSettings
-from rag.generators.base import GeneratorError
+from rag.generators.slots import GeneratorError
 
 
 def _server_message(response: httpx.Response) -> str:

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from rag.config import GeneratorSettings
-from rag.generators.base import GeneratorError
+from rag.generators.slots import GeneratorError
 from rag.models.integrity import PINNED, ModelNotFoundError, pinned_file, sha256_file
 
 # Library code never reaches a model hub, whatever the caller's environment says.

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.durable import fsync_path
 from rag.models import integrity
 
 log = logging.getLogger(__name__)
@@ -467,11 +468,7 @@ def _finish_tree(root: Path) -> None:
     """Readable by other users (mkdtemp made it private) and on disk before the rename publishes it."""
     for p in sorted(root.rglob("*"), reverse=True) + [root]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(p)
 
 
 def convert(bin_path: Path, out_dir: Path) -> None:
@@ -545,11 +542,7 @@ def ensure_e5_model(models_dir: Path) -> Path:
                 raise
             log.info("e5: another process finished %s first", final)
         else:
-            dir_fd = os.open(models_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_path(models_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -3,8 +3,10 @@
 The configured generator writes the sentences, all items of a list in one batch. Each one is checked before it
 is shown: one sentence of 6-45 words, every figure it states occurs in the document, and most of its content
 words come from the document or from what we know about the reader (the support check answers use, see
-rag.grounding). A blurb that fails, a generator that is unavailable or busy, and the `extractive` backend all
-give the document's own opening sentences instead: never an invented claim. `Blurb.source` says which.
+rag.grounding). A blurb that fails, a generator that is unavailable, fails or times out, and the `extractive`
+backend all give the document's own opening sentences instead: never an invented claim. `Blurb.source` says
+which, and the writer's `fallback` why, as answers and summaries do (all slots busy is `GeneratorBusy`, as for
+them).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.extractive import count_words, join_sentences
-from rag.generators.base import EXTRACTIVE, GeneratorError, GeneratorPool
+from rag.generators.base import EXTRACTIVE, GeneratorError, GeneratorPool, fallback_reason
 from rag.grounding import Evidence, Passage, embedder_fits, split_sentences, strip_citations
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,16 @@ def _first_sentence(text: str) -> str:
 
 
 class BlurbWriter:
-    """Callable per item (the Recommender's Explainer) and per list (`explain_many`, one generator batch)."""
+    """Callable per item (the Recommender's Explainer) and per list (`explain_many`, one generator batch).
+
+    One writer per request: after `blurbs()`, `fallback` says why opening sentences replaced generated blurbs
+    (None when none did, or when the backend is `extractive`)."""
 
     def __init__(self, generators: GeneratorPool, embedder=None, backend: str | None = None):
         self.generators = generators
         self.embedder = embedder  # for the paraphrase part of the support check; None: words only
         self.backend = backend
+        self.fallback: str | None = None
 
     def __call__(self, doc: dict, summary: dict[str, Any]) -> str | None:
         return self.explain_many([doc], summary)[0]
@@ -101,25 +107,32 @@ class BlurbWriter:
         excerpts = [_excerpt(doc) for doc in docs]
         drafts = self._generate(docs, excerpts, reader)
         out: list[Blurb | None] = []
+        rejected = 0
         for doc, excerpt, draft in zip(docs, excerpts, drafts):
             if draft is not None:
                 sentence = _first_sentence(draft)
                 if self._grounded(sentence, doc, excerpt, reader):
                     out.append(Blurb(sentence, "generator"))
                     continue
+                rejected += 1
                 log.info("blurb for %s rejected: %r", doc.get("doc_id"), sentence[:200])
             lead = lead_sentences(doc)
             out.append(Blurb(lead, "document") if lead else None)
+        if rejected and self.fallback is None:
+            self.fallback = (f"{rejected} of {len(docs)} generated blurbs were not supported by their documents; "
+                             "their opening sentences are shown")
         return out
 
     def _generate(self, docs: list[dict], excerpts: list[str], reader: str) -> list[str | None]:
         none: list[str | None] = [None] * len(docs)
+        self.fallback = None
         try:
             if self.generators.resolve_name(self.backend) == EXTRACTIVE:
                 return none
             generator = self.generators.get(self.backend)
         except (GeneratorError, ValueError) as e:
             log.warning("blurbs fall back to opening sentences: %s", e)
+            self.fallback = f"generator unavailable: {e}"
             return none
         batch = []
         for doc, excerpt in zip(docs, excerpts):
@@ -130,10 +143,11 @@ class BlurbWriter:
             batch.append([{"role": "system", "content": SYSTEM.format(language=language)},
                           {"role": "user", "content": user}])
         try:
-            with self.generators.slot():
-                return list(generator.generate_batch(batch, max_new_tokens=MAX_NEW_TOKENS))
-        except GeneratorError as e:  # busy or failed: the opening sentences still explain the item
+            return list(self.generators.slots.run(lambda: generator.generate_batch(batch,
+                                                                                  max_new_tokens=MAX_NEW_TOKENS)))
+        except GeneratorError as e:  # failed or timed out: the opening sentences still explain the item
             log.warning("blurbs fall back to opening sentences: %s", e)
+            self.fallback = fallback_reason(e)
             return none
 
     def _grounded(self, sentence: str, doc: dict, excerpt: str, reader: str) -> bool:

@@ -13,7 +13,7 @@ Score of a candidate (each signal min-max normalized over the candidate pool, so
 
 The personalized weights were chosen on a validation split of MovieLens-100K *training* data (the latest
 training interaction of each user held out; the test holdout is never looked at): see
-`rag.evaluation.recommend` (`rag eval recommend --tune` reruns the search). On that data co-engagement carries
+`evaluation.recommend` (`rag eval recommend --tune` reruns the search). On that data co-engagement carries
 most of the signal; the embedding profile and popularity each add a little and, more importantly, keep the
 list sensible where co-engagement is thin (new documents, users with one or two events).
 

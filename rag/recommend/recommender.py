@@ -26,6 +26,7 @@ import numpy as np
 
 from rag import events as events_mod
 from rag.config import RecommendSettings
+from rag.errors import Busy, NotFound
 from rag.models.calibration import threshold as calibrated
 from rag.recommend.candidates import (CatalogView, CoEngagementIndex, CoModel, coengagement_block,
                                       coengagement_scores, single_thread_blas, top_rows)
@@ -64,11 +65,11 @@ class RecommendationList:
     timings_ms: dict[str, float] = field(default_factory=dict)
     user_id: str | None = None
     doc_id: str | None = None  # for similar()
+    backend: str | None = None  # with explain: the generator backend asked to write the blurbs
+    fallback: str | None = None  # with explain: why opening sentences replaced generated blurbs, when they did
 
     def as_dict(self) -> dict[str, Any]:
-        return {"items": [i.as_dict() for i in self.items], "strategy": self.strategy,
-                "generation_id": self.generation_id, "timings_ms": self.timings_ms, "user_id": self.user_id,
-                "doc_id": self.doc_id}
+        return asdict(self)
 
 
 def profile_params(cfg: RecommendSettings) -> tuple:
@@ -226,8 +227,10 @@ class Recommender:
             summary["strategy"] = result.strategy
             many = getattr(explainer, "explain_many", None)
             if many is not None:  # one generator batch for the whole list
-                for item, blurb in zip(result.items, _call_explain_many(many, snapshot, result.items, summary)):
+                blurbs, failure = _call_explain_many(many, snapshot, result.items, summary)
+                for item, blurb in zip(result.items, blurbs):
                     item.blurb = blurb
+                result.fallback = failure or getattr(explainer, "fallback", None)
             else:
                 for item in result.items:
                     item.blurb = _call_explainer(explainer, snapshot, item, summary)
@@ -437,7 +440,7 @@ class Recommender:
     def similar(self, snapshot, doc_id: str, *, k: int = 10, domain=None, language=None, audience=None
                 ) -> RecommendationList:
         """"More like this": embedding neighbours blended with co-engagement, without the document itself and
-        its near-duplicates (cosine > near_duplicate_cosine or the same title). Unknown doc id: KeyError."""
+        its near-duplicates (cosine > near_duplicate_cosine or the same title). Unknown doc id: NotFound."""
         with single_thread_blas:
             return self._similar(snapshot, doc_id, k, domain, language, audience)
 
@@ -446,7 +449,8 @@ class Recommender:
         cat = self.catalog(snapshot)
         row = cat.row_of.get(doc_id)
         if row is None:
-            raise KeyError(f"unknown document id {doc_id!r}: generation {snapshot.id} has no such document")
+            raise NotFound(f"unknown document id {doc_id!r}: generation {snapshot.id} has no such document",
+                           field="doc_id")
         cfg = self.cfg
         co = self.co.get(cat, cfg)
         v = cat.vectors[row]
@@ -497,18 +501,24 @@ def _explained_doc(snapshot, item: Recommendation) -> dict[str, Any]:
     return {**doc, "reason": item.reason}
 
 
-def _call_explain_many(many, snapshot, items: list[Recommendation], summary: dict[str, Any]) -> list[str | None]:
+def _call_explain_many(many, snapshot, items: list[Recommendation], summary: dict[str, Any]
+                       ) -> tuple[list[str | None], str | None]:
+    """(blurbs, why there are none)."""
     try:
         blurbs = list(many([_explained_doc(snapshot, it) for it in items], summary))
-    except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendations stand without it
+    except Busy:
+        raise  # as for answers and summaries: all generator slots taken is the caller's 503, not a fallback
+    except Exception as e:  # noqa: BLE001 - a blurb is decoration; the recommendations stand without it
         log.warning("explainer failed for %d items", len(items), exc_info=True)
-        return [None] * len(items)
-    return [_clean_blurb(b) for b in blurbs]
+        return [None] * len(items), f"blurbs failed: {type(e).__name__}: {e}"
+    return [_clean_blurb(b) for b in blurbs], None
 
 
 def _call_explainer(explainer: Explainer, snapshot, item: Recommendation, summary: dict[str, Any]) -> str | None:
     try:
         blurb = explainer(_explained_doc(snapshot, item), summary)
+    except Busy:
+        raise
     except Exception:  # noqa: BLE001 - a blurb is decoration; the recommendation stands without it
         log.warning("explainer failed for %s", item.doc_id, exc_info=True)
         return None

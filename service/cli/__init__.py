@@ -1,22 +1,32 @@
-"""The `rag` command line: subcommands are registered by small modules, one per resource."""
+"""The `rag` command line: subcommands are registered by small modules, one per resource. A command parses its
+arguments, makes one call into `rag.application.Application` (or an evaluation), and prints the result.
+
+Errors map to exit codes here, once: the library's error tree (rag.errors) by kind, anything else 1 (with the
+traceback under -v), 130 for Ctrl-C.
+
+    InvalidInput, NotFound   2 (as argparse's own usage errors)    Busy          4
+    Conflict                 3                                     Unavailable   5
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 
-from rag.config import ConfigError, Settings, load_settings
+from rag.errors import Busy, Conflict, InvalidInput, NotFound, RagError, Unavailable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+EXIT_CODES: tuple[tuple[type[RagError], int], ...] = (
+    (InvalidInput, 2), (NotFound, 2), (Conflict, 3), (Busy, 4), (Unavailable, 5))
 
-class CLIError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+
+def exit_code(e: RagError) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(e, kind)), 1)
 
 
 def _modules():
@@ -37,15 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, home=args.home)
-
-
-def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, ensure_ascii=False, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,25 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ConfigError, FileNotFoundError) as e:
-        print(f"rag: error: {e}", file=sys.stderr)
-        return 2
+    except RagError as e:
+        print(f"rag: error: {_one_line(str(e))}", file=sys.stderr)
+        return exit_code(e)
     except Exception as e:  # noqa: BLE001 - one readable line instead of a traceback, unless -v
         if args.verbose:
             raise
-        print(f"rag: error: {error_line(e)}", file=sys.stderr)
+        print(f"rag: error: {type(e).__name__}: {_one_line(str(e)) or type(e).__name__} (run with -v for details)",
+              file=sys.stderr)
         return 1
 
 
-def error_line(e: BaseException) -> str:
-    """One line for the user: our own errors by their message, anything else also by its type (a bare
-    "KeyError: 'x'" says little), with the hint that -v shows the traceback."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    if len(text) > 500:
-        text = text[:497] + "..."
-    if type(e).__module__.split(".")[0] in ("rag", "indexer", "service"):
-        return text
-    return f"{type(e).__name__}: {text} (run with -v for details)"
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:497] + "..." if len(text) > 500 else text
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.cli import print_json, settings_from
+from service.cli.common import print_json, settings_from
 
 
 def register(sub) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rag.generators import BACKENDS
-from service.cli import CLIError, settings_from
+from evaluation.reports import write_report
+from rag.errors import InvalidInput, NotFound
+from service.cli.common import settings_from
 
 KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
 
@@ -35,24 +36,21 @@ def register(esub) -> None:
 
 
 def run(args) -> int:
-    from rag.evaluation.answers import evaluate, format_table
+    from evaluation.answers import evaluate, format_table
 
     if args.limit < 0:
-        raise CLIError("--limit must be 0 (all) or more")
+        raise InvalidInput("--limit must be 0 (all) or more", field="limit")
     if args.per_article < 1:
-        raise CLIError("--per-article must be at least 1")
+        raise InvalidInput("--per-article must be at least 1", field="per_article")
     path = Path(args.path)
     if not path.exists():
-        raise CLIError(f"{path} does not exist")
+        raise NotFound(f"{path} does not exist", field="path")
     if args.corpus and not Path(args.corpus).is_dir():
-        raise CLIError(f"--corpus {args.corpus} is not a folder")
-    try:
-        report = evaluate(settings_from(args), path, kind=args.kind, backend=args.backend, limit=args.limit or None,
-                          seed=args.seed, split=args.split, per_article=args.per_article,
-                          corpus=Path(args.corpus) if args.corpus else None, show_progress=not args.quiet)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+        raise NotFound(f"--corpus {args.corpus} is not a folder", field="corpus")
+    report = evaluate(settings_from(args), path, kind=args.kind, backend=args.backend, limit=args.limit or None,
+                      seed=args.seed, split=args.split, per_article=args.per_article,
+                      corpus=Path(args.corpus) if args.corpus else None, show_progress=not args.quiet)
     print(format_table(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_report(args.json_out, report)
     return 0

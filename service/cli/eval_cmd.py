@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 
-from service.cli import CLIError, print_json, settings_from
-
-# Each evaluation registers its own subcommand; a module that is not there yet is simply absent.
-_SUBCOMMANDS = ("service.cli.eval_answers", "service.cli.eval_recommend")
+from evaluation.reports import write_report
+from rag.errors import InvalidInput
+from rag.types import SEARCH_MODES
+from service.cli import eval_answers, eval_recommend
+from service.cli.common import settings_from
 
 
 def register(sub) -> None:
@@ -25,33 +24,26 @@ def register(sub) -> None:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run_retrieval)
 
-    for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(esub)
+    eval_answers.register(esub)
+    eval_recommend.register(esub)
 
 
 def run_retrieval(args) -> int:
-    from rag.evaluation.retrieval import evaluate, format_table
+    from evaluation.retrieval import evaluate, format_table
 
     settings = settings_from(args)
     folder = Path(args.dataset)
     if not folder.is_dir():
-        raise CLIError(f"{folder} is not a folder")
+        raise InvalidInput(f"{folder} is not a folder", field="dataset")
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
-    valid = {"dense", "keyword", "hybrid", "hybrid+rerank"}
+    valid = {*SEARCH_MODES, "hybrid+rerank"}
     if modes and not set(modes) <= valid:
-        raise CLIError(f"--modes: unknown mode(s) {sorted(set(modes) - valid)}; choose from {sorted(valid)}")
+        raise InvalidInput(f"--modes: unknown mode(s) {sorted(set(modes) - valid)}; choose from {sorted(valid)}",
+                           field="modes")
     report = evaluate(settings, folder, embedder=args.embedder, modes=modes, limit=args.limit,
                       show_progress=not args.quiet)
     print(format_table(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_report(args.json_out, report)
     return 0
 
-
-__all__ = ["register", "print_json"]

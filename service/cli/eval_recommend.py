@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from service.cli import CLIError, settings_from
+from evaluation.reports import write_report
+from rag.errors import InvalidInput, NotFound
+from service.cli.common import settings_from
 
 
 def register(esub) -> None:
@@ -38,21 +39,18 @@ def _scale(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    from rag.evaluation.recommend import EvaluationError, evaluate, format_table
+    from evaluation.recommend import evaluate, format_table
 
     folder = Path(args.dataset)
     if not folder.is_dir():
-        raise CLIError(f"{folder} is not a folder")
+        raise NotFound(f"{folder} is not a folder", field="dataset")
     if args.holdout < 1:
-        raise CLIError("--holdout must be at least 1")
-    try:
-        report = evaluate(folder, settings_from(args), holdout=args.holdout, tune=not args.no_tune,
-                          show_progress=not args.quiet, rating_scale=args.rating_scale)
-    except EvaluationError as e:
-        raise CLIError(str(e)) from e
+        raise InvalidInput("--holdout must be at least 1", field="holdout")
+    report = evaluate(folder, settings_from(args), holdout=args.holdout, tune=not args.no_tune,
+                      show_progress=not args.quiet, rating_scale=args.rating_scale)
     print(format_table(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_report(args.json_out, report)
         print(f"report written to {args.json_out}", file=sys.stderr)
     return 0
 

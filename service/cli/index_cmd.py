@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from service.cli import CLIError, print_json, settings_from
+from service.cli.common import open_application, print_json
 
 
 def register(sub) -> None:
@@ -39,33 +39,22 @@ def register(sub) -> None:
     g.set_defaults(func=run_gc)
 
 
-def default_sources(settings) -> list[str]:
-    sources = list(settings.source_dirs)
-    if settings.documents_dir.exists() and any(settings.documents_dir.iterdir()):
-        sources.append(str(settings.documents_dir))
-    return sources
-
-
 def run_build(args) -> int:
-    from indexer.build import BuildError, build
-
-    settings = settings_from(args)
-    sources = args.sources or default_sources(settings)
-    if not sources:
-        raise CLIError("nothing to index: pass SOURCE folders, or set source_dirs in the settings")
-    try:
-        report = build(settings, sources, embedder=args.embedder, publish=not args.no_publish, force=args.force,
-                       show_progress=not args.quiet and not args.json)
-    except BuildError as e:
-        raise CLIError(str(e)) from e
+    with open_application(args) as app:
+        report = app.build(args.sources, embedder=args.embedder, publish=not args.no_publish, force=args.force,
+                           show_progress=not args.quiet and not args.json)
     if args.json:
         print_json(report.as_dict())
-        return 0
-    if report.unchanged:
+    elif report.unchanged:
         print(f"nothing changed: generation {report.generation_id} stays published "
               f"({report.documents} documents, {report.chunks} chunks; checked in {report.seconds:.1f} s; "
               "--force builds a new one anyway)", file=sys.stderr)
-        return 0
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report) -> None:
     state = "published" if report.published else "built (not published)"
     print(f"generation {report.generation_id} {state}", file=sys.stderr)
     print(f"  documents      {report.documents}  (files seen {report.files_seen}, skipped {len(report.skipped)})")
@@ -74,76 +63,39 @@ def run_build(args) -> int:
     print(f"  time           {report.seconds:.1f} s  ({report.chunks_per_s:.1f} chunks/s)")
     for s in report.skipped:
         print(f"  skipped        {s.path}: {s.reason}")
-    return 0
-
-
-def _manifests(settings):
-    from rag import snapshot_files
-
-    return snapshot_files.list_snapshots(settings.home_path), snapshot_files.read_pointer(settings.home_path)
 
 
 def run_list(args) -> int:
-    from rag.snapshot_files import manifest_json
-
-    settings = settings_from(args)
-    manifests, current = _manifests(settings)
+    with open_application(args) as app:
+        snapshots = app.snapshots()
     if args.json:
-        print_json([{**manifest_json(m), "published": m.id == current} for m in manifests])
-        return 0
-    if not manifests:
+        print_json([{**s.manifest, "published": s.published} for s in snapshots])
+    elif not snapshots:
         print("no generations yet: run `rag index build SOURCE`")
-        return 0
-    print(f"{'':2}{'id':<26}{'created':<27}{'embedder':<12}{'docs':>7}{'chunks':>8}  index")
-    for m in manifests:
-        mark = "* " if m.id == current else "  "
-        print(f"{mark}{m.id:<26}{m.created_at:<27}{m.embedder.name:<12}{m.counts.documents:>7}"
-              f"{m.counts.chunks:>8}  {m.index_type}")
+    else:
+        print(f"{'':2}{'id':<26}{'created':<27}{'embedder':<12}{'docs':>7}{'chunks':>8}  index")
+        for s in snapshots:
+            print(f"{'* ' if s.published else '  '}{s.id:<26}{s.created_at:<27}{s.embedder['name']:<12}"
+                  f"{s.counts['documents']:>7}{s.counts['chunks']:>8}  {s.index_type}")
     return 0
 
 
 def run_show(args) -> int:
-    from rag import snapshot_files
-
-    settings = settings_from(args)
-    snapshot_id = args.id or snapshot_files.read_pointer(settings.home_path)
-    if not snapshot_id:
-        raise CLIError("no generation is published yet")
-    path = snapshot_files.snapshot_dir(settings.home_path, snapshot_id)
-    if not (path / snapshot_files.MANIFEST).exists():
-        raise CLIError(f"no generation {snapshot_id!r}; see `rag index list`")
-    data = snapshot_files.manifest_json(snapshot_files.read_manifest(path))
-    data["published"] = snapshot_id == snapshot_files.read_pointer(settings.home_path)
-    print_json(data)
+    with open_application(args) as app:
+        info = app.snapshot_info(args.id)
+    print_json({**info.manifest, "published": info.published})
     return 0
 
 
 def run_rollback(args) -> int:
-    from rag import snapshot_files
-
-    settings = settings_from(args)
-    manifests, current = _manifests(settings)
-    target = args.id
-    if target is None:
-        ids = [m.id for m in manifests]
-        if current not in ids or ids.index(current) + 1 >= len(ids):
-            raise CLIError("no older generation to roll back to")
-        target = ids[ids.index(current) + 1]
-    try:
-        snapshot_files.publish(settings.home_path, target)
-    except snapshot_files.SnapshotNotFound as e:
-        raise CLIError(f"{e}; see `rag index list`") from e
-    print(f"published {target} (was {current})")
+    with open_application(args) as app:
+        result = app.rollback(args.id)
+    print(f"published {result.published} (was {result.previous})")
     return 0
 
 
 def run_gc(args) -> int:
-    from rag import snapshot_files
-
-    settings = settings_from(args)
-    keep = args.keep if args.keep is not None else settings.index.keep_generations
-    if keep < 1:
-        raise CLIError("--keep must be at least 1")
-    removed = snapshot_files.gc(settings.home_path, keep)
+    with open_application(args) as app:
+        removed = app.gc(args.keep)
     print(f"removed {len(removed)} generation(s)" + (": " + ", ".join(removed) if removed else ""))
     return 0

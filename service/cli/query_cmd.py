@@ -8,7 +8,9 @@ import sys
 from datetime import date
 
 from rag.generators import BACKENDS
-from service.cli import CLIError, print_json, settings_from
+from rag.summarize import STYLES
+from rag.types import SEARCH_MODES, Filters
+from service.cli.common import open_application, print_json
 
 SNIPPET_CHARS = 200
 
@@ -42,13 +44,13 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     s = sub.add_parser("search", help="hybrid search over the published index")
     s.add_argument("query")
-    s.add_argument("--mode", choices=("hybrid", "dense", "keyword"), default="hybrid")
+    s.add_argument("--mode", choices=SEARCH_MODES, default="hybrid")
     _add_filters(s)
     s.set_defaults(func=run_search)
 
     a = sub.add_parser("ask", help="a grounded answer with checked citations")
     a.add_argument("question")
-    a.add_argument("--mode", choices=("hybrid", "dense", "keyword"), default="hybrid")
+    a.add_argument("--mode", choices=SEARCH_MODES, default="hybrid")
     a.add_argument("--backend", choices=BACKENDS,
                    help="generator backend (default: settings.generator.backend)")
     _add_filters(a)
@@ -58,7 +60,7 @@ def register(sub) -> None:
     src = m.add_mutually_exclusive_group(required=True)
     src.add_argument("--doc", action="append", dest="docs", metavar="ID", help="document id (repeatable)")
     src.add_argument("--query", help="summarize the top passages for this query")
-    m.add_argument("--style", choices=("brief", "bullets"), default="brief")
+    m.add_argument("--style", choices=STYLES, default="brief")
     m.add_argument("--max-words", type=_positive, default=120)
     m.add_argument("--backend", choices=BACKENDS,
                    help="generator backend (default: settings.generator.backend)")
@@ -66,23 +68,10 @@ def register(sub) -> None:
     m.set_defaults(func=run_summarize)
 
 
-def _filters(args):
-    from rag.types import Filters
-
+def _filters(args) -> Filters | None:
     f = Filters.of(domain=args.domain, tags=args.tag, language=args.language, audience=args.audience,
                    date_from=args.date_from, date_to=args.date_to)
     return None if f.is_empty() else f
-
-
-def _engine_and_generation(args):
-    from rag.engine import Engine
-    from rag.published import NoSnapshot
-
-    engine = Engine(settings_from(args))
-    try:
-        return engine, engine.snapshot()
-    except NoSnapshot as e:
-        raise CLIError(str(e)) from e
 
 
 def _snippet(text: str) -> str:
@@ -91,8 +80,8 @@ def _snippet(text: str) -> str:
 
 
 def run_search(args) -> int:
-    engine, snapshot = _engine_and_generation(args)
-    result = engine.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k, snapshot=snapshot)
+    with open_application(args) as app:
+        result = app.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k)
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0
@@ -106,56 +95,44 @@ def run_search(args) -> int:
     return 0
 
 
-def _print_citations(citations) -> None:
-    if not citations:
-        return
-    print("\nSources:")
-    for c in citations:
-        print(f"  [{c.n}] {c.title or '(untitled)'} ({c.doc_id}, {c.chunk_id})")
-        print(f"      \u201c{_snippet(c.span)}\u201d")
-
-
 def run_ask(args) -> int:
-    engine, snapshot = _engine_and_generation(args)
-    try:
-        answer = engine.answerer.answer(snapshot, args.question, filters=_filters(args), top_k=args.top_k,
-                                        backend=args.backend, mode=args.mode)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+    with open_application(args) as app:
+        answer = app.ask(args.question, filters=_filters(args), top_k=args.top_k, backend=args.backend,
+                         mode=args.mode)
     if args.json:
         print_json(dataclasses.asdict(answer))
         return 0
-    print(answer.answer)
-    if answer.disclaimer:
-        print(f"\n{answer.disclaimer}")
-    if answer.abstained and answer.passages:
-        print("\nClosest passages:")
-        for p in answer.passages:
-            print(f"  [{p.n}] {p.title or '(untitled)'} ({p.doc_id}): {_snippet(p.text)}")
-    _print_citations(answer.citations)
-    note = f"backend {answer.backend}" + (f", extractive fallback: {answer.fallback}" if answer.fallback else "")
-    print(f"{note}; {answer.timings_ms.get('total_ms', 0):.0f} ms", file=sys.stderr)
+    closest = answer.passages if answer.abstained else []
+    _print_written(answer.answer, answer, closest, f"{answer.timings_ms.get('total_ms', 0):.0f} ms")
     return 0
 
 
 def run_summarize(args) -> int:
-    from rag.summarize import UnknownDocument
-
-    engine, snapshot = _engine_and_generation(args)
-    try:
-        summary = engine.summarizer.summarize(snapshot, doc_ids=args.docs, query=args.query, filters=_filters(args),
-                                              style=args.style, max_words=args.max_words, backend=args.backend,
-                                              top_k=args.top_k)
-    except (UnknownDocument, ValueError) as e:
-        raise CLIError(str(e)) from e
+    with open_application(args) as app:
+        summary = app.summarize(doc_ids=args.docs, query=args.query, filters=_filters(args), style=args.style,
+                                max_words=args.max_words, backend=args.backend, top_k=args.top_k)
     if args.json:
         print_json(dataclasses.asdict(summary))
         return 0
-    print(summary.summary)
-    if summary.disclaimer:
-        print(f"\n{summary.disclaimer}")
-    _print_citations(summary.citations)
-    note = f"backend {summary.backend}" + (f", extractive fallback: {summary.fallback}" if summary.fallback else "")
-    print(f"{note}; {summary.words} words from {len(summary.doc_ids)} document(s); "
-          f"{summary.timings_ms.get('total_ms', 0):.0f} ms", file=sys.stderr)
+    _print_written(summary.summary, summary, [], f"{summary.words} words from {len(summary.doc_ids)} document(s); "
+                   f"{summary.timings_ms.get('total_ms', 0):.0f} ms")
     return 0
+
+
+def _print_written(text: str, result, closest: list, how: str) -> None:
+    """An answer or a summary: the text, its disclaimer, the closest passages (an abstention), the sources, and
+    on stderr the backend with its fallback."""
+    print(text)
+    if result.disclaimer:
+        print(f"\n{result.disclaimer}")
+    if closest:
+        print("\nClosest passages:")
+        for p in closest:
+            print(f"  [{p.n}] {p.title or '(untitled)'} ({p.doc_id}): {_snippet(p.text)}")
+    if result.citations:
+        print("\nSources:")
+        for c in result.citations:
+            print(f"  [{c.n}] {c.title or '(untitled)'} ({c.doc_id}, {c.chunk_id})")
+            print(f"      \u201c{_snippet(c.span)}\u201d")
+    note = f"backend {result.backend}" + (f", extractive fallback: {result.fallback}" if result.fallback else "")
+    print(f"{note}; {how}", file=sys.stderr)

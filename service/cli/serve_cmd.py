@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from service.cli import CLIError, settings_from
+from service.cli.common import open_application
 
 log = logging.getLogger("service.serve")
 
@@ -23,67 +22,36 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_demo(state, path: Path, rating_scale=None) -> dict:
-    """Import a demo folder's users.jsonl / events.jsonl (skipping what the state DB already holds)."""
-    from rag.events import load_events_jsonl, load_users_jsonl
-
-    if not path.is_dir():
-        raise CLIError(f"--load-demo: {path} is not a folder")
-    users, events = path / "users.jsonl", path / "events.jsonl"
-    if not users.exists() and not events.exists():
-        raise CLIError(f"--load-demo: {path} holds neither users.jsonl nor events.jsonl")
-    counts = state.counts()
-    done: dict = {}
-    if users.exists():
-        # Upserts: loading the same users again changes nothing.
-        done["users"] = load_users_jsonl(state, users).as_dict()
-    if events.exists():
-        if counts["events"]:
-            done["events"] = f"skipped: the state DB already holds {counts['events']} events"
-        else:
-            rep = load_events_jsonl(state, events, rating_scale=rating_scale)
-            done["events"] = {"accepted": rep.accepted, "duplicates": rep.duplicates,
-                              "rejected": rep.rejected_events}
-    log.info("demo data loaded from %s", path, extra={"demo": done})
-    return done
-
-
 def run(args) -> int:
     import uvicorn
 
-    from rag.engine import Engine
     from service.app import create_app
     from service.request_log import configure_logging
 
-    settings = settings_from(args)
-    host = args.host or settings.service.host
-    port = args.port if args.port is not None else settings.service.port
     configure_logging(args.log_level.upper())
-    if args.open:
-        settings.service.open_mode = True
-    if settings.service.open_mode:
-        banner = "!" * 78
-        log.warning(banner)
-        log.warning("OPEN MODE: no API key is checked and every caller is ADMIN (can rebuild, delete, roll back). "
-                    "Use it for a local demo only.")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("OPEN MODE on %s: anyone who can reach this address has full control", host)
-        log.warning(banner)
-
-    engine = Engine(settings)
-    try:
-        state = engine.state  # opens the state DB read-write: fails here, readably, if another process has it
-    except Exception as e:  # noqa: BLE001
-        raise CLIError(str(e)) from e
-    if args.load_demo:
-        load_demo(state, Path(args.load_demo).expanduser(), settings.events)
-
-    app = create_app(settings, engine)
-    log.info("listening on http://%s:%d (API document: http://%s:%d/schema)", host, port, host, port,
-             extra={"url": f"http://{host}:{port}", "home": str(settings.home_path)})
-    try:
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                    timeout_graceful_shutdown=10)
-    finally:
-        state.close()
+    with open_application(args) as application:
+        settings = application.settings
+        host = args.host or settings.service.host
+        port = args.port if args.port is not None else settings.service.port
+        settings.service.open_mode = settings.service.open_mode or args.open
+        if settings.service.open_mode:
+            _warn_open(host)
+        application.state  # opens the state DB read-write: fails here, readably, if another process has it
+        if args.load_demo:
+            log.info("demo data loaded from %s", args.load_demo,
+                     extra={"demo": application.import_demo(args.load_demo)})
+        log.info("listening on http://%s:%d (API document: http://%s:%d/schema)", host, port, host, port,
+                 extra={"url": f"http://{host}:{port}", "home": str(settings.home_path)})
+        uvicorn.run(create_app(settings, application), host=host, port=port, log_config=None, access_log=False,
+                    lifespan="on", timeout_graceful_shutdown=10)
     return 0
+
+
+def _warn_open(host: str) -> None:
+    banner = "!" * 78
+    log.warning(banner)
+    log.warning("OPEN MODE: no API key is checked and every caller is ADMIN (can rebuild, delete, roll back). "
+                "Use it for a local demo only.")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("OPEN MODE on %s: anyone who can reach this address has full control", host)
+    log.warning(banner)

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import sys
 
-from service.cli import CLIError, print_json, settings_from
+from rag.generators import BACKENDS
+from service.cli.common import open_application, print_json
 
 
 def register(sub) -> None:
-    u = sub.add_parser("users", help="manage users of the recommender")
-    usub = u.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    ui = usub.add_parser("import", help="create or update users from a JSONL file "
-                         "(user_id, name, interests, domains, language)")
-    ui.add_argument("path", metavar="USERS_JSONL")
-    ui.add_argument("--json", action="store_true", help="print the report as JSON")
-    ui.set_defaults(func=run_users_import)
-
-    e = sub.add_parser("events", help="engagement events (views, likes, ratings, ...)")
-    esub = e.add_subparsers(dest="events_command", metavar="ACTION", required=True)
-    ei = esub.add_parser("import", help="validate and store events from a JSONL file; bad lines are reported "
-                         "and skipped, good ones kept; repeated idempotency keys are stored once")
-    ei.add_argument("path", metavar="EVENTS_JSONL")
-    ei.add_argument("--json", action="store_true", help="print the report as JSON")
-    ei.set_defaults(func=run_events_import)
+    _import_command(sub, "users", "manage users of the recommender", "USERS_JSONL",
+                    "create or update users from a JSONL file (user_id, name, interests, domains, language)",
+                    run_users_import)
+    _import_command(sub, "events", "engagement events (views, likes, ratings, ...)", "EVENTS_JSONL",
+                    "validate and store events from a JSONL file; bad lines are reported and skipped, good ones "
+                    "kept; repeated idempotency keys are stored once", run_events_import)
 
     r = sub.add_parser("recommend", help="recommendations for a user (new and unknown users get trending "
                        "items or items near their declared interests)")
@@ -38,7 +30,7 @@ def register(sub) -> None:
     r.add_argument("--include-seen", action="store_true", help="allow documents the user already engaged with")
     r.add_argument("--explain", action="store_true",
                    help="a one-sentence blurb per item from the generator, checked against the document")
-    r.add_argument("--backend", choices=("transformers", "openai", "extractive"),
+    r.add_argument("--backend", choices=BACKENDS,
                    help="generator backend for --explain (default: settings.generator.backend)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=run_recommend)
@@ -50,13 +42,13 @@ def register(sub) -> None:
     s.set_defaults(func=run_similar)
 
 
-def _state(settings):
-    from rag.state import StateLocked, StateDB
-
-    try:
-        return StateDB(settings.state_db)
-    except StateLocked as e:
-        raise CLIError(str(e)) from e
+def _import_command(sub, name: str, help_: str, metavar: str, import_help: str, run) -> None:
+    group = sub.add_parser(name, help=help_)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+    p = actions.add_parser("import", help=import_help)
+    p.add_argument("path", metavar=metavar)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
 
 
 def _print_rejections(rejected: list[dict], what: str) -> None:
@@ -68,11 +60,8 @@ def _print_rejections(rejected: list[dict], what: str) -> None:
 
 
 def run_users_import(args) -> int:
-    from rag.events import load_users_jsonl
-
-    settings = settings_from(args)
-    with _state(settings) as state:
-        report = load_users_jsonl(state, args.path)
+    with open_application(args) as app:
+        report = app.import_users(args.path)
     if args.json:
         print_json(report.as_dict())
         return 0
@@ -82,11 +71,8 @@ def run_users_import(args) -> int:
 
 
 def run_events_import(args) -> int:
-    from rag.events import load_events_jsonl
-
-    settings = settings_from(args)
-    with _state(settings) as state:
-        report = load_events_jsonl(state, args.path, rating_scale=settings.events)
+    with open_application(args) as app:
+        report = app.import_events(args.path)
     if args.json:
         print_json(report.as_dict())
         return 0
@@ -94,24 +80,6 @@ def run_events_import(args) -> int:
           f"{report.rejected_events} rejected")
     _print_rejections(report.rejected, "lines")
     return 0
-
-
-def _engine(settings):
-    from rag.engine import Engine
-    from rag.published import NoSnapshot
-
-    engine = Engine(settings)
-    try:
-        snapshot = engine.snapshot()
-    except NoSnapshot as e:
-        raise CLIError(str(e)) from e
-    from rag.state import StateLocked
-
-    try:
-        engine.state
-    except StateLocked as e:
-        raise CLIError(str(e)) from e
-    return engine, snapshot
 
 
 def _print_list(result, header: str) -> None:
@@ -125,18 +93,15 @@ def _print_list(result, header: str) -> None:
         print(f"     {it.reason}")
         if it.blurb:
             print(f"     {it.blurb}")
+    if result.fallback:
+        print(f"blurbs: backend {result.backend}, fallback: {result.fallback}", file=sys.stderr)
 
 
 def run_recommend(args) -> int:
-    if args.k < 1:
-        raise CLIError("--k must be at least 1")
-    engine, snapshot = _engine(settings_from(args))
-    try:
-        result = engine.recommend(args.user_id, snapshot=snapshot, k=args.k, domain=args.domain, language=args.language,
-                                  audience=args.audience, exclude_seen=not args.include_seen,
-                                  explain=args.explain, explain_backend=args.backend)
-    finally:
-        engine.state.close()
+    with open_application(args) as app:
+        result = app.recommend(args.user_id, k=args.k, domain=args.domain, language=args.language,
+                               audience=args.audience, exclude_seen=not args.include_seen, explain=args.explain,
+                               backend=args.backend)
     if args.json:
         print_json(result.as_dict())
     else:
@@ -145,15 +110,8 @@ def run_recommend(args) -> int:
 
 
 def run_similar(args) -> int:
-    if args.k < 1:
-        raise CLIError("--k must be at least 1")
-    engine, snapshot = _engine(settings_from(args))
-    try:
-        result = engine.recommender.similar(snapshot, args.doc_id, k=args.k)
-    except KeyError as e:
-        raise CLIError(e.args[0] if e.args else f"unknown document {args.doc_id!r}") from e
-    finally:
-        engine.state.close()
+    with open_application(args) as app:
+        result = app.similar(args.doc_id, k=args.k)
     if args.json:
         print_json(result.as_dict())
     else:

@@ -1,4 +1,5 @@
-"""One controller per resource. `API_CONTROLLERS` are mounted under /v1 behind the API-key guard."""
+"""One controller per resource. `API_CONTROLLERS` are mounted under /v1 behind the API-key guard. Each method
+parses its input, makes one call into `rag.application.Application`, and returns the typed result."""
 
 from service.controllers.admin import AdminController
 from service.controllers.ask import AskController

@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.evaluation.metrics import normalize_answer
+from evaluation.metrics import normalize_answer
+from rag.errors import InvalidInput
 
 
 @dataclass
@@ -59,9 +60,9 @@ def _jsonl(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except ValueError as e:
-                    raise ValueError(f"{path}:{line_no}: not JSON ({e})") from e
+                    raise InvalidInput(f"{path}:{line_no}: not JSON ({e})") from e
     if not rows:
-        raise ValueError(f"{path} holds no rows")
+        raise InvalidInput(f"{path} holds no rows")
     return rows
 
 
@@ -79,7 +80,7 @@ def detect_kind(path: Path) -> str:
         return "probe"
     if "context" in first:
         return "squad"
-    raise ValueError(f"{qa}: rows are neither SQuAD ({{context, question, answers}}), TAT-QA ({{answer_type, "
+    raise InvalidInput(f"{qa}: rows are neither SQuAD ({{context, question, answers}}), TAT-QA ({{answer_type, "
                      "gold_doc_ids}}) nor probe ({answerable, answers}) rows")
 
 
@@ -88,7 +89,7 @@ def _squad_rows(path: Path) -> list[dict]:
     rows = _jsonl(qa)
     for i, r in enumerate(rows, 1):
         if not all(k in r for k in ("id", "context", "question", "answers")):
-            raise ValueError(f"{qa}:{i}: expected id, context, question, answers")
+            raise InvalidInput(f"{qa}:{i}: expected id, context, question, answers")
     return rows
 
 
@@ -111,7 +112,7 @@ def near_miss_set(path: Path, *, split: str = "test", per_article: int = 15, see
                   held_out: float = 1 / 3) -> QuestionSet:
     """Answerable and unanswerable questions over articles with a third of their paragraphs left out."""
     if split not in ("test", "fit", "all"):
-        raise ValueError(f"split must be test, fit or all, not {split!r}")
+        raise InvalidInput(f"split must be test, fit or all, not {split!r}")
     rows = _squad_rows(Path(path))
     rng = random.Random(seed)
     articles: dict[str, list[str]] = {}
@@ -149,7 +150,7 @@ def tatqa_set(folder: Path, limit: int | None, seed: int, *, split: str = "test"
     """TAT-QA questions over the whole corpus. Reports (contexts) are split in halves by the seed: `test` is
     scored, `fit` is what answer selection was fitted on; `all` takes both."""
     if split not in ("test", "fit", "all"):
-        raise ValueError(f"split must be test, fit or all, not {split!r}")
+        raise InvalidInput(f"split must be test, fit or all, not {split!r}")
     folder = Path(folder)
     rows = _jsonl(folder / "qa.jsonl")
     report_of = lambda r: re.sub(r"-(table|p\d+)$", "", (r.get("gold_doc_ids") or [r["id"]])[0])  # noqa: E731
@@ -177,7 +178,7 @@ def probe_set(path: Path, corpus: Path | None = None, *, split: str = "all") -> 
     halves, alternating within each (answerable, language, answer_from) group in file order: `test` is what the
     README reports, `fit` helps fit answer selection on the kind of documents the product serves."""
     if split not in ("test", "fit", "all"):
-        raise ValueError(f"split must be test, fit or all, not {split!r}")
+        raise InvalidInput(f"split must be test, fit or all, not {split!r}")
     path = Path(path)
     rows = _jsonl(path)
     if corpus is None:
@@ -189,7 +190,7 @@ def probe_set(path: Path, corpus: Path | None = None, *, split: str = "all") -> 
     seen: dict[tuple, int] = {}
     for i, r in enumerate(rows, 1):
         if "question" not in r or "answerable" not in r:
-            raise ValueError(f"{path}:{i}: expected question, answerable, answers")
+            raise InvalidInput(f"{path}:{i}: expected question, answerable, answers")
         answerable = bool(r["answerable"])
         group = (r.get("answer_from") or "text") if answerable else "none"
         language = r.get("language") or "en"

@@ -46,8 +46,10 @@ from typing import Any, Callable
 import msgspec
 import numpy as np
 
+from evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from indexer.build import build
 from rag.config import RecommendSettings, Settings
-from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from rag.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ ITEM_TEXT_VERSION = "1"  # bump when the item text template changes (it is part 
 K = 10
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InvalidInput):
     """Nothing usable is left to evaluate; the message is one line for the user."""
 
 
@@ -280,26 +282,10 @@ def item_generation(items: list[dict[str, Any]], settings: Settings, show_progre
                                     "tags": it["genres"], "domain": "movies", "language": "en",
                                     "date": f"{it['year']}-01-01" if it["year"].isdigit() else None},
                                    ensure_ascii=False) + "\n")
-        build = _import_build()
         report = build(eval_settings, [src], show_progress=show_progress)
         snapshot_id = report.generation_id
         log.info("built item generation %s in %.1fs", snapshot_id, report.seconds)
     return Snapshot(snapshot_files.snapshot_dir(home, snapshot_id), eval_settings.models_dir), eval_settings, fp
-
-
-def _import_build(attempts: int = 10, wait_s: float = 30.0):
-    # The indexer is being finished alongside this module: wait for it instead of failing the whole run.
-    for n in range(attempts):
-        try:
-            from indexer.build import build
-
-            return build
-        except ImportError:
-            if n == attempts - 1:
-                raise
-            log.warning("indexer.build does not import yet; retrying in %.0fs", wait_s)
-            time.sleep(wait_s)
-    raise RuntimeError("unreachable")
 
 
 # --- scoring -----------------------------------------------------------------------------------------------

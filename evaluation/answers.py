@@ -1,4 +1,4 @@
-"""`rag eval answers`: answer quality on a question set (rag.evaluation.answer_sets), through the real Answerer.
+"""`rag eval answers`: answer quality on a question set (evaluation.answer_sets), through the real Answerer.
 
 The set's corpus is indexed with the production indexer into an eval data home (reused while the corpus and the
 embedder are unchanged); every question then goes through `Answerer.answer` with the chosen backend.
@@ -26,15 +26,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from evaluation.answer_sets import QuestionSet, detect_kind, near_miss_set, probe_set, squad_set, tatqa_set
+from evaluation.metrics import contains_answer, exact_match, f1_score, holds, percentile
+from evaluation.retrieval import BeirSet
+from evaluation.retrieval import ensure_generation as beir_generation
+from indexer.build import build
 from rag import snapshot_files
 from rag.answering import Answerer
 from rag.config import Settings
-from rag.evaluation.answer_sets import QuestionSet, detect_kind, near_miss_set, probe_set, squad_set, tatqa_set
-from rag.evaluation.metrics import contains_answer, exact_match, f1_score, holds, percentile
+from rag.errors import InvalidInput
 from rag.extractive import count_words
-from rag.snapshot import Snapshot
 from rag.grounding import cited_numbers, strip_citations
 from rag.retriever import Retriever
+from rag.snapshot import Snapshot
 
 KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
 
@@ -43,7 +47,7 @@ def load_set(path: Path, kind: str = "auto", *, limit: int | None = None, seed: 
              per_article: int = 15, corpus: Path | None = None) -> QuestionSet:
     path = Path(path)
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == "auto":
         kind = detect_kind(path)
     if kind == "squad":
@@ -66,14 +70,9 @@ def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool
                       ) -> tuple[Path, str, bool]:
     """(eval data home, generation id, reused?) for the set's corpus. Every path builds: the build notices an
     unchanged corpus (documents, embedder, settings, code version) and writes nothing."""
-    from indexer.build import build
-
     if qset.source is not None and qset.source.suffix == ".jsonl":
-        from rag.evaluation.retrieval import BeirSet
-        from rag.evaluation.retrieval import ensure_generation as beir_generation
-
         es, snapshot_id, reused = beir_generation(settings, BeirSet(qset.source.parent.name, qset.source, {}, {}),
-                                             settings.embedder, show_progress)
+                                                  settings.embedder, show_progress)
         return es.home_path, snapshot_id, reused
     if qset.source is not None:  # a folder: the build notices an unchanged corpus and writes nothing
         home = settings.home_path / "eval" / f"{_safe(qset.source.name)}-{_safe(settings.embedder)}"
@@ -93,7 +92,7 @@ def ensure_generation(settings: Settings, qset: QuestionSet, show_progress: bool
 
 def open_generation(settings: Settings, home: Path, snapshot_id: str) -> Snapshot:
     return Snapshot(snapshot_files.snapshot_dir(home, snapshot_id), settings.models_dir,
-                      hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
+                    hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
 
 
 def _safe(name: str) -> str:

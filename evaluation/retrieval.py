@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from indexer.build import build
 from rag import snapshot_files
 from rag.config import Settings
-from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from rag.snapshot import Snapshot
 from rag.retriever import Retriever
+from rag.snapshot import Snapshot
+from rag.types import SEARCH_MODES
 
 
 @dataclass
@@ -63,8 +65,6 @@ def _corpus_key(corpus: Path, embedder: str) -> str:
 def ensure_generation(settings: Settings, data: BeirSet, embedder: str, show_progress: bool = True
                       ) -> tuple[Settings, str, bool]:
     """(eval settings, generation id, reused?) for the dataset's corpus under an eval data home."""
-    from indexer.build import build
-
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in embedder)[-40:]
     key = _corpus_key(data.corpus, embedder)
     home = settings.home_path / "eval" / f"{data.name}-{safe}-{key}"
@@ -83,9 +83,9 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
     embedder = embedder or settings.embedder
     eval_settings, snapshot_id, reused = ensure_generation(settings, data, embedder, show_progress)
     snapshot = Snapshot(snapshot_files.snapshot_dir(eval_settings.home_path, snapshot_id), settings.models_dir,
-                     hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
+                        hnsw_ef_search=settings.index.hnsw_ef_search, ivf_nprobe=settings.index.ivf_nprobe)
     retriever = Retriever(settings.retrieval)
-    modes = modes or (["dense", "keyword", "hybrid"] + (["hybrid+rerank"] if retriever.can_rerank else []))
+    modes = modes or ([*SEARCH_MODES] + (["hybrid+rerank"] if retriever.can_rerank else []))
     qids = sorted(data.queries)[: limit or None]
     results: dict[str, dict] = {}
     for mode in modes:

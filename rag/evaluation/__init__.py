@@ -1,1 +1,0 @@
-"""Evaluation on real, external data sets (BEIR retrieval, SQuAD answers, MovieLens recommendations)."""
