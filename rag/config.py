@@ -205,10 +205,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return Path(self.home).expanduser()
 
     @property
-    def snapshots_dir(self) -> Path:
-        return self.home_path / "generations"
-
-    @property
     def cache_dir(self) -> Path:
         return self.home_path / "cache"
 

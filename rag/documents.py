@@ -54,8 +54,8 @@ class NewDocument(DocumentFields, kw_only=True):
     id: NewDocId
 
 
-@dataclass
-class DocumentSummary:
+@dataclass(kw_only=True)
+class DocumentMeta:
     doc_id: str
     title: str
     domain: str | None = None
@@ -63,6 +63,10 @@ class DocumentSummary:
     audience: str | None = None
     language: str | None = None
     date: str | None = None
+
+
+@dataclass(kw_only=True)
+class DocumentSummary(DocumentMeta):
     n_chunks: int | None = None
     n_chars: int | None = None
 
@@ -77,20 +81,13 @@ class DocumentPage:
     generation_id: str
 
 
-@dataclass
-class DocumentView:
+@dataclass(kw_only=True)
+class DocumentView(DocumentMeta):
     """One document: from the published snapshot when it is there (`indexed`), else from the store."""
 
-    doc_id: str
-    title: str
     text: str
     indexed: bool
     in_store: bool
-    domain: str | None = None
-    tags: list[str] = field(default_factory=list)
-    audience: str | None = None
-    language: str | None = None
-    date: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     generation_id: str | None = None

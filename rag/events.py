@@ -474,16 +474,7 @@ def _upsert_rows(state: StateDB, rows: list[dict[str, Any]]) -> None:
 
 
 def upsert_users(state: StateDB, users: Iterable[Any]) -> UserImportReport:
-    report = UserImportReport()
-    good: list[dict[str, Any]] = []
-    for i, u in enumerate(users):
-        try:
-            good.append(validate_user(u))
-        except InvalidUser as e:
-            report.rejected.append({"index": i, "field": e.field, "reason": e.reason})
-    _upsert_rows(state, good)
-    report.accepted = len(good)
-    return report
+    return _import_users(state, ((i, u, None) for i, u in enumerate(users)))
 
 
 def load_users_jsonl(state: StateDB, path: str | Path) -> UserImportReport:
@@ -491,16 +482,21 @@ def load_users_jsonl(state: StateDB, path: str | Path) -> UserImportReport:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"users file not found: {path}")
+    return _import_users(state, _jsonl_rows(path))
+
+
+def _import_users(state: StateDB, rows: Iterable[tuple[int, Any, str | None]]) -> UserImportReport:
+    """Validate each (index, user, parse error) on its own, store the good ones in one upsert."""
     report = UserImportReport()
     good: list[dict[str, Any]] = []
-    for line_no, obj, err in _jsonl_rows(path):
+    for index, obj, err in rows:
         if err:
-            report.rejected.append({"index": line_no, "field": "line", "reason": err})
+            report.rejected.append({"index": index, "field": "line", "reason": err})
             continue
         try:
             good.append(validate_user(obj))
         except InvalidUser as e:
-            report.rejected.append({"index": line_no, "field": e.field, "reason": e.reason})
+            report.rejected.append({"index": index, "field": e.field, "reason": e.reason})
     _upsert_rows(state, good)
     report.accepted = len(good)
     return report

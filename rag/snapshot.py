@@ -78,26 +78,16 @@ def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any
     """SQL predicate over the denormalized filter columns of `chunks` (or `documents`)."""
     if filters is None or filters.is_empty():
         return "TRUE", []
-    parts: list[str] = []
-    params: list[Any] = []
-    for col in ("domain", "language", "audience"):
-        values = getattr(filters, col)
-        if values:
-            parts.append(f"{alias}.{col} IN (SELECT unnest(?::VARCHAR[]))")
-            params.append(values)
-    if filters.doc_ids:
-        parts.append(f"{alias}.doc_id IN (SELECT unnest(?::VARCHAR[]))")
-        params.append(filters.doc_ids)
-    if filters.tags:
-        parts.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")
-        params.append(filters.tags)
-    if filters.date_from:
-        parts.append(f"{alias}.date >= ?::DATE")
-        params.append(filters.date_from)
-    if filters.date_to:
-        parts.append(f"{alias}.date <= ?::DATE")
-        params.append(filters.date_to)
-    return " AND ".join(parts), params
+    conditions = [
+        *((f"{alias}.{col} IN (SELECT unnest(?::VARCHAR[]))", getattr(filters, name))
+          for col, name in (("domain", "domain"), ("language", "language"), ("audience", "audience"),
+                            ("doc_id", "doc_ids"))),
+        (f"list_has_any({alias}.tags, ?::VARCHAR[])", filters.tags),
+        (f"{alias}.date >= ?::DATE", filters.date_from),
+        (f"{alias}.date <= ?::DATE", filters.date_to),
+    ]
+    given = [(sql, value) for sql, value in conditions if value]
+    return " AND ".join(sql for sql, _ in given), [value for _, value in given]
 
 
 class Snapshot:

@@ -18,6 +18,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar.params import Parameter
 from msgspec import Meta, Struct
 
 from rag.answering import Answer
@@ -45,12 +46,13 @@ from rag.types import (
 )
 
 __all__ = ["DOC_ID_PATTERN", "LANGUAGE_PATTERN", "NEW_DOC_ID_PATTERN", "USER_ID_PATTERN", "Answer", "AskRequest",
-           "Backend", "DocumentFields", "DocumentPage", "DocumentView", "DocumentWriteResponse", "Domain",
+           "Backend", "DocumentFields", "DomainParam", "DocumentPage", "DocumentView", "DocumentWriteResponse", "Domain",
            "ErrorBody", "EventsRequest", "HealthResponse", "IngestReport", "Job", "NewDocument", "Readiness",
            "RebuildRequest", "RecommendationList", "Rollback", "RollbackRequest", "SearchRequest", "SearchResponse",
            "SnapshotInfo", "SummarizeRequest", "Summary"]
 
 TopK = Annotated[int, Meta(ge=1, le=50, description="How many passages/hits to return.")]
+DomainParam = Annotated[Domain | None, Parameter(description="Only this domain.")]  # a query parameter
 
 
 class FiltersIn(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -62,24 +62,24 @@ def _print_rejections(rejected: list[dict], what: str) -> None:
 def run_users_import(args) -> int:
     with open_application(args) as app:
         report = app.import_users(args.path)
-    if args.json:
-        print_json(report.as_dict())
-        return 0
-    print(f"users: {report.accepted} imported, {len(report.rejected)} rejected")
-    _print_rejections(report.rejected, "lines")
+    _print_import(args, report, f"users: {report.accepted} imported, {len(report.rejected)} rejected")
     return 0
 
 
 def run_events_import(args) -> int:
     with open_application(args) as app:
         report = app.import_events(args.path)
+    _print_import(args, report, f"events: {report.accepted} accepted, {report.duplicates} duplicates, "
+                                f"{report.rejected_events} rejected")
+    return 0
+
+
+def _print_import(args, report, line: str) -> None:
     if args.json:
         print_json(report.as_dict())
-        return 0
-    print(f"events: {report.accepted} accepted, {report.duplicates} duplicates, "
-          f"{report.rejected_events} rejected")
+        return
+    print(line)
     _print_rejections(report.rejected, "lines")
-    return 0
 
 
 def _print_list(result, header: str) -> None:

@@ -26,7 +26,7 @@ from service.schemas import (
     DocumentPage,
     DocumentView,
     DocumentWriteResponse,
-    Domain,
+    DomainParam,
     NewDocument,
 )
 
@@ -42,7 +42,7 @@ class DocumentsController(Controller):
          responses=error_responses(400, 401, 403, 429, 503))
     def list_documents(
         self, application: Application, snapshot: Snapshot,
-        domain: Annotated[Domain | None, Parameter(description="Only this domain.")] = None,
+        domain: DomainParam = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
     ) -> DocumentPage:

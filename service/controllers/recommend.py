@@ -13,10 +13,9 @@ from rag.recommend import RecommendationList
 from rag.snapshot import Snapshot
 from service.errors import error_responses
 from service.metrics import Metrics
-from service.schemas import DOC_ID_PATTERN, LANGUAGE_PATTERN, USER_ID_PATTERN, Domain, EventsRequest
+from service.schemas import DOC_ID_PATTERN, LANGUAGE_PATTERN, USER_ID_PATTERN, DomainParam, EventsRequest
 
 K = Annotated[int, Parameter(ge=1, le=100, description="How many items.")]
-DomainQ = Annotated[Domain | None, Parameter(description="Only this domain.")]
 
 
 class RecommendController(Controller):
@@ -29,7 +28,7 @@ class RecommendController(Controller):
         self, application: Application, snapshot: Snapshot, metrics: Metrics,
         user_id: Annotated[str, Parameter(pattern=USER_ID_PATTERN)],
         k: K = 10,
-        domain: DomainQ = None,
+        domain: DomainParam = None,
         language: Annotated[str | None, Parameter(pattern=LANGUAGE_PATTERN)] = None,
         audience: Annotated[str | None, Parameter(min_length=1, max_length=64)] = None,
         exclude_seen: bool = True,
@@ -52,7 +51,7 @@ class RecommendController(Controller):
 
     @get("/trending", sync_to_thread=True, summary="Trending documents",
          responses=error_responses(400, 401, 403, 429, 503))
-    def trending(self, application: Application, snapshot: Snapshot, metrics: Metrics, domain: DomainQ = None,
+    def trending(self, application: Application, snapshot: Snapshot, metrics: Metrics, domain: DomainParam = None,
                  k: K = 10) -> RecommendationList:
         return metrics.observe("trending", application.trending(domain=domain, k=k, snapshot=snapshot))
 

@@ -2,22 +2,18 @@
 // cited passage with the cited span highlighted; an abstention shows the closest passages instead.
 
 import { streamAsk } from "./api.js";
-import { $, clearError, fillKv, h, num, setStatus, showError } from "./dom.js";
-import { mountFilters } from "./filters.js";
+import { $, beginSubmit, fillKv, h, num, setStatus, showError } from "./dom.js";
+import { mountForm } from "./filters.js";
 
-// A citation group as the service writes it: [1], [1, 2], [1-3], 【1】 (see rag/grounding.py).
+// A citation group as the service writes it: [1], [1, 2], [1-3], 【1】 (see rag/sentences.py).
 const CITE_GROUP = /\[\s*\d{1,3}(?:\s*[-–,，;；]\s*\d{1,3})*\s*\]|【\s*\d{1,3}\s*】/g;
 
 const state = { controller: null, passages: [], done: null, citations: [], events: 0 };
 let filters;
 
 export function initAsk() {
-  const form = $("#ask-form");
-  filters = mountFilters($(".filters-slot", form), "ask");
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    ask();
-  });
+  let form;
+  ({ form, filters } = mountForm("ask", ask));
   $("#ask-question").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
@@ -70,16 +66,8 @@ function logEvent(type, data) {
 }
 
 async function ask() {
-  const form = $("#ask-form");
-  const errorBox = $("#ask-error");
-  clearError(errorBox, form);
-  const question = $("#ask-question").value.trim();
-  if (!question) {
-    showError(errorBox, new Error("Type a question first."));
-    $("#ask-question").setAttribute("aria-invalid", "true");
-    $("#ask-question").focus();
-    return;
-  }
+  const { form, errorBox, value: question } = beginSubmit("ask", "question", "Type a question first.");
+  if (question === null) return;
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;

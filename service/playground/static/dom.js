@@ -51,6 +51,22 @@ export function showError(box, err, form) {
   }
 }
 
+/** A submit of `#<prefix>-form` begins: its error box cleared, and the trimmed text of its required field
+ * `#<prefix>-<name>` as `value` (null after marking the field and saying `missing`). */
+export function beginSubmit(prefix, name, missing) {
+  const form = $(`#${prefix}-form`);
+  const errorBox = $(`#${prefix}-error`);
+  clearError(errorBox, form);
+  const input = $(`#${prefix}-${name}`);
+  const value = input.value.trim() || null;
+  if (value === null) {
+    showError(errorBox, new Error(missing));
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+  }
+  return { form, errorBox, value };
+}
+
 export function clearError(box, form) {
   box.hidden = true;
   box.textContent = "";

@@ -1,13 +1,24 @@
 // The metadata filter controls shared by Ask and Search: domain (the request's `domain` shortcut) and
 // `filters` (language, tags, audience, dates), plus top_k.
 
-import { h } from "./dom.js";
+import { $, h } from "./dom.js";
 
 const DOMAINS = ["finance", "medical", "education"];
 
 function field(label, control, hint) {
   return h("p", { class: "field" }, h("label", { for: control.id }, label), control,
     hint ? h("span", { class: "hint muted", id: `${control.id}-hint` }, hint) : null);
+}
+
+/** The form `#<prefix>-form` with the filter controls in its slot, submitting through `run`. */
+export function mountForm(prefix, run) {
+  const form = $(`#${prefix}-form`);
+  const filters = mountFilters($(".filters-slot", form), prefix);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    run();
+  });
+  return { form, filters };
 }
 
 /** Build the controls into `slot` (ids prefixed with `prefix`). */

@@ -2,19 +2,14 @@
 // each hit with its legs' ranks and scores and its metadata.
 
 import { api } from "./api.js";
-import { $, $$, clearError, h, metaChips, num, setStatus, showError } from "./dom.js";
-import { mountFilters } from "./filters.js";
+import { $, $$, beginSubmit, clearError, h, metaChips, num, setStatus, showError } from "./dom.js";
+import { mountForm } from "./filters.js";
 
 const MODES = ["dense", "keyword", "hybrid"];
 let filters;
 
 export function initSearch() {
-  const form = $("#search-form");
-  filters = mountFilters($(".filters-slot", form), "search");
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    search();
-  });
+  ({ filters } = mountForm("search", search));
 }
 
 function legs(l = {}, mode) {
@@ -53,16 +48,8 @@ function renderHits(section, res) {
 }
 
 async function search() {
-  const form = $("#search-form");
-  const errorBox = $("#search-error");
-  clearError(errorBox, form);
-  const query = $("#search-query").value.trim();
-  if (!query) {
-    showError(errorBox, new Error("Type a query first."));
-    $("#search-query").setAttribute("aria-invalid", "true");
-    $("#search-query").focus();
-    return;
-  }
+  const { form, errorBox, value: query } = beginSubmit("search", "query", "Type a query first.");
+  if (query === null) return;
   const base = { query, ...filters.read() };
   if ($("#search-rerank").checked) base.rerank = true;
   const status = $("#search-status");
