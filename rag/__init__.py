@@ -1,5 +1,7 @@
-"""rag: the library. Reads published index generations and thinks: retrieval, answers, summaries,
-recommendations. It never speaks HTTP and never orchestrates batch builds (see indexer/ and service/)."""
+"""rag: the library. `rag.application.Application` owns every use case (answers, search, summaries,
+recommendations, events, users, documents, rebuild jobs, snapshots) and the generation policy; the HTTP service
+and the CLI are thin layers over it. It never speaks HTTP and never builds an index itself: the builder is given
+to it (`rag.builds.Builder`, implemented by `indexer.build.Indexer`). It imports neither `indexer` nor `service`."""
 
 import os
 

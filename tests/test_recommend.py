@@ -379,6 +379,11 @@ def test_application_wires_state_and_recommender(rec_home, snapshot):
     try:
         assert application.state.path == rec_home.state_db
         assert application.recommender.recommend(application.snapshot(), "nobody", k=2).strategy == "trending"
+        with pytest.raises(NotFound, match="nobody") as e:
+            application.user("nobody")
+        assert e.value.field == "user_id"
+        upsert_user(application.state, "somebody", interests=["bonds"])
+        assert application.user("somebody")["interests"] == ["bonds"]
     finally:
         application.state.close()
 

@@ -36,7 +36,7 @@ def run(args) -> int:
         settings.service.open_mode = settings.service.open_mode or args.open
         if settings.service.open_mode:
             _warn_open(host)
-        application.state  # opens the state DB read-write: fails here, readably, if another process has it
+        _ = application.state  # opens the state DB read-write: fails here, readably, if another process has it
         if args.load_demo:
             log.info("demo data loaded from %s", args.load_demo,
                      extra={"demo": application.import_demo(args.load_demo)})
