@@ -45,11 +45,11 @@ from rag.types import (
     UserId,
 )
 
-__all__ = ["DOC_ID_PATTERN", "LANGUAGE_PATTERN", "NEW_DOC_ID_PATTERN", "USER_ID_PATTERN", "Answer", "AskRequest",
-           "Backend", "DocumentFields", "DomainParam", "DocumentPage", "DocumentView", "DocumentWriteResponse", "Domain",
-           "ErrorBody", "EventsRequest", "HealthResponse", "IngestReport", "Job", "NewDocument", "Readiness",
+__all__ = ["Answer", "AskRequest", "Backend", "DOC_ID_PATTERN", "DocumentFields", "DocumentPage", "DocumentView",
+           "DocumentWriteResponse", "Domain", "DomainParam", "ErrorBody", "EventsRequest", "HealthResponse",
+           "IngestReport", "Job", "LANGUAGE_PATTERN", "NEW_DOC_ID_PATTERN", "NewDocument", "Readiness",
            "RebuildRequest", "RecommendationList", "Rollback", "RollbackRequest", "SearchRequest", "SearchResponse",
-           "SnapshotInfo", "SummarizeRequest", "Summary"]
+           "SnapshotInfo", "SummarizeRequest", "Summary", "USER_ID_PATTERN"]
 
 TopK = Annotated[int, Meta(ge=1, le=50, description="How many passages/hits to return.")]
 DomainParam = Annotated[Domain | None, Parameter(description="Only this domain.")]  # a query parameter
