@@ -80,6 +80,9 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
     elif len(selection.ranked) > 1 and _close_sibling(best, selection.ranked[1]):
         picks = sorted([best.unit, selection.ranked[1].unit], key=lambda u: u.index)
     scored = [Scored(u.n, u.index, u.text, best.score) for u in picks]
+    if len(picks) > 1 and all(u.kind in ("row", "item") for u in picks[1:]):
+        # A list reads as a list: its rows and items one per line, each cited.
+        return Extract("\n".join(cite(u.text, u.n) for u in picks), scored)
     return Extract(join_sentences([cite(u.text, u.n) for u in picks]), scored)
 
 
