@@ -269,7 +269,7 @@ def _embed_with_cache(settings: Settings, emb, texts: list[str], hashes: list[st
                 out[i] = v
         # Length-sorted, as the encoder itself sorts within a call: batches of similar length pad least.
         todo = sorted(missing, key=lambda h: len(texts[missing[h][0]]))
-        batch = max(1, settings.index.batch_size)
+        batch = settings.index.batch_size if settings.index.batch_size > 0 else emb.batch_size
         # Larger write batches than encode batches: one cache insert per ~8 encoder batches.
         step = batch * 8
         with progress.stage("embed", total=len(todo), unit="chunk") as advance:

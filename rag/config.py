@@ -57,7 +57,9 @@ class IndexSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ivf_nlist: int = 0  # 0 = 4*sqrt(n)
     ivf_nprobe: int = 16
     keep_generations: int = 5
-    batch_size: int = 32
+    # Passages per encoder call while building; 0 = by device (rag.models.embedders.DEFAULT_BATCH: 32 on a CPU,
+    # 256 on CUDA, where small batches leave the GPU waiting on the tokenizer).
+    batch_size: int = 0
     verify_sample: int = 32  # chunks that must retrieve themselves before a generation is published
 
 

@@ -25,6 +25,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
 NAMED = ("minilm", "e5-small")
+# Passages per encoder call when the caller names none (builds pass `index.batch_size`). On CUDA the encoder runs in
+# fp16 and small batches leave the GPU waiting on Python and the tokenizer: bench/gpu_throughput.py measures
+# passages/s per batch size (256 tokens each); 256 is provisional until it has run on a GPU.
+DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Embedder:
     identity: str  # changes whenever the weights change: the embedding cache key
     query_prefix: str = ""
     passage_prefix: str = ""
+    batch_size: int = DEFAULT_BATCH["cpu"]
 
     @property
     def dim(self) -> int:
@@ -53,17 +58,17 @@ class Embedder:
     def device(self) -> str:
         return str(self.model.device)
 
-    def _encode(self, texts: list[str], prefix: str, batch_size: int, progress: bool) -> np.ndarray:
+    def _encode(self, texts: list[str], prefix: str, batch_size: int | None, progress: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode([prefix + t for t in texts], batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=progress)
+        vecs = self.model.encode([prefix + t for t in texts], batch_size=batch_size or self.batch_size,
+                                 normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
-    def embed_passages(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    def embed_passages(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         return self._encode(list(texts), self.passage_prefix, batch_size, progress)
 
-    def embed_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def embed_queries(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return self._encode(list(texts), self.query_prefix, batch_size, False)
 
     def count_tokens(self, text: str) -> int:
@@ -120,7 +125,8 @@ def load_embedder(spec: str, models_dir: Path | str) -> Embedder:
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         if device == "cuda":
             model.half()  # halves memory and roughly doubles throughput; cosine ranks are unaffected
-        emb = Embedder(name=name, path=folder, model=model, identity=identity, query_prefix=qp, passage_prefix=pp)
+        emb = Embedder(name=name, path=folder, model=model, identity=identity, query_prefix=qp, passage_prefix=pp,
+                       batch_size=DEFAULT_BATCH[device])
         _cache[key] = emb
         return emb
 
