@@ -47,7 +47,7 @@ from rag.recommend import RecommendationList, Recommender
 from rag.recommend.blurbs import BlurbWriter
 from rag.retriever import Retriever, SearchResult
 from rag.snapshot import Snapshot
-from rag.state import StateDB
+from rag.state import StateDB, open_state
 from rag.summarize import Summarizer, Summary, UnknownDocument
 from rag.types import Filters
 
@@ -146,7 +146,7 @@ class Application:
     @property
     def state(self) -> StateDB:
         """The state database, opened read-write: `StateLocked` when another process holds it."""
-        return self._part("state", lambda: StateDB(self.settings.state_db))
+        return self._part("state", lambda: open_state(self.settings))
 
     @property
     def recommender(self) -> Recommender:

@@ -119,6 +119,15 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     generation_poll_s: float = 1.0  # how often the published pointer is checked
 
 
+class StateSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Empty: the data home's state.duckdb (one process). "postgresql://user:pass@host:port/db": PostgreSQL, for
+    # several `rag serve` replicas over one data home (users, events, jobs, idempotency keys shared).
+    url: str = ""
+    pool_min: int = 1
+    pool_max: int = 8
+    timeout_s: float = 10.0  # connecting, and waiting for a pooled connection
+
+
 class RecommendSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Recommendations (rag.recommend).
 
@@ -201,6 +210,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     recommend: RecommendSettings = msgspec.field(default_factory=RecommendSettings)
     events: EventsSettings = msgspec.field(default_factory=EventsSettings)
+    state: StateSettings = msgspec.field(default_factory=StateSettings)
 
     @property
     def home_path(self) -> Path:

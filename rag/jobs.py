@@ -5,7 +5,8 @@ table: state (queued -> running -> succeeded | failed), the current build stage 
 parameters, the build report and the error. A job left ``running`` by a process that died (crash, kill,
 restart) is marked failed when the service starts again (`recover`). A second rebuild while one runs is a
 `Conflict` (code ``job_running``, the running job in its details); so is one while a build in another process
-(`rag index build`) holds the build lock. The build itself is the injected builder's (`rag.builds.Builder`).
+(`rag index build`) holds the build lock, and, with the state on PostgreSQL, one while another replica runs a
+rebuild (`StateDB.try_exclusive`: an advisory lock held by the running job, freed when its process dies). The build itself is the injected builder's (`rag.builds.Builder`).
 
 Sources of a rebuild: the documents store (``settings.documents_dir``, first, so a document replaced through
 the API overrides a same-id document of a read-only source) plus the published generation's manifest
@@ -33,7 +34,7 @@ from rag import snapshot_files
 from rag.builds import Builder, BuildLock
 from rag.config import Settings
 from rag.errors import Conflict, InvalidInput
-from rag.state import StateDB
+from rag.state import ExclusiveHold, StateDB
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ JOBS_DDL = """CREATE TABLE IF NOT EXISTS jobs (
     host VARCHAR)"""
 
 ACTIVE = ("queued", "running")
+REBUILD_LOCK = "rebuild"  # StateDB.try_exclusive name: one rebuild at a time across processes
 _COLUMNS = ("id", "kind", "state", "created_at", "started_at", "finished_at", "stage", "done", "total", "params",
             "result", "error")
 # Job ids whose thread is alive in this process: startup recovery never fails a job another app of the same
@@ -208,6 +210,18 @@ class RebuildJobs:
         """Mark jobs that a dead process left queued/running as failed. Returns their ids."""
         with _LIVE_LOCK:
             live = list(_LIVE)
+        hold = self.state.try_exclusive(REBUILD_LOCK)
+        if hold is None:  # a process sharing this state (a replica) runs a rebuild now: its jobs are alive
+            return []
+        try:
+            dead = self._fail_dead(live)
+        finally:
+            hold.release()
+        for job_id in dead:
+            log.warning("job %s was left running by a dead process; marked failed", job_id)
+        return dead
+
+    def _fail_dead(self, live: list[str]) -> list[str]:
         with self.state.writer() as cur:
             rows = cur.execute("SELECT id, pid FROM jobs WHERE state IN ('queued', 'running')").fetchall()
             dead = [r[0] for r in rows if r[0] not in live]
@@ -216,8 +230,6 @@ class RebuildJobs:
                             "WHERE id = ?", [_now(), _now(),
                                              "interrupted: the service process running it stopped before it "
                                              "finished; start a new rebuild", job_id])
-        for job_id in dead:
-            log.warning("job %s was left running by a dead process; marked failed", job_id)
         return dead
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -237,6 +249,13 @@ class RebuildJobs:
         cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY created_at DESC LIMIT ?",
                                  [limit])
         return [self._row(r) for r in cur.fetchall()]
+
+    def _active(self) -> Job | None:
+        """The newest queued or running job in the jobs table (whichever process runs it)."""
+        cur = self.state.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state IN ('queued', 'running') "
+                                 "ORDER BY created_at DESC LIMIT 1")
+        rec = cur.fetchone()
+        return self._row(rec) if rec else None
 
     def running(self) -> Job | None:
         with self._lock:
@@ -268,21 +287,33 @@ class RebuildJobs:
             if BuildLock.is_held(self.settings.home_path):
                 raise Conflict("another index build (e.g. `rag index build` in another process) holds the "
                                "build lock of this data home; retry when it finishes", code="job_running")
+            # One rebuild among every process sharing the state (replicas on PostgreSQL: an advisory lock),
+            # held by the job's thread until it finishes.
+            hold = self.state.try_exclusive(REBUILD_LOCK)
+            if hold is None:
+                running = self._active()
+                raise Conflict("an index rebuild is already running in another service process", code="job_running",
+                               details={"job": running} if running else None)
             job_id = "job-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             params = {"sources": resolved, "embedder": embedder or self.settings.embedder, "force": force}
             if warnings:
                 params["warnings"] = warnings
             now = _now()
-            with self.state.writer() as cur:
-                cur.execute("INSERT INTO jobs (id, kind, state, created_at, updated_at, stage, done, total, params, "
-                            "pid, host) VALUES (?, 'rebuild', 'queued', ?, ?, NULL, 0, 0, ?, ?, ?)",
-                            [job_id, now, now, json.dumps(params), os.getpid(), socket.gethostname()])
-            with _LIVE_LOCK:
-                _LIVE.add(job_id)
-            self._running_id = job_id
-            self._thread = threading.Thread(target=self._run_rebuild, args=(job_id, resolved, embedder, force),
-                                            name=f"rebuild-{job_id}", daemon=True)
-            self._thread.start()
+            try:
+                with self.state.writer() as cur:
+                    cur.execute("INSERT INTO jobs (id, kind, state, created_at, updated_at, stage, done, total, "
+                                "params, pid, host) VALUES (?, 'rebuild', 'queued', ?, ?, NULL, 0, 0, ?, ?, ?)",
+                                [job_id, now, now, json.dumps(params), os.getpid(), socket.gethostname()])
+                with _LIVE_LOCK:
+                    _LIVE.add(job_id)
+                self._running_id = job_id
+                self._thread = threading.Thread(target=self._run_rebuild,
+                                                args=(job_id, resolved, embedder, force, hold),
+                                                name=f"rebuild-{job_id}", daemon=True)
+                self._thread.start()
+            except BaseException:
+                hold.release()
+                raise
         log.info("rebuild job %s started", job_id, extra={"job_id": job_id, "sources": resolved})
         return self.get(job_id)
 
@@ -295,7 +326,8 @@ class RebuildJobs:
         except Exception:  # noqa: BLE001 - progress bookkeeping must not kill the build
             log.exception("could not update job %s", job_id)
 
-    def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None, force: bool = False) -> None:
+    def _run_rebuild(self, job_id: str, sources: list[str], embedder: str | None, force: bool = False,
+                     hold: ExclusiveHold | None = None) -> None:
         state = "failed"
         last = {"stage": None}
 
@@ -329,4 +361,9 @@ class RebuildJobs:
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(job_id)
+            if hold is not None:
+                try:
+                    hold.release()
+                except Exception:  # noqa: BLE001 - a lost connection released it already
+                    log.exception("releasing the rebuild lock of job %s", job_id)
             self.finished["rebuild", state] += 1

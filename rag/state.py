@@ -1,6 +1,13 @@
 """The mutable state database: users and events (and whatever else the service adds, e.g. jobs).
 
-One DuckDB file, kept apart from the immutable index generations (DESIGN decision 2). DuckDB lets exactly one
+Embedded default: one DuckDB file, kept apart from the immutable index generations (DESIGN decision 2). With
+`state.url = "postgresql://..."` the same interface runs on PostgreSQL instead (`rag.state_postgres`, for
+several service processes over one data home: DESIGN decision 8); `open_state(settings)` picks. Components write
+plain SQL with `?` placeholders that both engines accept, through `execute` (reads), `reader()` (several reads on
+one connection) and `writer()` (one transaction). The schema is versioned: `MIGRATIONS` are applied in order and
+recorded in the `schema_version` table.
+
+DuckDB lets exactly one
 process open a file read-write, so the service process owns it: it opens the file once, every thread reads
 through its own cursor (`StateDB.cursor()`), and every write runs under `StateDB.lock`
 (`with state.writer() as cur: ...`, one transaction). A second process (e.g. `rag events import` while the
@@ -23,7 +30,13 @@ import duckdb
 
 from rag.errors import Unavailable
 
-SCHEMA = [
+
+def _utcnow():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+SCHEMA = [  # migration 1
     """CREATE TABLE IF NOT EXISTS users (
         user_id VARCHAR PRIMARY KEY,
         name VARCHAR,
@@ -47,11 +60,46 @@ SCHEMA = [
 ]
 
 
+# (version, what it does, statements): applied in order, each recorded in `schema_version`. Append, never edit.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "users and events", SCHEMA),
+]
+VERSION_DDL = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL)"""
+
+
+def open_state(settings) -> "StateDB":
+    """The state database the settings name: PostgreSQL for `state.url`, else the data home's DuckDB file."""
+    url = settings.state.url
+    if url:
+        from rag.state_postgres import PostgresStateDB
+
+        return PostgresStateDB(url, min_size=settings.state.pool_min, max_size=settings.state.pool_max,
+                               timeout_s=settings.state.timeout_s)
+    return StateDB(settings.state_db)
+
+
+class ExclusiveHold:
+    """A held exclusive lock (`StateDB.try_exclusive`); `release()` once, from any thread."""
+
+    def __init__(self, release=None):
+        self._release = release
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class StateLocked(Unavailable):
     """Another process holds the state database read-write (normally the running service)."""
 
 
 class StateDB:
+    engine = "duckdb"
+
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +116,7 @@ class StateDB:
         self._version = 0
         self._user_versions: dict[str, int] = {}
         self._closed = False
-        with self.writer() as cur:
-            for ddl in SCHEMA:
-                cur.execute(ddl)
+        self.migrate()
 
     # -- connections ------------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -105,9 +151,50 @@ class StateDB:
             finally:
                 cur.close()
 
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for several reads (and `register`ed Arrow tables), closed after the block."""
+        cur = self.con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded in `schema_version`; the versions applied."""
+        applied = []
+        with self.writer() as cur:
+            self._lock_schema(cur)
+            cur.execute(VERSION_DDL)
+            have = {r[0] for r in cur.execute("SELECT version FROM schema_version").fetchall()}
+            for version, name, statements in self._migrations():
+                if version in have:
+                    continue
+                for ddl in statements:
+                    cur.execute(ddl)
+                cur.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                            [version, name, _utcnow()])
+                applied.append(version)
+        return applied
+
+    def _migrations(self) -> list[tuple[int, str, list[str]]]:
+        return MIGRATIONS
+
+    def schema_versions(self) -> list[int]:
+        return [r[0] for r in self.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+
+    def _lock_schema(self, cur) -> None:
+        """Serialize schema changes between processes (one process per DuckDB file: nothing to do)."""
+
+    def try_exclusive(self, name: str) -> ExclusiveHold | None:
+        """An exclusive lock named `name` among every process sharing this state, or None when another holds it.
+        One process per DuckDB file: the caller's own in-process lock is the whole story, so this always holds."""
+        return ExclusiveHold()
+
     def ensure_schema(self, *ddl: str) -> None:
         """For other components (e.g. the service's jobs table): run CREATE ... IF NOT EXISTS statements."""
         with self.writer() as cur:
+            self._lock_schema(cur)
             for statement in ddl:
                 cur.execute(statement)
 

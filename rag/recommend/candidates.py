@@ -185,19 +185,17 @@ def build_comodel(state: StateDB, cat: CatalogView, cfg: RecommendSettings) -> C
     started = time.perf_counter()
     version = state.version
     n = cat.n
-    cur = state.con.cursor()  # own cursor: the registered view is per connection
-    try:
+    with state.reader() as cur:  # own cursor: the registered table is per connection
         cur.register("rec_docs", pa.table({"doc_id": pa.array(cat.doc_ids, pa.string()),
                                            "doc_row": pa.array(np.arange(n, dtype=np.int32))}))
         res = cur.execute("""
             SELECT dense_rank() OVER (ORDER BY e.user_id) AS u, g.doc_row AS d,
-                   epoch(min(e.ts)) AS first_s, epoch(max(e.ts)) AS last_s
+                   CAST(extract(epoch FROM min(e.ts)) AS DOUBLE PRECISION) AS first_s,
+                   CAST(extract(epoch FROM max(e.ts)) AS DOUBLE PRECISION) AS last_s
             FROM events e JOIN rec_docs g ON g.doc_id = e.doc_id
             WHERE e.type <> 'dismiss'
             GROUP BY e.user_id, g.doc_row
             ORDER BY u, first_s, d""").fetchnumpy()
-    finally:
-        cur.close()
     u = np.asarray(res["u"], dtype=np.int64)
     d = np.asarray(res["d"], dtype=np.int64)
     last_s = np.asarray(res["last_s"], dtype=np.float64)

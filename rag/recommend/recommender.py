@@ -176,16 +176,13 @@ class Recommender:
         """Build profiles (no domain filter) for many users with one read of the event log; returns how many."""
         cat = self.catalog(snapshot)
         self.co.get(cat, self.cfg)
-        cur = self.state.con.cursor()
-        try:
+        with self.state.reader() as cur:
             where, params = ("WHERE user_id IN (SELECT unnest(?::VARCHAR[]))", [list(user_ids)]) if user_ids \
                 else ("", [])
             users = {r[0]: dict(zip(("user_id", "name", "interests", "domains", "language"), r)) for r in cur.execute(
                 f"SELECT user_id, name, interests, domains, language FROM users {where}", params).fetchall()}
             rows = cur.execute(f"SELECT user_id, doc_id, type, value, dwell_s, ts FROM events {where} "
                                "ORDER BY user_id, ts, received_at", params).fetchall()
-        finally:
-            cur.close()
         grouped: dict[str, dict[str, list]] = {}
         for uid, doc_id, etype, value, dwell, ts in rows:
             g = grouped.get(uid)
