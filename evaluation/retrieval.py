@@ -90,12 +90,13 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
     results: dict[str, dict] = {}
     for mode in modes:
         base, rerank = (mode.split("+")[0], mode.endswith("+rerank"))
-        ndcg, r10, r100, mrr, lat = [], [], [], [], []
+        ndcg, r10, r100, mrr, lat, lat_search = [], [], [], [], [], []
         for qid in qids:
             t = time.perf_counter()
             res = retriever.search(snapshot, data.queries[qid], mode=base, top_k=100, max_per_doc=1, rerank=rerank,
                                    candidates=300, mmr_lambda=0)
             lat.append((time.perf_counter() - t) * 1000)
+            lat_search.append(lat[-1] - res.timings_ms.get("embed_ms", 0.0))
             ranked = [h.doc_id for h in res.hits]
             rel = data.qrels[qid]
             ndcg.append(ndcg_at_k(ranked, rel, 10))
@@ -106,6 +107,7 @@ def evaluate(settings: Settings, folder: Path, *, embedder: str | None = None, m
         results[mode] = {"ndcg@10": round(sum(ndcg) / n, 4), "recall@10": round(sum(r10) / n, 4),
                          "recall@100": round(sum(r100) / n, 4), "mrr@10": round(sum(mrr) / n, 4),
                          "p50_ms": round(percentile(lat, 50), 2), "p95_ms": round(percentile(lat, 95), 2),
+                         "p50_search_ms": round(percentile(lat_search, 50), 2),
                          "queries": len(qids)}
     m = snapshot.manifest
     snapshot.close()
