@@ -21,12 +21,14 @@ accuracy and the two rates on the fit data, writes the weights, and saves a repo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import sys
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from scipy.optimize import minimize
 from tqdm import tqdm
@@ -266,8 +268,14 @@ def main() -> None:
             probe_set(REPO / "bench" / "probes" / "data_answers.jsonl", split="fit")]
     started = time.perf_counter()
     rows: list[dict] = []
+    # The cached passages are what retrieval returned: a change of retrieval settings or BM25 parameters is a new key.
+    from rag import snapshot as snapshot_mod
+
+    retrieval = hashlib.sha256(msgspec.json.encode(settings.retrieval) + repr(
+        (snapshot_mod.BM25_K1, snapshot_mod.BM25_B)).encode()).hexdigest()[:8]
     for qs in sets:
-        cache = settings.home_path / "eval" / "answer-features" / f"{qs.name}-{settings.embedder}-p{args.passages}.pkl"
+        cache = settings.home_path / "eval" / "answer-features" / \
+            f"{qs.name}-{settings.embedder}-p{args.passages}-r{retrieval}.pkl"
         part = dump(settings, qs, args.passages, cache)
         for r in part:
             r["set"] = qs.name

@@ -11,6 +11,7 @@ opened by `rag.snapshot.Generation`:
   keyword        gen.keyword(text, 100)                BM25 over in-memory CSR postings (once per size)
   hybrid         dense + keyword + rag.retriever.rrf + sort (RRF; Retriever's configured fusion is in 'retriever')
   retriever      rag.retriever.Retriever.search(mode="hybrid") end to end: + chunk fetch, per-doc cap
+  retriever_feedback  the same with every query paying hybrid feedback's second dense search (its worst case)
   recall@10      of each type's top 10 against exact search (numpy brute force over the same vectors,
                  same filter), computed in the parent process
   build          seconds to build + write the FAISS index; RSS of a fresh process that opened the generation
@@ -531,6 +532,18 @@ def child_main(spec_path: str) -> None:
 
     run("retriever", full, vm, tm)
     out["notes"]["retriever_legs_mean_ms"] = {k: round(float(np.mean(v[warm:])), 3) for k, v in legs.items()}
+    out["notes"]["retriever_feedback_share"] = round(len(legs.get("feedback_ms", [])) / max(1, len(legs["keyword_ms"])), 3)
+
+    class AlwaysFeedback(Retriever):
+        """The worst case of hybrid feedback: the legs "agree" on every query, so each pays the second dense search
+        (the synthetic vectors rarely agree with the real text's BM25 ranking, so 'retriever' seldom does)."""
+
+        @staticmethod
+        def _legs_agree(snapshot, dense, keyword):
+            return bool(dense and keyword)
+
+    retr_fb = AlwaysFeedback(RetrievalSettings())
+    run("retriever_feedback", lambda v, s: retr_fb.search(snapshot, s, mode="hybrid"), vm, tm)
     out["rss_after_queries_mb"] = round(rss_mb(), 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["loadavg_1m"] = {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}
@@ -810,7 +823,7 @@ def measure(n: int, built: dict, args) -> dict:
         nq = args.queries
         nd = min(nq, args.flat_queries) if (large and kind == "flat") else nq
         counts = {"dense": nd, "dense_all_threads": min(nd, 100), "filt30": nd, "filt1": nd, "keyword": nq,
-                  "keyword_filt30": nq, "hybrid": nd, "retriever": nd}
+                  "keyword_filt30": nq, "hybrid": nd, "retriever": nd, "retriever_feedback": nd}
         spec = {"snapshot": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "n": counts,
                 "budget_s": args.config_budget_s if large else None, "keyword": j == 0,
                 "search_threads": args.search_threads, "all_threads": psutil.cpu_count() or 1,
@@ -894,7 +907,7 @@ def print_tables(results: dict, mach: dict) -> None:
                   f"{fmt(L['filt1']['p50_ms'], 7)} {fmt(L['filt1']['p95_ms'], 6)} {fmt(R['filt1'], 5, 3)} | "
                   f"{fmt(L['hybrid']['p50_ms'], 10)} {fmt(L['hybrid']['p95_ms'], 7)} | "
                   f"{fmt(L['retriever']['p50_ms'], 8)} {fmt(L['retriever']['p95_ms'], 7)}")
-        cols = ("dense", "dense_all_threads", "filt30", "filt1", "keyword", "hybrid", "retriever")
+        cols = ("dense", "dense_all_threads", "filt30", "filt1", "keyword", "hybrid", "retriever", "retriever_feedback")
         print("CPU ms p50 per query (process CPU, all threads; much less sensitive to other load on the machine):")
         for kind, t in r["types"].items():
             print(f"  {kind:5} " + ", ".join(f"{c} {t['lat'][c]['cpu_p50_ms']}" for c in cols

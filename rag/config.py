@@ -78,6 +78,9 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     mmr_lambda: float | None = None  # e.g. 0.7 turns on diversity re-ranking
     # Passages an answer reads (its units are the candidates answer selection scores); a request's top_k wins.
     answer_passages: int = 20
+    # Hybrid pseudo-relevance feedback: when both legs rank the same document first, the dense leg searches again
+    # with the query plus this weight times that passage's vector (rag.retriever.feedback_query); 0 = off.
+    feedback_weight: float = 2.0
 
 
 class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -14,8 +14,8 @@ import numpy as np
 
 from rag.config import RetrievalSettings
 from rag.errors import InvalidInput
-from rag.snapshot import Snapshot
 from rag.grounding import embedder_fits
+from rag.snapshot import Snapshot
 from rag.text import detect_language
 from rag.types import SEARCH_MODES, Filters, Hit
 
@@ -81,6 +81,14 @@ def zscore_fuse(legs: list[list[tuple[int, float]]], weights: list[float]) -> di
     for row in rows:
         fused[row] = sum(w * n.get(row, floor) for w, (n, floor) in zip(weights, normalized))
     return fused
+
+
+def feedback_query(qvec: np.ndarray, evidence: np.ndarray, weight: float) -> np.ndarray:
+    """Dense pseudo-relevance feedback (Rocchio with one document): the query moved toward the vector of the
+    passage both legs ranked first, renormalized. It finds the passages that complete that one (QASC's second
+    fact) which the query alone does not reach."""
+    q = np.asarray(qvec, dtype=np.float32) + weight * np.asarray(evidence, dtype=np.float32)
+    return q / (np.linalg.norm(q) or 1.0)
 
 
 def mmr_order(vectors: np.ndarray, relevance: np.ndarray, lam: float, k: int) -> list[int]:
@@ -153,6 +161,12 @@ class Retriever:
             t = time.perf_counter()
             keyword = snapshot.keyword(query, n_cand, filters)
             timings["keyword_ms"] = (time.perf_counter() - t) * 1000
+        top_dense = dense[0][1] if dense else None
+        if mode == "hybrid" and s.feedback_weight and self._legs_agree(snapshot, dense, keyword):
+            t = time.perf_counter()
+            dense = snapshot.dense(feedback_query(qvec, snapshot.chunk_vector(dense[0][0]), s.feedback_weight),
+                                   n_cand, filters)
+            timings["feedback_ms"] = (time.perf_counter() - t) * 1000
 
         d_rank = {row: (i + 1, sc) for i, (row, sc) in enumerate(dense)}
         k_rank = {row: (i + 1, sc) for i, (row, sc) in enumerate(keyword)}
@@ -206,8 +220,15 @@ class Retriever:
             hits = [hits[i] for i in mmr_order(vecs, rel, mmr_lambda, top_k)]
 
         return SearchResult(query=query, mode=mode, hits=hits[:top_k], generation_id=snapshot.id, timings_ms=timings,
-                            reranked=did_rerank, top_dense_score=dense[0][1] if dense else None,
+                            reranked=did_rerank, top_dense_score=top_dense,
                             query_vector=qvec)
+
+    @staticmethod
+    def _legs_agree(snapshot: Snapshot, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> bool:
+        """Both legs put the same document first: then that document is very likely relevant, and feedback from
+        it is safe (on a disagreement it as often drags the ranking toward a wrong document)."""
+        return bool(dense and keyword) and \
+            snapshot.chunk_doc_rows[dense[0][0]] == snapshot.chunk_doc_rows[keyword[0][0]]
 
     @staticmethod
     def _hit(c: dict, score: float, d: tuple[int, float] | None, k: tuple[int, float] | None) -> Hit:

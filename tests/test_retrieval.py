@@ -171,3 +171,32 @@ def test_faiss_filter_path_matches_exact_search_on_the_subset(application, monke
         assert [r for r, _ in got] == want, filters
         assert set(r for r, _ in snapshot.dense(qvec, 100, filters)) <= set(allowed.tolist())
         assert snapshot._selector(filters, allowed) is snapshot._selector(filters, allowed)  # cached per filter
+
+
+def test_feedback_searches_again_when_the_legs_agree_under_the_same_filters(application):
+    """Hybrid pseudo-relevance feedback: when both legs rank the same document first, the dense leg searches again
+    from the query moved toward that passage, under the request's filters; the abstention cosine stays the
+    query's own."""
+    import msgspec
+    import numpy as np
+
+    from rag.retriever import Retriever, feedback_query
+
+    snapshot = application.snapshot()
+    query, filters = "blood pressure at home", Filters(domain=["medical"])
+    qvec = snapshot.embed_query(query)
+    dense, keyword = snapshot.dense(qvec, 100, filters), snapshot.keyword(query, 100, filters)
+    assert snapshot.chunk_doc_rows[dense[0][0]] == snapshot.chunk_doc_rows[keyword[0][0]]  # the legs agree
+    res = application.retriever.search(snapshot, query, filters=filters, top_k=20, max_per_doc=0)
+    assert "feedback_ms" in res.timings_ms
+    assert {h.metadata["domain"] for h in res.hits} == {"medical"}
+    q2 = feedback_query(qvec, snapshot.chunk_vector(dense[0][0]), application.settings.retrieval.feedback_weight)
+    moved = {r: s for r, s in snapshot.dense(q2, 100, filters)}
+    scored = [h for h in res.hits if h.dense_score is not None]
+    assert scored and all(abs(h.dense_score - moved[h.row]) < 1e-5 for h in scored)
+    assert res.top_dense_score == pytest.approx(dense[0][1])
+    off = Retriever(msgspec.structs.replace(application.settings.retrieval, feedback_weight=0.0))
+    plain = off.search(snapshot, query, filters=filters, top_k=20, max_per_doc=0)
+    assert "feedback_ms" not in plain.timings_ms
+    assert all(abs(h.dense_score - float(np.dot(snapshot.chunk_vector(h.row), qvec))) < 1e-5
+               for h in plain.hits if h.dense_score is not None)
