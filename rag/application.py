@@ -47,7 +47,8 @@ from rag.recommend import RecommendationList, Recommender
 from rag.recommend.blurbs import BlurbWriter
 from rag.retriever import Retriever, SearchResult
 from rag.snapshot import Snapshot
-from rag.state import StateDB, open_state
+from rag.state import StateDB
+from rag.state_engines import open_state
 from rag.summarize import Summarizer, Summary, UnknownDocument
 from rag.types import Filters
 

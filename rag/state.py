@@ -2,14 +2,13 @@
 
 Embedded default: one DuckDB file, kept apart from the immutable index generations (DESIGN decision 2). With
 `state.url = "postgresql://..."` the same interface runs on PostgreSQL instead (`rag.state_postgres`, for
-several service processes over one data home: DESIGN decision 8); `open_state(settings)` picks. Components write
-plain SQL with `?` placeholders that both engines accept, through `execute` (reads), `reader()` (several reads on
-one connection) and `writer()` (one transaction). The schema is versioned: `MIGRATIONS` are applied in order and
-recorded in the `schema_version` table.
+several service processes over one data home: DESIGN decision 8); `rag.state_engines.open_state(settings)`
+picks. Components write plain SQL with `?` placeholders that both engines accept, through `execute` (reads),
+`reader()` (several reads on one connection) and `writer()` (one transaction). The schema is versioned:
+`MIGRATIONS` are applied in order and recorded in the `schema_version` table.
 
-DuckDB lets exactly one
-process open a file read-write, so the service process owns it: it opens the file once, every thread reads
-through its own cursor (`StateDB.cursor()`), and every write runs under `StateDB.lock`
+DuckDB lets exactly one process open a file read-write, so the service process owns it: it opens the file once,
+every thread reads through its own cursor (`StateDB.cursor()`), and every write runs under `StateDB.lock`
 (`with state.writer() as cur: ...`, one transaction). A second process (e.g. `rag events import` while the
 service runs) gets `StateLocked` with a readable message instead of DuckDB's.
 
@@ -68,17 +67,6 @@ VERSION_DDL = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY,
     name VARCHAR NOT NULL,
     applied_at TIMESTAMP NOT NULL)"""
-
-
-def open_state(settings) -> "StateDB":
-    """The state database the settings name: PostgreSQL for `state.url`, else the data home's DuckDB file."""
-    url = settings.state.url
-    if url:
-        from rag.state_postgres import PostgresStateDB
-
-        return PostgresStateDB(url, min_size=settings.state.pool_min, max_size=settings.state.pool_max,
-                               timeout_s=settings.state.timeout_s)
-    return StateDB(settings.state_db)
 
 
 class ExclusiveHold:
