@@ -92,9 +92,17 @@ class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     max_new_tokens: int = 200
     temperature: float = 0.0
     # The generation policy (rag.generators.slots): at most `max_concurrent` generations at once in this process,
-    # each given `timeout_s` before the extractive result replaces it (the reason in `fallback`).
+    # each given `timeout_s` before the extractive result replaces it (the reason in `fallback`). A generation is
+    # one caller's answer, summary or set of blurbs, however many prompts it sends. 0 = by hardware: on a CUDA
+    # machine as many as the local backend decodes together (`max_batch`), so concurrent requests fill its batch;
+    # 2 elsewhere.
     timeout_s: float = 120.0
-    max_concurrent: int = 2
+    max_concurrent: int = 0
+    # The local transformers backend's batch scheduler (rag.generators.batching), below the slots: at most
+    # `max_batch` sequences decode together (0 = 32 on CUDA, 1 on a CPU), and their prompt + max_new_tokens add up
+    # to at most `max_tokens_in_flight` (the KV cache they may grow to; 0 = no cap). The rest wait their turn.
+    max_batch: int = 0
+    max_tokens_in_flight: int = 65536
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key: str | None = None

@@ -270,7 +270,7 @@ def test_prompt_echo_is_rejected(index):
 def test_all_slots_busy_raises_generator_busy(index):
     settings, snapshot = index
     answerer = answerer_with(settings, Stub("x"), queue_timeout_s=0.1)
-    settings_slots = settings.generator.max_concurrent
+    settings_slots = answerer.generators.slots.max_concurrent
     holders, release = [], threading.Event()
     for _ in range(settings_slots):
         entered = threading.Event()

@@ -197,7 +197,8 @@ def test_registered_generator_is_usable_by_name(tmp_path):
 def smollm(models_dir):
     from rag.generators.transformers_backend import TransformersGenerator
 
-    return TransformersGenerator(GeneratorSettings(max_new_tokens=8), models_dir)
+    # A CPU decodes one sequence at a time by default; three here, so the real model is batched too.
+    return TransformersGenerator(GeneratorSettings(max_new_tokens=8, max_batch=3), models_dir)
 
 
 @pytest.mark.slow
@@ -222,3 +223,90 @@ def test_smollm2_generate_stream_and_batch(smollm):
     batch = smollm.generate_batch([messages, [{"role": "user", "content": "Name a colour."}]], max_new_tokens=4)
     assert len(batch) == 2 and all(isinstance(b, str) and b for b in batch)
     assert smollm.count_tokens("hello world") >= 2
+
+
+BATCH_PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Answer briefly."},
+     {"role": "user", "content": "Name three colours of the rainbow and explain why the sky is blue."}],
+    [{"role": "user", "content": "Write a haiku about rain."}],
+]
+
+
+@pytest.mark.slow
+def test_smollm2_batched_greedy_equals_each_alone_and_transformers_generate(smollm):
+    import torch
+
+    alone = [smollm.generate(m, max_new_tokens=10) for m in BATCH_PROMPTS]  # one after another: a batch of one
+    before = dict(smollm.scheduler.stats)
+    batched = smollm.generate_batch(BATCH_PROMPTS, max_new_tokens=10)
+    assert batched == alone
+    assert len(set(batched)) == 3  # three different answers, not one repeated
+    assert smollm.scheduler.stats["max_rows"] == 3
+    # 10 tokens a row: one from its prefill, 9 from decode steps, all three rows in the same 9 steps
+    assert smollm.scheduler.stats["steps"] - before["steps"] <= 9
+    # The scheduler's own decode loop gives what transformers' generate gives.
+    ids = smollm._prompt_ids(BATCH_PROMPTS[1])
+    with torch.inference_mode():
+        out = smollm.model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False,
+                                    pad_token_id=smollm.tokenizer.pad_token_id)
+    assert smollm.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip() == alone[1]
+
+
+@pytest.mark.slow
+def test_smollm2_streams_in_a_shared_batch(smollm):
+    """Two streams read side by side, each gets its own text, the same as generating it alone."""
+    alone = [smollm.generate(m, max_new_tokens=12) for m in BATCH_PROMPTS[:2]]
+    before = dict(smollm.scheduler.stats)
+    streams = [smollm.stream(m, max_new_tokens=12) for m in BATCH_PROMPTS[:2]]
+    pieces: list[list[str]] = [[], []]
+    first = [next(s) for s in streams]  # the second joined while the first was decoding
+    for i, s in enumerate(streams):
+        pieces[i] = [first[i], *s]
+    assert ["".join(p).strip() for p in pieces] == alone
+    steps = smollm.scheduler.stats["steps"] - before["steps"]
+    assert smollm.scheduler.stats["step_rows"] - before["step_rows"] > steps  # some steps decoded both
+
+
+@pytest.mark.slow
+def test_smollm2_stream_closed_early_frees_its_row(smollm):
+    before = smollm.scheduler.stats["cancelled"]
+    stream = smollm.stream([{"role": "user", "content": "Tell me a very long story about a dragon."}],
+                           max_new_tokens=4000)
+    assert next(stream)
+    stream.close()  # the reader went away
+    assert smollm.generate(BATCH_PROMPTS[0], max_new_tokens=6)  # the model serves the next request
+    assert smollm.scheduler.stats["cancelled"] == before + 1
+    deadline = time.monotonic() + 30
+    while smollm.scheduler.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert smollm.scheduler.active == 0
+
+
+@pytest.mark.slow
+def test_smollm2_policy_timeout_ends_the_generation(smollm):
+    from rag.generators import GeneratorSlots, GeneratorTimeout
+
+    slots = GeneratorSlots(1, 5.0, timeout_s=0.5)
+    before = smollm.scheduler.stats["expired"]
+    with pytest.raises(GeneratorTimeout):
+        slots.run(lambda: smollm.generate([{"role": "user", "content": "Count from one to a million."}],
+                                          max_new_tokens=4000))
+    deadline = time.monotonic() + 30
+    while (slots.in_use or smollm.scheduler.active) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slots.in_use == 0 and smollm.scheduler.active == 0  # the row left the batch, the slot is free
+    assert smollm.scheduler.stats["expired"] == before + 1
+
+
+@pytest.mark.slow
+def test_token_text_pieces_join_to_the_decoded_text(smollm):
+    from rag.generators.transformers_backend import TokenText
+
+    text = "Hypertension: 130/80 mmHg.\n高血压患者应该每天测量血压。 Done — café naïve."
+    ids = smollm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    cut = TokenText(smollm.tokenizer)
+    pieces = [cut.feed(t) for t in ids]
+    joined = "".join(pieces) + cut.flush()
+    assert joined == smollm.tokenizer.decode(ids, skip_special_tokens=True)
+    assert sum(1 for p in pieces if p) > 3  # it streamed, not all at the end

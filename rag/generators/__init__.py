@@ -12,9 +12,10 @@ from rag.generators.base import (
     GeneratorPool,
     GeneratorSlots,
     GeneratorTimeout,
+    concurrency_limit,
     count_tokens,
     fallback_reason,
 )
 
 __all__ = ["AUTO", "BACKENDS", "EXTRACTIVE", "Generator", "GeneratorBusy", "GeneratorError", "GeneratorPool",
-           "GeneratorSlots", "GeneratorTimeout", "count_tokens", "fallback_reason"]
+           "GeneratorSlots", "GeneratorTimeout", "concurrency_limit", "count_tokens", "fallback_reason"]

@@ -24,13 +24,30 @@ AUTO = "auto"  # transformers on a GPU, extractive on a CPU
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 __all__ = ["AUTO", "BACKENDS", "EXTRACTIVE", "Generator", "GeneratorBusy", "GeneratorError", "GeneratorPool",
-           "GeneratorSlots", "GeneratorTimeout", "count_tokens", "fallback_reason", "resolve_auto"]
+           "GeneratorSlots", "GeneratorTimeout", "concurrency_limit", "count_tokens", "fallback_reason",
+           "resolve_auto"]
 
 
 def resolve_auto() -> str:
     import torch
 
     return "transformers" if torch.cuda.is_available() else EXTRACTIVE
+
+
+def concurrency_limit(settings: GeneratorSettings, cuda: bool | None = None) -> int:
+    """`max_concurrent`, or when 0 its value by hardware: on CUDA the local backend's batch width, so the slots
+    let through as many generations as it decodes together; 2 elsewhere (a CPU decodes one at a time)."""
+    if settings.max_concurrent > 0:
+        return settings.max_concurrent
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        return 2
+    from rag.generators.transformers_backend import default_max_batch
+
+    return settings.max_batch or default_max_batch("cuda")
 
 
 @runtime_checkable
@@ -84,7 +101,7 @@ class GeneratorPool:
         self._generators: dict[str, Generator] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
-        self.slots = GeneratorSlots(settings.max_concurrent, queue_timeout_s, settings.timeout_s)
+        self.slots = GeneratorSlots(concurrency_limit(settings), queue_timeout_s, settings.timeout_s)
 
     def resolve_name(self, backend: str | None) -> str:
         """The backend that will answer: `backend`, else the configured one; "auto" by the hardware."""

