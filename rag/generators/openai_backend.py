@@ -1,7 +1,11 @@
 """Any OpenAI-compatible `/v1/chat/completions` server (vLLM, TGI, llama.cpp server) over HTTP.
 
 This is how generation scales past one machine: the service stays a thin client and the server does the
-batching. Errors come back as GeneratorError carrying the server's own message.
+batching. Errors come back as GeneratorError carrying the server's own message; the generation policy above
+(rag.generators.slots, rag.answering) turns them, and timeouts, into the extractive answer with the reason.
+A connection error (refused, reset, the server went away) is retried once: a restarted or rescheduled server
+replica is common in a deployment. A stream is retried only before its first token, never after (the caller
+already has part of the text); a stream cut later is a GeneratorError.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ import httpx
 
 from rag.config import GeneratorSettings
 from rag.generators.slots import GeneratorError
+
+RETRIES = 1  # extra attempts after a connection error
+# Connection errors: the request never reached a server, or the server went away. Timeouts are not retried (the
+# generation's own clock, rag.generators.slots, has already been running).
+RETRIED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -54,10 +63,18 @@ class OpenAIGenerator:
                               f"{_server_message(response)}")
 
     def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0) -> str:
-        try:
-            r = self._client.post("/chat/completions", json=self._payload(messages, max_new_tokens, temperature, False))
-        except httpx.HTTPError as e:
-            raise GeneratorError(f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from e
+        payload = self._payload(messages, max_new_tokens, temperature, False)
+        for attempt in range(1 + RETRIES):
+            try:
+                r = self._client.post("/chat/completions", json=payload)
+                break
+            except RETRIED as e:
+                if attempt < RETRIES:
+                    continue
+                raise GeneratorError(f"cannot reach {self.base_url} (tried {attempt + 1} times): "
+                                     f"{type(e).__name__}: {e}") from e
+            except httpx.HTTPError as e:
+                raise GeneratorError(f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from e
         if r.status_code >= 400:
             raise self._fail(r)
         try:
@@ -68,27 +85,45 @@ class OpenAIGenerator:
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         payload = self._payload(messages, max_new_tokens, temperature, True)
-        try:
-            with self._client.stream("POST", "/chat/completions", json=payload) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    raise self._fail(r)
-                for line in r.iter_lines():
-                    piece = self._sse_piece(line)
-                    if piece is None:
-                        return
-                    if piece:
-                        yield piece
-        except httpx.HTTPError as e:
-            raise GeneratorError(f"stream from {self.base_url} failed: {type(e).__name__}: {e}") from e
+        sent = 0  # tokens given to the caller: once there are some, a failure is final
+        for attempt in range(1 + RETRIES):
+            try:
+                with self._client.stream("POST", "/chat/completions", json=payload) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise self._fail(r)
+                    # The end: [DONE], or a choice's `finish_reason` (transformers serve then closes, no [DONE]).
+                    finished = False
+                    for line in r.iter_lines():
+                        piece, done = self._sse_piece(line)
+                        if piece:
+                            sent += 1
+                            yield piece
+                        finished = finished or done
+                        if piece is None:  # [DONE]
+                            break
+                    if not finished:
+                        raise GeneratorError(f"the stream from {self.base_url} stopped after {sent} pieces "
+                                             "without its end (the server went away?)")
+                    return
+            except RETRIED as e:
+                if sent == 0 and attempt < RETRIES:
+                    continue
+                tried = f" (tried {attempt + 1} times)" if sent == 0 else ""
+                raise GeneratorError(f"stream from {self.base_url} failed after {sent} pieces{tried}: "
+                                     f"{type(e).__name__}: {e}") from e
+            except httpx.HTTPError as e:
+                raise GeneratorError(f"stream from {self.base_url} failed after {sent} pieces: "
+                                     f"{type(e).__name__}: {e}") from e
 
-    def _sse_piece(self, line: str) -> str | None:
-        """Text of one SSE line: '' for keep-alives and other fields, None at the end of the stream."""
+    def _sse_piece(self, line: str) -> tuple[str | None, bool]:
+        """(text, finished) of one SSE line: text '' for keep-alives and other fields, None at [DONE]; finished
+        when the chunk carries a `finish_reason`."""
         if not line.startswith("data:"):
-            return ""
+            return "", False
         data = line[5:].strip()
         if data == "[DONE]":
-            return None
+            return None, True
         try:
             event = json.loads(data)
         except ValueError as e:
@@ -100,8 +135,8 @@ class OpenAIGenerator:
         try:
             choice = event["choices"][0]
         except (KeyError, IndexError, TypeError):
-            return ""  # e.g. a usage-only chunk
-        return (choice.get("delta") or {}).get("content") or ""
+            return "", False  # e.g. a usage-only chunk
+        return (choice.get("delta") or {}).get("content") or "", bool(choice.get("finish_reason"))
 
     def generate_batch(self, batch: list[list[dict]], *, max_new_tokens: int) -> list[str]:
         # The server batches concurrent requests itself; sequential calls keep this client simple.
