@@ -27,6 +27,7 @@ from indexer.cache import EmbeddingCache
 from indexer.chunking import Chunker
 from indexer.loaders import LoaderOptions, LoadResult, load_sources
 from indexer.progress import Progress
+from indexer.redaction import RedactionPolicy
 from indexer.verify import verify_snapshot
 from indexer.writer import choose_index_type, document_vectors, write_metadata, write_vectors
 from rag import snapshot_files
@@ -114,12 +115,18 @@ def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | 
         tmp.mkdir()
         try:
             loaded = _load(run, loader_options)
+            # Before the key: a redacted document's hash is its redacted text's, so redaction settings that change
+            # what a document holds make a new generation, and the original never reaches one.
+            redactions = RedactionPolicy(settings.privacy).redact_documents(loaded.documents)
             key = build_key(settings, loaded.documents, resolve(run.spec, settings.models_dir)[2], loader_options)
             same = None if (force or not publish) else _unchanged(run.home, key)
             if same is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-                return _unchanged_report(run, same, loaded)
+                report = _unchanged_report(run, same, loaded)
+                report.redactions = redactions
+                return report
             report = _write_snapshot(run, tmp, loaded, key)
+            report.redactions = redactions
             os.replace(tmp, snapshot_files.snapshot_dir(run.home, run.snapshot_id))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,7 @@ from bs4.element import PreformattedString
 from pypdf import PdfReader
 from tqdm import tqdm
 
+from rag.access import MalformedAccess, parse_access
 from rag.text import detect_language
 from rag.types import DOMAINS, Document, SkippedSource
 
@@ -47,7 +48,7 @@ class LoaderOptions:
     title_field: str = "title"
     # Joined with blank lines. When none exists but "question" and "answer" do (an FAQ), those are used.
     text_fields: tuple[str, ...] = ("text",)
-    metadata_fields: tuple[str, ...] = ("domain", "tags", "audience", "language", "date", "source")
+    metadata_fields: tuple[str, ...] = ("domain", "tags", "audience", "language", "date", "source", "access")
     default_domain: str | None = None
 
 
@@ -204,6 +205,10 @@ def _to_document(draft: _Draft, sidecar: dict[str, Any], path: Path, folder_doma
         meta["date_raw"] = date_raw
     domain = _clean_str(meta.pop("domain", None))
     language = _language(meta.pop("language", None))
+    try:
+        access = parse_access(meta.pop("access", None))
+    except MalformedAccess as e:  # the document is skipped: indexed as public it would show to everyone
+        raise SourceError(f"malformed access: {e}") from e
     doc = Document(
         doc_id=_clean_str(meta.pop("id", None)) or draft.default_id,
         text=text,
@@ -215,6 +220,7 @@ def _to_document(draft: _Draft, sidecar: dict[str, Any], path: Path, folder_doma
         date=date_iso,
         source=_clean_str(meta.pop("source", None)) or str(path),
         format=draft.fmt,
+        access=access,
     )
     meta.setdefault("path", str(path))  # `source` may be an attribution; keep where the file is
     doc.metadata = _json_safe(meta)

@@ -21,13 +21,14 @@ SCHEMA = """
 CREATE TABLE documents (
     doc_id VARCHAR PRIMARY KEY, doc_row INTEGER, title VARCHAR, domain VARCHAR, tags VARCHAR[], audience VARCHAR,
     language VARCHAR, date DATE, source VARCHAR, format VARCHAR, metadata VARCHAR, content_hash VARCHAR,
-    n_chunks INTEGER, n_chars INTEGER, text VARCHAR);
+    n_chunks INTEGER, n_chars INTEGER, text VARCHAR,
+    access VARCHAR[]);  -- rag.access: group names, empty = public
 CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id VARCHAR, doc_id VARCHAR, ordinal INTEGER, text VARCHAR,
     heading_path VARCHAR[], kind VARCHAR, n_tokens INTEGER, n_terms INTEGER, content_hash VARCHAR,
     start_char INTEGER, end_char INTEGER,
     -- denormalized from documents so both retrieval legs filter without a join
-    domain VARCHAR, language VARCHAR, audience VARCHAR, date DATE, tags VARCHAR[]);
+    domain VARCHAR, language VARCHAR, audience VARCHAR, date DATE, tags VARCHAR[], access VARCHAR[]);
 """
 
 
@@ -56,15 +57,16 @@ def write_metadata(path: Path, docs: list[Document], chunks: list[list[Chunk]], 
             "n_chunks": pa.array([len(c) for c in chunks], pa.int32()),
             "n_chars": pa.array([len(d.text) for d in docs], pa.int32()),
             "text": [d.text for d in docs],
+            "access": pa.array([list(d.access) for d in docs], pa.list_(pa.string())),
         }))
         con.execute("INSERT INTO documents SELECT doc_id, doc_row, title, domain, tags, audience, language, "
-                    "TRY_CAST(date AS DATE), source, format, metadata, content_hash, n_chunks, n_chars, text "
+                    "TRY_CAST(date AS DATE), source, format, metadata, content_hash, n_chunks, n_chars, text, access "
                     "FROM docs_in")
         con.unregister("docs_in")
 
         cols: dict[str, list] = {k: [] for k in ("row", "chunk_id", "doc_id", "ordinal", "text", "heading_path",
                                                  "kind", "n_tokens", "n_terms", "content_hash", "start_char",
-                                                 "end_char", "domain", "language", "audience", "date", "tags")}
+                                                 "end_char", "domain", "language", "audience", "date", "tags", "access")}
         post_term: list[str] = []
         post_row: list[int] = []
         post_tf: list[int] = []
@@ -83,16 +85,16 @@ def write_metadata(path: Path, docs: list[Document], chunks: list[list[Chunk]], 
                              ("content_hash", hashes[row]), ("start_char", ch.start_char),
                              ("end_char", ch.end_char), ("domain", doc.domain), ("language", doc.language),
                              ("audience", doc.audience), ("date", _iso_or_none(doc.date)),
-                             ("tags", list(doc.tags))):
+                             ("tags", list(doc.tags)), ("access", list(doc.access))):
                     cols[k].append(v)
                 row += 1
         schema = {"row": pa.int32(), "ordinal": pa.int32(), "n_tokens": pa.int32(), "n_terms": pa.int32(),
                   "start_char": pa.int32(), "end_char": pa.int32(), "heading_path": pa.list_(pa.string()),
-                  "tags": pa.list_(pa.string())}
+                  "tags": pa.list_(pa.string()), "access": pa.list_(pa.string())}
         con.register("chunks_in", pa.table({k: pa.array(v, schema.get(k, pa.string())) for k, v in cols.items()}))
         con.execute("INSERT INTO chunks SELECT row, chunk_id, doc_id, ordinal, text, heading_path, kind, n_tokens, "
                     "n_terms, content_hash, start_char, end_char, domain, language, audience, "
-                    "TRY_CAST(date AS DATE), tags FROM chunks_in")
+                    "TRY_CAST(date AS DATE), tags, access FROM chunks_in")
         con.unregister("chunks_in")
 
         con.register("post_in", pa.table({"term": pa.array(post_term, pa.string()),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rag import snapshot_files
+from rag.access import KeyActivity, KeyUse, Principal, Visibility, groups_of, restrict
 from rag.answering import Answer, AnswerEvent, Answerer
 from rag.builds import Builder, BuildReport, ProgressCallback
 from rag.config import Settings, load_settings
@@ -174,6 +175,8 @@ class Application:
         if jobs is not None and not jobs.wait(wait_s):
             log.warning("a rebuild job is still running; it will be marked failed on restart")
             return False
+        if self.loaded("key_use") is not None:
+            self._flush_key_use()
         state = self.loaded("state")
         if state is not None:
             state.close()
@@ -297,10 +300,13 @@ class Application:
         return self.jobs.recover()
 
     # -- search, answers, summaries --------------------------------------------------------------------------
+    # `visibility` (rag.access): what the caller may see; None (a library caller) sees every document. The
+    # service passes its principal's, the CLI everything or `--as`'s.
     def search(self, query: str, *, mode: str = "hybrid", filters: Filters | None = None, top_k: int | None = None,
-               rerank: bool | None = None, mmr_lambda: float | None = None, snapshot: Snapshot | None = None
-               ) -> SearchResult:
+               rerank: bool | None = None, mmr_lambda: float | None = None, snapshot: Snapshot | None = None,
+               visibility: Visibility | None = None) -> SearchResult:
         query = _nonblank(query, "query")
+        filters = restrict(filters, visibility)
         if rerank and not self.retriever.can_rerank:
             raise InvalidInput("no reranker configured (set retrieval.reranker to a cross-encoder folder)",
                                field="rerank")
@@ -309,15 +315,17 @@ class Application:
 
     def ask(self, question: str, *, filters: Filters | None = None, top_k: int | None = None,
             history: list[dict] | None = None, backend: str | None = None, mode: str = "hybrid",
-            snapshot: Snapshot | None = None) -> Answer:
+            snapshot: Snapshot | None = None, visibility: Visibility | None = None) -> Answer:
+        filters = restrict(filters, visibility)
         return self.answerer.answer(snapshot or self.snapshot(), question, filters=filters, top_k=top_k,
                                     history=history, backend=backend, mode=mode)
 
     def ask_stream(self, question: str, *, filters: Filters | None = None, top_k: int | None = None,
                    history: list[dict] | None = None, backend: str | None = None, mode: str = "hybrid",
-                   snapshot: Snapshot | None = None) -> AnswerStream:
+                   snapshot: Snapshot | None = None, visibility: Visibility | None = None) -> AnswerStream:
         """The answer as events. Bad input, no snapshot and all slots busy fail here, before the first event."""
         _nonblank(question, "question")
+        filters = restrict(filters, visibility)
         snapshot = snapshot or self.snapshot()
         lease = self.generators.slots.reserve() if self.generators.uses_model(backend) else None
         events = self.answerer.answer_stream(snapshot, question, filters=filters, top_k=top_k, history=history,
@@ -326,8 +334,10 @@ class Application:
 
     def summarize(self, *, doc_id: str | None = None, doc_ids: list[str] | None = None, query: str | None = None,
                   filters: Filters | None = None, style: str = "brief", max_words: int = 120,
-                  backend: str | None = None, top_k: int | None = None, snapshot: Snapshot | None = None) -> Summary:
-        """Exactly one of `doc_id`, `doc_ids`, `query`; `filters` with a query only. NotFound names an unknown id."""
+                  backend: str | None = None, top_k: int | None = None, snapshot: Snapshot | None = None,
+                  visibility: Visibility | None = None) -> Summary:
+        """Exactly one of `doc_id`, `doc_ids`, `query`; `filters` with a query only. NotFound names an unknown id,
+        and a document the caller may not see: its existence is not revealed."""
         given = [name for name, v in (("doc_id", doc_id), ("doc_ids", doc_ids), ("query", query)) if v is not None]
         if len(given) != 1:
             raise InvalidInput("give exactly one of doc_id, doc_ids, query" +
@@ -336,8 +346,13 @@ class Application:
         if filters is not None and query is None:
             raise InvalidInput("filters apply to a query summary only", field="filters")
         ids = [doc_id] if doc_id else (list(dict.fromkeys(doc_ids)) if doc_ids else None)
+        snapshot = snapshot or self.snapshot()
+        hidden = next((d for d in ids or () if not snapshot.doc_visible(d, groups_of(visibility))), None)
+        if hidden is not None and hidden in snapshot.doc_row_of:
+            raise UnknownDocument(hidden, snapshot.id, field="doc_id" if doc_id else "doc_ids")
+        filters = restrict(filters, visibility) if query is not None else filters
         try:
-            return self.summarizer.summarize(snapshot or self.snapshot(), doc_ids=ids,
+            return self.summarizer.summarize(snapshot, doc_ids=ids,
                                              query=_nonblank(query, "query") if query is not None else None,
                                              filters=filters, style=style, max_words=max_words, backend=backend,
                                              top_k=top_k)
@@ -349,7 +364,7 @@ class Application:
     def recommend(self, user_id: str, *, k: int = 10, domain: str | list[str] | None = None,
                   language: str | list[str] | None = None, audience: str | list[str] | None = None,
                   exclude_seen: bool | None = None, explain: bool = False, backend: str | None = None,
-                  snapshot: Snapshot | None = None) -> RecommendationList:
+                  snapshot: Snapshot | None = None, visibility: Visibility | None = None) -> RecommendationList:
         """"For you". With `explain`, a checked one-sentence blurb per item from `backend` (default: the
         configured one) under the generation policy; `fallback` says why opening sentences replaced them."""
         _at_least_one(k, "k")
@@ -360,20 +375,22 @@ class Application:
             writer = BlurbWriter(self.generators, embedder=snapshot.embedder, backend=name)
         result = self.recommender.recommend(snapshot, user_id, k=k, domain=domain, language=language,
                                             audience=audience, exclude_seen=exclude_seen, explain=explain,
-                                            explainer=writer)
+                                            explainer=writer, access=groups_of(visibility))
         if writer is not None:
             result.backend = writer.backend
         return result
 
-    def similar(self, doc_id: str, *, k: int = 10, snapshot: Snapshot | None = None) -> RecommendationList:
-        """"More like this"; NotFound for a document the snapshot does not have."""
+    def similar(self, doc_id: str, *, k: int = 10, snapshot: Snapshot | None = None,
+                visibility: Visibility | None = None) -> RecommendationList:
+        """"More like this"; NotFound for a document the snapshot does not have (or the caller may not see)."""
         _at_least_one(k, "k")
-        return self.recommender.similar(snapshot or self.snapshot(), doc_id, k=k)
+        return self.recommender.similar(snapshot or self.snapshot(), doc_id, k=k, access=groups_of(visibility))
 
-    def trending(self, *, domain: str | None = None, k: int = 10, snapshot: Snapshot | None = None
-                 ) -> RecommendationList:
+    def trending(self, *, domain: str | None = None, k: int = 10, snapshot: Snapshot | None = None,
+                 visibility: Visibility | None = None) -> RecommendationList:
         _at_least_one(k, "k")
-        return self.recommender.trending(snapshot or self.snapshot(), domain=domain, k=k)
+        return self.recommender.trending(snapshot or self.snapshot(), domain=domain, k=k,
+                                         access=groups_of(visibility))
 
     def record_events(self, events: list[Any]) -> IngestReport:
         """Each event validated on its own: the good ones stored, the bad ones reported by index and field."""
@@ -385,6 +402,41 @@ class Application:
 
     def import_users(self, path: str | Path) -> UserImportReport:
         return _from_file(lambda: load_users_jsonl(self.state, path))
+
+    def forget_user(self, user_id: str) -> dict[str, Any]:
+        """Remove a user, their events and cached profile; co-engagement and trending are rebuilt without them on
+        the next request. NotFound when the state database holds nothing of them."""
+        removed = self.state.forget_user(user_id)
+        if not removed["user"] and not removed["events"]:
+            raise NotFound(f"no user {user_id!r}", field="user_id")
+        self.recommender.forget(user_id)
+        return {"user_id": user_id, "user_removed": removed["user"], "events_removed": removed["events"]}
+
+    # -- API keys (rag.access) ----------------------------------------------------------------------------------
+    def note_key_use(self, key_id: str) -> None:
+        """Count a request of this key; written to the state database at most every KeyUse.flush_s."""
+        uses = self._part("key_use", KeyUse)
+        if uses.note(key_id):
+            threading.Thread(target=self._flush_key_use, daemon=True, name="rag-key-use").start()
+
+    def _flush_key_use(self) -> None:
+        uses = self.loaded("key_use")
+        pending = uses.take() if uses is not None else {}
+        if not pending:
+            return
+        try:
+            self.state.record_key_use(pending)
+        except Exception:  # noqa: BLE001 - bookkeeping never fails a request; the counts wait for the next flush
+            log.warning("could not record API key use", exc_info=True)
+            uses.put_back(pending)
+
+    def key_activity(self, principals: Sequence[Principal]) -> list[KeyActivity]:
+        """Each configured key (by id, never the key) with its role, groups and last use."""
+        self._flush_key_use()
+        used = self.state.key_use()
+        return [KeyActivity(key_id=p.key_id or "", role=p.role, groups=list(p.groups),
+                            last_used_at=used[p.key_id][0] if p.key_id in used else None,
+                            requests=used[p.key_id][1] if p.key_id in used else 0) for p in principals]
 
     def user(self, user_id: str) -> dict[str, Any]:
         found = self.state.get_user(user_id)
@@ -416,13 +468,16 @@ class Application:
 
     # -- documents ---------------------------------------------------------------------------------------------
     def list_documents(self, *, domain: str | None = None, limit: int = 50, offset: int = 0,
-                       snapshot: Snapshot | None = None) -> DocumentPage:
-        """The published snapshot's documents, by id, one page at a time."""
-        return self.documents.list(snapshot or self.snapshot(), domain=domain, limit=limit, offset=offset)
+                       snapshot: Snapshot | None = None, visibility: Visibility | None = None) -> DocumentPage:
+        """The published snapshot's documents the caller may see, by id, one page at a time."""
+        return self.documents.list(snapshot or self.snapshot(), domain=domain, limit=limit, offset=offset,
+                                   access=groups_of(visibility))
 
-    def get_document(self, doc_id: str, *, published: Snapshot | None) -> DocumentView:
-        """`published`: the published snapshot, or None when there is none yet (`published_snapshot()`)."""
-        return self.documents.get(published, doc_id)
+    def get_document(self, doc_id: str, *, published: Snapshot | None,
+                     visibility: Visibility | None = None) -> DocumentView:
+        """`published`: the published snapshot, or None when there is none yet (`published_snapshot()`).
+        A document the caller may not see is NotFound, as one that does not exist."""
+        return self.documents.get(published, doc_id, visibility=visibility)
 
     def add_document(self, doc: NewDocument, *, published: Snapshot | None) -> DocumentWrite:
         return self.documents.add(published, doc)

@@ -50,6 +50,7 @@ class BuildReport:
     index_type: str = "flat"
     embedder: str = ""
     unchanged: bool = False  # nothing changed since the published generation: no new generation was written
+    redactions: dict[str, int] = field(default_factory=dict)  # PII placeholders written, by kind (indexer.redaction)
 
     @property
     def chunks_per_s(self) -> float:

@@ -116,18 +116,35 @@ class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     })
 
 
+class ApiKeySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One API key as a table (rag.access): its role, the document groups it belongs to (`*` = every document),
+    and an optional id that names it in logs and the admin's key list instead of its hash."""
+
+    role: Role | None = None  # required: a key without a role is refused at start-up (ServiceSettings)
+    groups: list[str] = msgspec.field(default_factory=list)
+    id: str | None = None
+
+
 class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
-    # API key -> role. Empty and open_mode=False means every request is refused.
-    api_keys: dict[str, Role] = msgspec.field(default_factory=dict)
+    # API key -> role ("reader" sees public documents, "admin" every one) or a table {role, groups, id}.
+    # Empty and open_mode=False means every request is refused.
+    api_keys: dict[str, Role | ApiKeySettings] = msgspec.field(default_factory=dict)
     open_mode: bool = False  # explicit: no auth at all, for local demos
+    open_groups: list[str] = msgspec.field(default_factory=list)  # what open mode sees besides public documents
     rate_limit_per_minute: int = 600
     max_body_bytes: int = 2_000_000
     max_document_bytes: int = 1_000_000
     cors_origins: list[str] = msgspec.field(default_factory=list)
     queue_timeout_s: float = 10.0  # how long a call waits for a generator slot before Busy (HTTP 503)
     generation_poll_s: float = 1.0  # how often the published pointer is checked
+
+    def __post_init__(self):
+        for n, spec in enumerate(self.api_keys.values(), 1):
+            if isinstance(spec, ApiKeySettings) and spec.role is None:
+                name = f"key {spec.id!r}" if spec.id else f"key number {n}"  # never the key itself
+                raise ValueError(f"api_keys: {name} names no role; give role = \"reader\" or \"admin\"")
 
 
 class StateSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -207,6 +224,26 @@ class EventsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                              f"got {self.rating_neutral:g}")
 
 
+PiiKind = Literal["email", "phone", "card", "ssn", "cn_id", "iban"]  # indexer.redaction
+
+
+class PrivacySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PII redaction on ingest (indexer.redaction) and what logs may say about queries.
+
+    A document is redacted when its domain is in `redact_domains` ("*": every domain) or it was loaded from under
+    one of `redact_sources` (folders or files); the kinds in `redact_kinds` become typed placeholders ([EMAIL],
+    [PHONE], ...) before chunking, so the original never reaches a chunk, a vector or the keyword index."""
+
+    redact_domains: list[str] = msgspec.field(default_factory=lambda: ["medical"])
+    redact_sources: list[str] = msgspec.field(default_factory=list)
+    redact_kinds: list[PiiKind] = msgspec.field(
+        default_factory=lambda: ["email", "phone", "card", "ssn", "cn_id", "iban"])
+    # National formats looked for besides +country numbers. Few on purpose: short-number regions (DE, GB) read
+    # statistics such as "0.89-8.44" as phone numbers.
+    phone_regions: list[str] = msgspec.field(default_factory=lambda: ["US", "CN"])
+    log_queries: bool = False  # False: request logs carry a query's length and hash, never its text
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     home: str = msgspec.field(default_factory=lambda: str(default_home()))
     # Named default or a local sentence-transformers folder. e5-small by measurement (README, Default embedder):
@@ -221,6 +258,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     recommend: RecommendSettings = msgspec.field(default_factory=RecommendSettings)
     events: EventsSettings = msgspec.field(default_factory=EventsSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     state: StateSettings = msgspec.field(default_factory=StateSettings)
 
     @property

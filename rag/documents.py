@@ -24,6 +24,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from rag.access import Visibility, parse_access
 from rag.config import Settings
 from rag.durable import atomic_write, fsync_path
 from rag.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -46,6 +47,9 @@ class DocumentFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     audience: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     date: dt.date | None = None
     source: Annotated[str, Meta(max_length=500)] | None = None
+    # Groups that may read it (rag.access); none = public.
+    access: Annotated[list[Annotated[str, Meta(min_length=1, max_length=64, pattern=NONBLANK)]],
+                      Meta(max_length=32)] = msgspec.field(default_factory=list)
 
 
 class NewDocument(DocumentFields, kw_only=True):
@@ -63,6 +67,7 @@ class DocumentMeta:
     audience: str | None = None
     language: str | None = None
     date: str | None = None
+    access: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -151,6 +156,8 @@ class SourceDocuments:
         if doc.date:
             meta["date"] = doc.date.isoformat()
         meta["source"] = doc.source or "api"
+        if doc.access:
+            meta["access"] = list(doc.access)
         front = yaml.safe_dump(meta, allow_unicode=True, sort_keys=False, default_flow_style=False)
         return f"---\n{front}---\n\n{doc.text.strip()}\n".encode("utf-8")
 
@@ -193,6 +200,10 @@ def _check(doc: DocumentFields) -> None:
             raise InvalidInput("tags must not be blank", field=f"tags[{i}]")
     if doc.domain not in DOMAINS:
         raise InvalidInput(f"domain must be one of {', '.join(DOMAINS)}", field="domain")
+    try:
+        parse_access(doc.access)
+    except ValueError as e:
+        raise InvalidInput(str(e), field="access") from e
 
 
 class Documents:
@@ -201,21 +212,25 @@ class Documents:
     def __init__(self, store: SourceDocuments):
         self.store = store
 
-    def list(self, snapshot: Snapshot, *, domain: str | None = None, limit: int = 50, offset: int = 0
-             ) -> DocumentPage:
+    def list(self, snapshot: Snapshot, *, domain: str | None = None, limit: int = 50, offset: int = 0,
+             access: tuple[str, ...] | None = None) -> DocumentPage:
         if domain is not None and domain not in DOMAINS:
             raise InvalidInput(f"domain must be one of {', '.join(DOMAINS)}", field="domain")
-        total, rows = snapshot.list_documents(domain=domain, limit=limit, offset=offset)
+        total, rows = snapshot.list_documents(domain=domain, limit=limit, offset=offset, access=access)
         items = [DocumentSummary(**row) for row in rows]
         nxt = offset + len(items) if offset + len(items) < total else None
         return DocumentPage(items=items, total=total, limit=limit, offset=offset, next_offset=nxt,
                             generation_id=snapshot.id)
 
-    def get(self, snapshot: Snapshot | None, doc_id: str) -> DocumentView:
+    def get(self, snapshot: Snapshot | None, doc_id: str, *, visibility: Visibility | None = None) -> DocumentView:
         """From the published snapshot (None: none published yet); `pending_change` says when the store holds
-        a newer version. A document only in the store (not built yet) comes from there with `indexed` false."""
+        a newer version. A document only in the store (not built yet) comes from there with `indexed` false.
+        A version the caller may not see counts as absent (`visibility`, rag.access)."""
         indexed = snapshot.document(doc_id) if snapshot is not None else None
         stored = self.store.load(doc_id)
+        if visibility is not None:
+            indexed = indexed if indexed is not None and visibility.sees(indexed.get("access")) else None
+            stored = stored if stored is not None and visibility.sees(stored.access) else None
         if indexed is None and stored is None:
             raise NotFound(f"no document {doc_id!r}", field="doc_id")
         pending = None
@@ -231,12 +246,13 @@ class Documents:
                                 domain=indexed.get("domain"), tags=list(indexed.get("tags") or []),
                                 audience=indexed.get("audience"), language=indexed.get("language"),
                                 date=indexed.get("date"), source=public_source(indexed.get("source")),
+                                access=list(indexed.get("access") or []),
                                 metadata=_public_metadata(indexed.get("metadata")), indexed=True,
                                 generation_id=snapshot.id, in_store=stored is not None, pending_change=pending,
                                 note=note)
         return DocumentView(doc_id=doc_id, title=stored.title, text=stored.text, domain=stored.domain,
                             tags=list(stored.tags), audience=stored.audience, language=stored.language,
-                            date=stored.date, source=public_source(stored.source),
+                            date=stored.date, source=public_source(stored.source), access=list(stored.access),
                             metadata=_public_metadata(stored.metadata), indexed=False,
                             generation_id=snapshot.id if snapshot is not None else None, in_store=True,
                             pending_change=pending, note=note)

@@ -10,6 +10,7 @@ published meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -90,6 +91,9 @@ def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any
         (f"{alias}.date <= ?::DATE", filters.date_to),
     ]
     given = [(sql, value) for sql, value in conditions if value]
+    if filters.access is not None:  # rag.access: public documents, or one of the caller's groups
+        given.append((f"(len({alias}.access) = 0 OR list_has_any({alias}.access, ?::VARCHAR[]))",
+                      list(filters.access)))
     return " AND ".join(sql for sql, _ in given), [value for _, value in given]
 
 
@@ -118,6 +122,7 @@ class Snapshot:
         self.chunk_doc_rows: np.ndarray = np.asarray(self.sql(
             "SELECT d.doc_row FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.row").fetchnumpy()["doc_row"],
             dtype=np.int32)
+        self.doc_access: list[tuple[str, ...]] | None = self._doc_access()
         self._kw = _KeywordIndex(self)
 
     # -- identity ---------------------------------------------------------------------------------------
@@ -150,9 +155,49 @@ class Snapshot:
         except duckdb.Error:
             pass
 
+    # -- access labels (rag.access) ----------------------------------------------------------------------
+    def _doc_access(self) -> list[tuple[str, ...]] | None:
+        """Each document's access groups by doc row; None when no document has any (or the generation predates
+        labels): then every visibility sees everything and no query pays for the check."""
+        cols = {r[0] for r in self.sql("SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_name = 'documents'").fetchall()}
+        if "access" not in cols:
+            return None
+        labels = [tuple(r[0] or ()) for r in self.sql("SELECT access FROM documents ORDER BY doc_row").fetchall()]
+        return labels if any(labels) else None
+
+    def _sees_all(self, groups: tuple[str, ...]) -> bool:
+        return self.doc_access is None or ("*" in groups) or all(
+            not labels or not set(labels).isdisjoint(groups) for labels in self.doc_access)
+
+    def visible_doc_rows(self, groups: tuple[str, ...] | None) -> np.ndarray | None:
+        """Doc rows a caller with these groups (Filters.access) may see, sorted; None = all of them."""
+        if groups is None or self._sees_all(groups):
+            return None
+        g = set(groups)
+        return np.asarray([i for i, labels in enumerate(self.doc_access) if not labels or not g.isdisjoint(labels)],
+                          dtype=np.int64)
+
+    def doc_visible(self, doc_id: str, groups: tuple[str, ...] | None) -> bool:
+        """Whether the document exists and a caller with these groups may see it."""
+        row = self.doc_row_of.get(doc_id)
+        if row is None:
+            return False
+        if groups is None or self.doc_access is None or "*" in groups:
+            return True
+        labels = self.doc_access[row]
+        return not labels or not set(labels).isdisjoint(groups)
+
+    def _effective(self, filters: Filters | None) -> Filters | None:
+        """`filters` without an access restriction that lets everything through on this generation."""
+        if filters is not None and filters.access is not None and self._sees_all(filters.access):
+            return dataclasses.replace(filters, access=None)
+        return filters
+
     # -- filters ----------------------------------------------------------------------------------------
     def allowed_rows(self, filters: Filters | None) -> np.ndarray | None:
         """Sorted chunk rows that pass `filters`; None means every row."""
+        filters = self._effective(filters)
         if filters is None or filters.is_empty():
             return None
         key = filters.key()
@@ -260,15 +305,18 @@ class Snapshot:
         if rec is None:
             return None
         item = dict(zip([d[0] for d in cur.description], rec))
+        item["access"] = list(self.doc_access[item["doc_row"]]) if self.doc_access is not None else []
         item["metadata"] = json.loads(item["metadata"] or "{}")
         if item["date"] is not None:
             item["date"] = item["date"].isoformat()
         return item
 
-    def list_documents(self, *, domain: str | None = None, limit: int = 50, offset: int = 0
-                       ) -> tuple[int, list[dict[str, Any]]]:
-        """(how many documents, one page of their summaries by id)."""
-        where, params = ("WHERE domain = ?", [domain]) if domain else ("", [])
+    def list_documents(self, *, domain: str | None = None, limit: int = 50, offset: int = 0,
+                       access: tuple[str, ...] | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(how many documents, one page of their summaries by id); `access`: only what those groups see."""
+        where, params = filter_sql(self._effective(Filters(domain=[domain] if domain else None, access=access)),
+                                   alias="documents")
+        where = "" if where == "TRUE" else f"WHERE {where}"
         total = int(self.sql(f"SELECT count(*) FROM documents {where}", params).fetchone()[0])
         cur = self.sql(f"SELECT doc_id, title, domain, tags, audience, language, date, n_chunks, n_chars "
                        f"FROM documents {where} ORDER BY doc_id LIMIT ? OFFSET ?", [*params, limit, offset])

@@ -238,3 +238,36 @@ class StateDB:
         users = self.execute("SELECT count(*) FROM users").fetchone()[0]
         events = self.execute("SELECT count(*) FROM events").fetchone()[0]
         return {"users": int(users), "events": int(events)}
+
+    # -- privacy and audit (rag.access) ----------------------------------------------------------------------
+    # Plain SQL with `?` parameters: the same statements run on DuckDB and PostgreSQL.
+    KEY_USE_DDL = ("CREATE TABLE IF NOT EXISTS api_key_use (key_id VARCHAR PRIMARY KEY, "
+                   "last_used_at TIMESTAMP NOT NULL, requests BIGINT NOT NULL)")
+
+    def forget_user(self, user_id: str) -> dict[str, Any]:
+        """Delete a user's row and every event of theirs, in one transaction: {"user": bool, "events": n}."""
+        with self.writer() as cur:
+            n_events = cur.execute("SELECT count(*) FROM events WHERE user_id = ?", [user_id]).fetchone()[0]
+            n_users = cur.execute("SELECT count(*) FROM users WHERE user_id = ?", [user_id]).fetchone()[0]
+            cur.execute("DELETE FROM events WHERE user_id = ?", [user_id])
+            cur.execute("DELETE FROM users WHERE user_id = ?", [user_id])
+        self.touch([user_id])
+        return {"user": bool(n_users), "events": int(n_events)}
+
+    def record_key_use(self, uses: dict[str, tuple[Any, int]]) -> None:
+        """Add API key uses: key id -> (last use, UTC naive; how many requests since the last record)."""
+        if not uses:
+            return
+        self.ensure_schema(self.KEY_USE_DDL)
+        with self.writer() as cur:
+            for key_id, (at, n) in uses.items():
+                cur.execute("INSERT INTO api_key_use (key_id, last_used_at, requests) VALUES (?, ?, ?) "
+                            "ON CONFLICT (key_id) DO UPDATE SET "
+                            "last_used_at = greatest(api_key_use.last_used_at, excluded.last_used_at), "
+                            "requests = api_key_use.requests + excluded.requests", [key_id, at, int(n)])
+
+    def key_use(self) -> dict[str, tuple[str, int]]:
+        """key id -> (last use as ISO 8601 UTC, requests counted)."""
+        self.ensure_schema(self.KEY_USE_DDL)
+        rows = self.execute("SELECT key_id, last_used_at, requests FROM api_key_use").fetchall()
+        return {k: (at.isoformat(timespec="seconds") + "Z", int(n)) for k, at, n in rows}

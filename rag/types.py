@@ -52,6 +52,7 @@ class Document:
     source: str = ""  # path or URI it came from
     format: str = "txt"  # md | txt | html | pdf | jsonl | csv | beir
     metadata: dict[str, Any] = field(default_factory=dict)  # anything else the source carried
+    access: list[str] = field(default_factory=list)  # group names (rag.access); empty = public
 
     @property
     def content_hash(self) -> str:
@@ -60,6 +61,8 @@ class Document:
                      self.language or "", self.date or ""):
             h.update(part.encode("utf-8"))
             h.update(b"\x00")
+        if self.access:  # only then, so the hashes of public documents stay what they were
+            h.update(("access\x00" + "\x1f".join(sorted(self.access))).encode("utf-8"))
         return h.hexdigest()
 
 
@@ -104,10 +107,13 @@ class Filters:
     date_from: str | None = None  # inclusive ISO dates
     date_to: str | None = None
     doc_ids: list[str] | None = None
+    # The caller's visibility (rag.access.Visibility.key()): public documents plus those labelled with one of these
+    # groups; None = no restriction. Set by the application from the principal, never from request input.
+    access: tuple[str, ...] | None = None
 
     def is_empty(self) -> bool:
-        return not any((self.domain, self.tags, self.language, self.audience, self.date_from, self.date_to,
-                        self.doc_ids))
+        return self.access is None and not any((self.domain, self.tags, self.language, self.audience,
+                                                self.date_from, self.date_to, self.doc_ids))
 
     @staticmethod
     def _as_list(v: Any) -> list[str] | None:
@@ -132,7 +138,7 @@ class Filters:
 
     def key(self) -> tuple:
         return (tuple(self.domain or ()), tuple(self.tags or ()), tuple(self.language or ()),
-                tuple(self.audience or ()), self.date_from, self.date_to, tuple(self.doc_ids or ()))
+                tuple(self.audience or ()), self.date_from, self.date_to, tuple(self.doc_ids or ()), self.access)
 
 
 @dataclass

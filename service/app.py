@@ -34,6 +34,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 import rag
 from indexer.build import Indexer
+from rag.access import Visibility
 from rag.application import Application
 from rag.config import Settings, load_settings
 from rag.errors import InvalidInput
@@ -46,7 +47,7 @@ from service.errors import exception_handlers
 from service.limits import RateLimitMiddleware, TokenBuckets
 from service.metrics import Metrics
 from service.playground import playground_routes
-from service.request_log import GENERATION_ID_KEY, RequestLog
+from service.request_log import GENERATION_ID_KEY, PRINCIPAL_KEY, RequestLog, note_query
 from service.security import ApiKeyAuth
 
 log = logging.getLogger("service.app")
@@ -77,12 +78,19 @@ def provide_metrics(state: State) -> Metrics:
     return state.metrics
 
 
+def provide_visibility(request: Request) -> Visibility:
+    """What the request's principal may see (rag.access); public documents only when no guard ran."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    return principal.visibility if principal is not None else Visibility.public()
+
+
 DEPENDENCIES = {
     "application": Provide(provide_application, sync_to_thread=False),
     # Resolving may open a newly published snapshot (seconds when its embedder is new): off the loop.
     "snapshot": Provide(provide_snapshot, sync_to_thread=True),
     "published": Provide(provide_published, sync_to_thread=True),
     "metrics": Provide(provide_metrics, sync_to_thread=False),
+    "visibility": Provide(provide_visibility, sync_to_thread=False),
 }
 
 
@@ -104,6 +112,10 @@ async def strict_body(request: Request) -> None:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise InvalidInput(f"malformed JSON body: {e}", code="malformed_body") from e
+    if isinstance(raw, dict):  # the access line may say how long the query was, not what it said (rag.access)
+        text = raw.get("query", raw.get("question"))
+        note_query(request, text if isinstance(text, str) else None,
+                   log_text=request.app.state.application.settings.privacy.log_queries)
     convert(_integral_floats(raw), field.annotation, strict=True)
 
 

@@ -44,6 +44,8 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 KEY_ID_KEY = "rag.key_id"
 ROLE_KEY = "rag.role"
+PRINCIPAL_KEY = "rag.principal"  # rag.access.Principal, set by the API-key guard
+QUERY_LOG_KEY = "rag.query_log"  # what the line may say about the request's query (rag.access.query_log_fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -100,6 +102,15 @@ def _context(scope: Scope) -> dict[str, Any]:
         state[REQUEST_ID_KEY] = rid or new_request_id()
         ctx = state[_CONTEXT_KEY] = {"start": time.perf_counter(), "status": 500, "started": False, "done": False}
     return ctx
+
+
+def note_query(connection: Any, text: str | None, *, log_text: bool = False) -> None:
+    """Let the request's log line carry its query's length and hash (the text only with `privacy.log_queries`)."""
+    from rag.access import query_log_fields
+
+    if text is not None:
+        getattr(connection, "scope", connection).setdefault("state", {})[QUERY_LOG_KEY] = \
+            query_log_fields(text, log_text=log_text)
 
 
 def request_id_of(connection: Any) -> str:
@@ -175,6 +186,12 @@ class RequestLog:
         }
         if state.get(KEY_ID_KEY):
             fields["key"] = state[KEY_ID_KEY]
+        principal = state.get(PRINCIPAL_KEY)
+        if principal is not None:  # the audit trail: who (key id, never the key), with which role
+            fields["principal"] = principal.key_id or "open-mode"
+            fields["role"] = principal.role
+        if state.get(QUERY_LOG_KEY):
+            fields.update(state[QUERY_LOG_KEY])
         if state.get(USER_ID_KEY):
             fields["user_id"] = state[USER_ID_KEY]
         access_log.log(logging.WARNING if status >= 500 else logging.INFO, "request", extra=fields)

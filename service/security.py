@@ -1,10 +1,11 @@
-"""API-key auth: a Litestar guard with two roles.
+"""API-key auth: a Litestar guard with two roles, and the principal each key stands for (rag.access).
 
-Keys come from ``settings.service.api_keys`` (key -> "reader" | "admin"); a key is sent as ``X-API-Key: KEY``
-or ``Authorization: Bearer KEY``. ``admin`` can do everything ``reader`` can. A handler asks for a role
-with ``opt={"role": "admin"}`` (default reader). No keys configured and ``open_mode`` off means every guarded
-request is refused (401, with a message saying how to configure keys); ``open_mode`` (explicit, for local demos)
-lets everyone in as admin.
+Keys come from ``settings.service.api_keys`` (key -> "reader" | "admin", or a table {role, groups, id}); a key is
+sent as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``. ``admin`` can do everything ``reader`` can. A handler
+asks for a role with ``opt={"role": "admin"}`` (default reader). No keys configured and ``open_mode`` off means
+every guarded request is refused (401, with a message saying how to configure keys); ``open_mode`` (explicit, for
+local demos) lets everyone in as admin, seeing public documents and those of ``service.open_groups`` only. The
+guard leaves the principal in the request scope (``PRINCIPAL_KEY``): routes hand its visibility to the application.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import typing
-from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from rag.access import Principal, key_principals
+from rag.access import key_id as _key_id
 from rag.config import ConfigError, Role, ServiceSettings
-from service.request_log import KEY_ID_KEY, ROLE_KEY
+from service.request_log import KEY_ID_KEY, PRINCIPAL_KEY, ROLE_KEY
 
 ROLES: tuple[str, ...] = typing.get_args(Role)
 _RANK = {"reader": 1, "admin": 2}
@@ -27,7 +29,7 @@ _RANK = {"reader": 1, "admin": 2}
 
 def key_id(key: str) -> str:
     """What logs and the rate limiter call a key: a short hash, never the key itself."""
-    return "k:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:10]
+    return _key_id(key)
 
 
 def presented_key(headers) -> str | None:
@@ -42,21 +44,23 @@ def presented_key(headers) -> str | None:
     return None
 
 
-@dataclass
-class Principal:
-    key_id: str | None
-    role: str
-
-
 class ApiKeyAuth:
     def __init__(self, settings: ServiceSettings):
         self.open_mode = bool(settings.open_mode)
-        bad = {k: r for k, r in settings.api_keys.items() if r not in ROLES}
+        roles = [r if isinstance(r, str) else r.role for r in settings.api_keys.values()]
+        bad = [r for r in roles if r not in ROLES]
         if bad:  # settings loaded by load_settings never have one; settings built in code might
-            raise ConfigError(f"service.api_keys: unknown role(s) {sorted(set(bad.values()))}; use reader or admin",
-                              field="service.api_keys")
+            raise ConfigError(f"service.api_keys: unknown or missing role(s) {sorted(set(map(str, bad)))}; "
+                              "use reader or admin", field="service.api_keys")
         # Digests, compared in constant time: a timing side channel never tells how much of a key matched.
-        self._keys = [(hashlib.sha256(k.encode()).digest(), role) for k, role in settings.api_keys.items()]
+        self._principals = key_principals(settings.api_keys)
+        self._keys = [(d, p.role) for d, p in self._principals]
+        self.open_principal = Principal(None, "admin", tuple(settings.open_groups))
+
+    @property
+    def principals(self) -> list[Principal]:
+        """The configured keys' principals (for the admin's key list)."""
+        return [p for _, p in self._principals]
 
     def __deepcopy__(self, memo) -> "ApiKeyAuth":
         return self  # Litestar deep-copies routers on registration; the key table is shared, not copied
@@ -64,17 +68,17 @@ class ApiKeyAuth:
     def authenticate(self, headers) -> Principal | None:
         key = presented_key(headers)
         if key is None:
-            return Principal(None, "admin") if self.open_mode else None
+            return self.open_principal if self.open_mode else None
         digest = hashlib.sha256(key.encode("utf-8", "replace")).digest()
-        role = None
-        for d, r in self._keys:
+        found = None
+        for d, p in self._principals:
             if hmac.compare_digest(d, digest):
-                role = r
-        if role is None:
+                found = p
+        if found is None:
             if self.open_mode:
-                return Principal(None, "admin")
+                return self.open_principal
             return None
-        return Principal(key_id(key), role)
+        return found
 
     def identity(self, headers, client_host: str) -> str:
         """Rate-limit bucket: the key when it is a valid one, else the client address."""
@@ -100,7 +104,11 @@ class ApiKeyAuth:
             raise NotAuthorizedException("invalid API key")
         state = connection.scope.setdefault("state", {})
         state[ROLE_KEY] = principal.role
+        state[PRINCIPAL_KEY] = principal
         if principal.key_id:
             state[KEY_ID_KEY] = principal.key_id
+            application = getattr(connection.app.state, "application", None)
+            if application is not None:
+                application.note_key_use(principal.key_id)
         if _RANK[principal.role] < _RANK.get(need, 2):
             raise PermissionDeniedException(f"this endpoint needs the {need} role; the key has {principal.role}")

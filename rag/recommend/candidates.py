@@ -99,17 +99,24 @@ single_thread_blas = _SingleThreadBLAS()
 
 
 class CatalogView:
-    """The documents of one generation, as arrays indexed by doc row."""
+    """The documents of one generation, as arrays indexed by doc row; with `visible` (rag.access: the doc rows a
+    caller may see) only those, renumbered, so that everything computed on the catalogue (profiles, co-engagement,
+    popularity, trending, reasons) is computed over the visible documents alone: an event on a hidden document
+    joins nothing here, and no score or count a caller reads back carries it. `key` names the catalogue in caches."""
 
-    def __init__(self, snapshot):
+    def __init__(self, snapshot, visible: np.ndarray | None = None, key=None):
         self.snapshot_id: str = snapshot.id
+        self.key = key if key is not None else snapshot.id
         self.embedder: str = snapshot.manifest.embedder.name  # its name picks calibrated cosine thresholds
-        self.doc_ids: list[str] = list(snapshot.doc_ids)
-        self.row_of: dict[str, int] = dict(snapshot.doc_row_of)
+        rows = np.arange(len(snapshot.doc_ids), dtype=np.int64) if visible is None else np.asarray(visible, np.int64)
+        self.doc_ids: list[str] = [snapshot.doc_ids[r] for r in rows]
+        self.row_of: dict[str, int] = {d: i for i, d in enumerate(self.doc_ids)}
         n = len(self.doc_ids)
-        self.vectors = np.ascontiguousarray(np.asarray(snapshot.doc_vectors[:n], dtype=np.float32))
+        self.vectors = np.ascontiguousarray(np.asarray(snapshot.doc_vectors[:len(snapshot.doc_ids)],
+                                                       dtype=np.float32)[rows])
         cur = snapshot.sql("SELECT doc_row, title, domain, language, audience, date FROM documents ORDER BY doc_row")
-        recs = cur.fetchall()
+        everything = cur.fetchall()
+        recs = [everything[r] for r in rows]
         self.titles: list[str] = [r[1] or self.doc_ids[i] for i, r in enumerate(recs)]
         self.title_keys: list[str] = [" ".join((r[1] or "").casefold().split()) for r in recs]
         self.domains = np.asarray([r[2] for r in recs], dtype=object)
@@ -272,7 +279,7 @@ class CoEngagementIndex:
         self._refreshing: set[tuple] = set()
 
     def get(self, cat: CatalogView, cfg: RecommendSettings) -> CoModel:
-        key = (cat.snapshot_id, co_params(cfg))
+        key = (cat.key, co_params(cfg))
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -290,6 +297,11 @@ class CoEngagementIndex:
             threading.Thread(target=self._refresh, args=(key, cat, cfg), daemon=True,
                              name="rag-coengagement-refresh").start()
         return model
+
+    def invalidate(self) -> None:
+        """Forget every model (a user was forgotten): the next request builds from the event log as it is now."""
+        with self._lock:
+            self._models.clear()
 
     def _refresh(self, key, cat, cfg) -> None:
         try:

@@ -103,16 +103,26 @@ class Recommender:
         return events_mod.ingest(self.state, events, rating_scale=self.rating_scale)
 
     # -- per-generation data ------------------------------------------------------------------------------
-    def catalog(self, snapshot) -> CatalogView:
+    def forget(self, user_id: str) -> None:
+        """After the state database forgot a user: drop their profiles and every co-engagement model."""
         with self._lock:
-            cat = self._catalogs.get(snapshot.id)
+            for key in [k for k in self._profiles if k[1] == user_id]:
+                self._profiles.pop(key, None)
+        self.co.invalidate()
+
+    def catalog(self, snapshot, access: tuple[str, ...] | None = None) -> CatalogView:
+        """The generation's catalogue, or (rag.access) the part a caller with these groups may see."""
+        visible = snapshot.visible_doc_rows(access) if access is not None else None
+        key = snapshot.id if visible is None else (snapshot.id, access)
+        with self._lock:
+            cat = self._catalogs.get(key)
             if cat is not None:
-                self._catalogs.move_to_end(snapshot.id)
+                self._catalogs.move_to_end(key)
                 return cat
-        cat = CatalogView(snapshot)
+        cat = CatalogView(snapshot, visible, key)
         with self._lock:
-            self._catalogs[snapshot.id] = cat
-            while len(self._catalogs) > 2:
+            self._catalogs[key] = cat
+            while len(self._catalogs) > 8:  # a few visibilities per generation, and the previous generation
                 old, _ = self._catalogs.popitem(last=False)
                 for key in [k for k in self._profiles if k[0] == old]:
                     self._profiles.pop(key, None)
@@ -146,9 +156,9 @@ class Recommender:
 
         return embed
 
-    def profile(self, snapshot, user_id: str, domain=None) -> UserProfile:
-        cat = self.catalog(snapshot)
-        key = (snapshot.id, user_id, _key_of(domain), profile_params(self.cfg))
+    def profile(self, snapshot, user_id: str, domain=None, access: tuple[str, ...] | None = None) -> UserProfile:
+        cat = self.catalog(snapshot, access)
+        key = (cat.key, user_id, _key_of(domain), profile_params(self.cfg))
         version = self.state.user_version(user_id)
         with self._lock:
             hit = self._profiles.get(key)
@@ -211,13 +221,14 @@ class Recommender:
     # -- "for you" ----------------------------------------------------------------------------------------
     def recommend(self, snapshot, user_id: str, *, k: int = 10, domain: str | list[str] | None = None,
                   language=None, audience=None, exclude_seen: bool | None = None, explain: bool = False,
-                  explainer: Explainer | None = None) -> RecommendationList:
+                  explainer: Explainer | None = None, access: tuple[str, ...] | None = None) -> RecommendationList:
         """Top-k documents for a user. strategy: personalized (has events on this generation's documents),
         interests (declared interests only), trending (nothing known: per requested or declared domain).
         An unknown user id is a new user, not an error. `exclude_seen` defaults to settings."""
         t0 = time.perf_counter()
         with single_thread_blas:
-            result, prof, cat = self._recommend(snapshot, str(user_id), k, domain, language, audience, exclude_seen)
+            result, prof, cat = self._recommend(snapshot, str(user_id), k, domain, language, audience, exclude_seen,
+                                                access)
         if explain and explainer is not None and result.items:
             t1 = time.perf_counter()
             summary = prof.summary(cat.titles)
@@ -235,15 +246,15 @@ class Recommender:
         result.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 3)
         return result
 
-    def _recommend(self, snapshot, user_id: str, k: int, domain, language, audience, exclude_seen
+    def _recommend(self, snapshot, user_id: str, k: int, domain, language, audience, exclude_seen, access=None
                    ) -> tuple[RecommendationList, UserProfile, CatalogView]:
         t0 = time.perf_counter()
         cfg = self.cfg
         exclude_seen = cfg.exclude_seen if exclude_seen is None else exclude_seen
         k = max(0, int(k))
-        cat = self.catalog(snapshot)
+        cat = self.catalog(snapshot, access)
         co = self.co.get(cat, cfg)
-        prof = self.profile(snapshot, str(user_id), domain)
+        prof = self.profile(snapshot, str(user_id), domain, access)
         t1 = time.perf_counter()
 
         allowed = cat.mask(domain, language, audience).copy()
@@ -416,14 +427,15 @@ class Recommender:
         return items
 
     # -- trending -----------------------------------------------------------------------------------------
-    def trending(self, snapshot, *, domain=None, k: int = 10, language=None, audience=None) -> RecommendationList:
+    def trending(self, snapshot, *, domain=None, k: int = 10, language=None, audience=None,
+                 access: tuple[str, ...] | None = None) -> RecommendationList:
         """Most engaged-with documents lately (decayed popularity), newest documents when there are no events."""
         with single_thread_blas:
-            return self._trending(snapshot, domain, k, language, audience)
+            return self._trending(snapshot, domain, k, language, audience, access)
 
-    def _trending(self, snapshot, domain, k, language, audience) -> RecommendationList:
+    def _trending(self, snapshot, domain, k, language, audience, access=None) -> RecommendationList:
         t0 = time.perf_counter()
-        cat = self.catalog(snapshot)
+        cat = self.catalog(snapshot, access)
         co = self.co.get(cat, self.cfg)
         t1 = time.perf_counter()
         items = self._trending_items(cat, co, cat.mask(domain, language, audience), max(0, int(k)))
@@ -434,16 +446,16 @@ class Recommender:
                                               "total": round((t2 - t0) * 1e3, 3)})
 
     # -- "more like this" ---------------------------------------------------------------------------------
-    def similar(self, snapshot, doc_id: str, *, k: int = 10, domain=None, language=None, audience=None
-                ) -> RecommendationList:
+    def similar(self, snapshot, doc_id: str, *, k: int = 10, domain=None, language=None, audience=None,
+                access: tuple[str, ...] | None = None) -> RecommendationList:
         """"More like this": embedding neighbours blended with co-engagement, without the document itself and
         its near-duplicates (cosine > near_duplicate_cosine or the same title). Unknown doc id: NotFound."""
         with single_thread_blas:
-            return self._similar(snapshot, doc_id, k, domain, language, audience)
+            return self._similar(snapshot, doc_id, k, domain, language, audience, access)
 
-    def _similar(self, snapshot, doc_id, k, domain, language, audience) -> RecommendationList:
+    def _similar(self, snapshot, doc_id, k, domain, language, audience, access=None) -> RecommendationList:
         t0 = time.perf_counter()
-        cat = self.catalog(snapshot)
+        cat = self.catalog(snapshot, access)  # a document the caller may not see is unknown here
         row = cat.row_of.get(doc_id)
         if row is None:
             raise NotFound(f"unknown document id {doc_id!r}: generation {snapshot.id} has no such document",

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from indexer.build import Indexer
+from rag.access import Visibility
 from rag.application import Application
 from rag.config import Settings, load_settings
 
@@ -25,6 +26,18 @@ def open_application(args: argparse.Namespace) -> Iterator[Application]:
         yield application
     finally:
         application.close()
+
+
+def add_as(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as", dest="as_groups", metavar="GROUP,...",
+                   help="see only what a principal of these groups sees: public documents and those labelled with "
+                        "one of them ('' = public only). Default: every document (an operator on the data home)")
+
+
+def visibility_from(args: argparse.Namespace) -> Visibility | None:
+    """`--as`'s visibility; None (every document) without it."""
+    groups = getattr(args, "as_groups", None)
+    return None if groups is None else Visibility.of(g for g in groups.split(",") if g.strip())
 
 
 def print_json(obj) -> None:

@@ -60,6 +60,8 @@ def _print_report(report) -> None:
     print(f"  documents      {report.documents}  (files seen {report.files_seen}, skipped {len(report.skipped)})")
     print(f"  chunks         {report.chunks}  ({report.index_type} index, embedder {report.embedder})")
     print(f"  vectors reused {report.vectors_reused}  embedded {report.vectors_embedded}")
+    if report.redactions:
+        print("  redacted       " + ", ".join(f"{n} {kind}" for kind, n in report.redactions.items()))
     print(f"  time           {report.seconds:.1f} s  ({report.chunks_per_s:.1f} chunks/s)")
     for s in report.skipped:
         print(f"  skipped        {s.path}: {s.reason}")

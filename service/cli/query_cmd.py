@@ -10,7 +10,7 @@ from datetime import date
 from rag.generators import BACKENDS
 from rag.summarize import STYLES
 from rag.types import SEARCH_MODES, Filters
-from service.cli.common import open_application, print_json
+from service.cli.common import add_as, open_application, print_json, visibility_from
 
 SNIPPET_CHARS = 200
 
@@ -39,6 +39,7 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("--date-to", type=_iso_date, help="inclusive, YYYY-MM-DD")
     p.add_argument("--top-k", type=_positive, help="passages to retrieve (default: settings.retrieval.top_k)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_as(p)
 
 
 def register(sub) -> None:
@@ -81,7 +82,8 @@ def _snippet(text: str) -> str:
 
 def run_search(args) -> int:
     with open_application(args) as app:
-        result = app.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k)
+        result = app.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k,
+                            visibility=visibility_from(args))
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0
@@ -98,7 +100,7 @@ def run_search(args) -> int:
 def run_ask(args) -> int:
     with open_application(args) as app:
         answer = app.ask(args.question, filters=_filters(args), top_k=args.top_k, backend=args.backend,
-                         mode=args.mode)
+                         mode=args.mode, visibility=visibility_from(args))
     if args.json:
         print_json(dataclasses.asdict(answer))
         return 0
@@ -110,7 +112,8 @@ def run_ask(args) -> int:
 def run_summarize(args) -> int:
     with open_application(args) as app:
         summary = app.summarize(doc_ids=args.docs, query=args.query, filters=_filters(args), style=args.style,
-                                max_words=args.max_words, backend=args.backend, top_k=args.top_k)
+                                max_words=args.max_words, backend=args.backend, top_k=args.top_k,
+                                visibility=visibility_from(args))
     if args.json:
         print_json(dataclasses.asdict(summary))
         return 0

@@ -1,4 +1,4 @@
-"""`rag users import`, `rag events import`, `rag recommend USER_ID`, `rag similar DOC_ID`.
+"""`rag users import|forget`, `rag events import`, `rag recommend USER_ID`, `rag similar DOC_ID`.
 
 These open the state database read-write: DuckDB allows one such process per file, so while the service runs,
 send users and events through its HTTP API instead (the commands say so when the file is locked).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from rag.generators import BACKENDS
-from service.cli.common import open_application, print_json
+from service.cli.common import add_as, open_application, print_json, visibility_from
 
 
 def register(sub) -> None:
@@ -33,12 +33,14 @@ def register(sub) -> None:
     r.add_argument("--backend", choices=BACKENDS,
                    help="generator backend for --explain (default: settings.generator.backend)")
     r.add_argument("--json", action="store_true")
+    add_as(r)
     r.set_defaults(func=run_recommend)
 
     s = sub.add_parser("similar", help="documents like DOC_ID (\"more like this\")")
     s.add_argument("doc_id", metavar="DOC_ID")
     s.add_argument("--k", type=int, default=10, help="how many (default 10)")
     s.add_argument("--json", action="store_true")
+    add_as(s)
     s.set_defaults(func=run_similar)
 
 
@@ -49,6 +51,22 @@ def _import_command(sub, name: str, help_: str, metavar: str, import_help: str, 
     p.add_argument("path", metavar=metavar)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
+    if name == "users":
+        f = actions.add_parser("forget", help="remove a user, their events and cached profile (right to erasure)")
+        f.add_argument("user_id", metavar="USER_ID")
+        f.add_argument("--json", action="store_true")
+        f.set_defaults(func=run_users_forget)
+
+
+def run_users_forget(args) -> int:
+    with open_application(args) as app:
+        result = app.forget_user(args.user_id)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"forgot {args.user_id}: {result['events_removed']} events removed"
+              + ("" if result["user_removed"] else " (no user row was stored)"))
+    return 0
 
 
 def _print_rejections(rejected: list[dict], what: str) -> None:
@@ -101,7 +119,7 @@ def run_recommend(args) -> int:
     with open_application(args) as app:
         result = app.recommend(args.user_id, k=args.k, domain=args.domain, language=args.language,
                                audience=args.audience, exclude_seen=not args.include_seen, explain=args.explain,
-                               backend=args.backend)
+                               backend=args.backend, visibility=visibility_from(args))
     if args.json:
         print_json(result.as_dict())
     else:
@@ -111,7 +129,7 @@ def run_recommend(args) -> int:
 
 def run_similar(args) -> int:
     with open_application(args) as app:
-        result = app.similar(args.doc_id, k=args.k)
+        result = app.similar(args.doc_id, k=args.k, visibility=visibility_from(args))
     if args.json:
         print_json(result.as_dict())
     else:

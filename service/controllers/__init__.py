@@ -8,8 +8,9 @@ from service.controllers.health import HealthController
 from service.controllers.recommend import RecommendController
 from service.controllers.search import SearchController
 from service.controllers.summarize import SummarizeController
+from service.controllers.users import UsersController
 
 API_CONTROLLERS = [AskController, SearchController, SummarizeController, RecommendController, DocumentsController,
-                   AdminController]
+                   AdminController, UsersController]
 
 __all__ = ["API_CONTROLLERS", "HealthController"]

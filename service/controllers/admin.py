@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.params import Body, Parameter
 
+from rag.access import KeyActivity
 from rag.application import Application, Rollback, SnapshotInfo
 from rag.jobs import Job
 from service.errors import error_responses
@@ -45,6 +47,13 @@ class AdminController(Controller):
          responses=error_responses(401, 403, 429))
     def generations(self, application: Application) -> list[SnapshotInfo]:
         return application.snapshots()
+
+    @get("/keys", sync_to_thread=True, summary="API keys (by id, never the key) with their last use",
+         responses=error_responses(401, 403, 429))
+    def keys(self, application: Application, state: State) -> list[KeyActivity]:
+        """Each configured key: its id (the configured `id`, else a hash of the key), role, groups, when it was
+        last used and how many requests it made (counted since the state database began recording)."""
+        return application.key_activity(state.auth.principals)
 
     @post("/index/rollback", status_code=200, sync_to_thread=True, summary="Publish an older generation",
           responses=error_responses(400, 401, 403, 404, 413, 429, 503))

@@ -25,6 +25,7 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from rag.access import Visibility
 from rag.answering import Answer, AnswerEvent
 from rag.application import AnswerStream, Application
 from rag.snapshot import Snapshot
@@ -52,13 +53,14 @@ class AskController(Controller):
     @post("", status_code=200, summary="Ask a question (JSON or Server-Sent Events)",
           responses=error_responses(400, 401, 403, 413, 429, 503))
     async def ask(self, data: AskRequest, application: Application, snapshot: Snapshot, metrics: Metrics,
-                  request: Request) -> Answer:
+                  request: Request, visibility: Visibility) -> Answer:
         """Retrieve, generate (or extract), check citations. With `stream: true` the response is
         `text/event-stream` with events retrieval, token, citation, done (or error)."""
         if data.user_id:
             request.scope["state"][USER_ID_KEY] = data.user_id
         call = application.ask_stream if data.stream else application.ask
-        result = await anyio.to_thread.run_sync(partial(call, **data.arguments(), snapshot=snapshot))
+        result = await anyio.to_thread.run_sync(partial(call, **data.arguments(), snapshot=snapshot,
+                                                        visibility=visibility))
         if data.stream:
             return EventStream(_sse(result, metrics, request_id_of(request)),
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",

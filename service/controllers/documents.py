@@ -16,6 +16,7 @@ from litestar import Controller, Response, delete, get, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
+from rag.access import Visibility
 from rag.application import Application
 from rag.snapshot import Snapshot
 from service.errors import error_responses
@@ -41,20 +42,21 @@ class DocumentsController(Controller):
     @get("", sync_to_thread=True, summary="List documents of the published generation",
          responses=error_responses(400, 401, 403, 429, 503))
     def list_documents(
-        self, application: Application, snapshot: Snapshot,
+        self, application: Application, snapshot: Snapshot, visibility: Visibility,
         domain: DomainParam = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
     ) -> DocumentPage:
-        return application.list_documents(domain=domain, limit=limit, offset=offset, snapshot=snapshot)
+        return application.list_documents(domain=domain, limit=limit, offset=offset, snapshot=snapshot,
+                                          visibility=visibility)
 
     @get("/{doc_id:str}", sync_to_thread=True, summary="One document: metadata and text",
          responses=error_responses(400, 401, 403, 404, 429))
-    def get_document(self, doc_id: DocIdParam, application: Application, published: Snapshot | None
-                     ) -> DocumentView:
+    def get_document(self, doc_id: DocIdParam, application: Application, published: Snapshot | None,
+                     visibility: Visibility) -> DocumentView:
         """From the published generation; `pending_change` says when the store holds a newer version. A
         document only in the store (not built yet) is returned from there with `indexed: false`."""
-        return application.get_document(doc_id, published=published)
+        return application.get_document(doc_id, published=published, visibility=visibility)
 
     @post("", status_code=201, sync_to_thread=True, summary="Create a document in the store",
           opt={"role": "admin"}, responses=error_responses(400, 401, 403, 409, 413, 429))

@@ -7,6 +7,7 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.params import Parameter
 
+from rag.access import Visibility
 from rag.application import Application
 from rag.events import IngestReport
 from rag.recommend import RecommendationList
@@ -25,7 +26,7 @@ class RecommendController(Controller):
     @get("/users/{user_id:str}/recommendations", sync_to_thread=True, summary="Recommendations for a user",
          responses=error_responses(400, 401, 403, 429, 503))
     def for_user(
-        self, application: Application, snapshot: Snapshot, metrics: Metrics,
+        self, application: Application, snapshot: Snapshot, metrics: Metrics, visibility: Visibility,
         user_id: Annotated[str, Parameter(pattern=USER_ID_PATTERN)],
         k: K = 10,
         domain: DomainParam = None,
@@ -40,20 +41,23 @@ class RecommendController(Controller):
         (its opening sentences when the check fails, the generator fails or times out, or the backend is
         `extractive`; `fallback` says why)."""
         result = application.recommend(user_id, k=k, domain=domain, language=language, audience=audience,
-                                       exclude_seen=exclude_seen, explain=explain, snapshot=snapshot)
+                                       exclude_seen=exclude_seen, explain=explain, snapshot=snapshot,
+                                       visibility=visibility)
         return metrics.observe("recommend", result)
 
     @get("/items/{doc_id:str}/similar", sync_to_thread=True, summary="More like this document",
          responses=error_responses(400, 401, 403, 404, 429, 503))
-    def similar(self, application: Application, snapshot: Snapshot, metrics: Metrics,
+    def similar(self, application: Application, snapshot: Snapshot, metrics: Metrics, visibility: Visibility,
                 doc_id: Annotated[str, Parameter(pattern=DOC_ID_PATTERN)], k: K = 10) -> RecommendationList:
-        return metrics.observe("similar", application.similar(doc_id, k=k, snapshot=snapshot))
+        return metrics.observe("similar", application.similar(doc_id, k=k, snapshot=snapshot,
+                                                              visibility=visibility))
 
     @get("/trending", sync_to_thread=True, summary="Trending documents",
          responses=error_responses(400, 401, 403, 429, 503))
-    def trending(self, application: Application, snapshot: Snapshot, metrics: Metrics, domain: DomainParam = None,
-                 k: K = 10) -> RecommendationList:
-        return metrics.observe("trending", application.trending(domain=domain, k=k, snapshot=snapshot))
+    def trending(self, application: Application, snapshot: Snapshot, metrics: Metrics, visibility: Visibility,
+                 domain: DomainParam = None, k: K = 10) -> RecommendationList:
+        return metrics.observe("trending", application.trending(domain=domain, k=k, snapshot=snapshot,
+                                                                visibility=visibility))
 
     @post("/events", status_code=200, sync_to_thread=True, summary="Ingest a batch of engagement events",
           responses=error_responses(400, 401, 403, 413, 429))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, post
 
+from rag.access import Visibility
 from rag.application import Application
 from rag.snapshot import Snapshot
 from service.errors import error_responses
@@ -18,8 +19,8 @@ class SearchController(Controller):
     @post("", status_code=200, sync_to_thread=True, summary="Search passages",
           responses=error_responses(400, 401, 403, 413, 429, 503))
     def search(self, data: SearchRequest, application: Application, snapshot: Snapshot,
-               metrics: Metrics) -> SearchResponse:
+               metrics: Metrics, visibility: Visibility) -> SearchResponse:
         """Hybrid search: dense (FAISS) + keyword (BM25) under the same metadata filters, fused (z-score by
         default); `rerank: true` needs a cross-encoder configured (`retrieval.reranker`)."""
-        result = application.search(**data.arguments(), snapshot=snapshot)
+        result = application.search(**data.arguments(), snapshot=snapshot, visibility=visibility)
         return SearchResponse.of(metrics.observe("search", result))
