@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from rag.types import Chunk, Document, SkippedSource
 __all__ = ["BuildError", "BuildLock", "BuildLocked", "BuildReport", "Indexer", "build"]
 
 log = logging.getLogger(__name__)
+ENGINES = ("local", "ray")  # where a build embeds its chunks
 
 
 def new_snapshot_id() -> str:
@@ -98,14 +99,21 @@ def _unchanged(home: Path, key: str) -> snapshot_files.Manifest | None:
 
 def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | None = None,
           publish: bool = True, force: bool = False, show_progress: bool = True,
-          on_progress: ProgressCallback | None = None, loader_options: LoaderOptions | None = None) -> BuildReport:
+          on_progress: ProgressCallback | None = None, loader_options: LoaderOptions | None = None,
+          engine: str = "local", ray_address: str | None = None, ray_actors: int = 0) -> BuildReport:
     """Build (and by default publish) a new snapshot from `sources`. Raises BuildError, BuildLocked.
+
+    `engine="ray"` encodes the chunks the cache lacks on Ray Data (`indexer.ray_embed`: the cluster at
+    `ray_address`, or a local one; `ray_actors` encoders, 0 = one per GPU or per CPU); the generation written is
+    the same as a local build's.
 
     When the published snapshot was built from the same documents, embedder and settings, nothing is written
     and the report says `unchanged` (an operator's nightly rebuild costs a load and a hash); `force=True`
     builds a new snapshot anyway, reusing every cached vector."""
+    if engine not in ENGINES:
+        raise BuildError(f"unknown build engine {engine!r}; expected one of {', '.join(ENGINES)}", field="engine")
     run = _Run(settings, [str(Path(s).resolve()) for s in sources], embedder or settings.embedder,
-               Progress(show=show_progress, callback=on_progress))
+               Progress(show=show_progress, callback=on_progress), engine, ray_address, ray_actors)
     if not run.sources:
         raise BuildError("no sources given: name at least one folder or file to index", field="sources")
     snapshot_files.snapshots_dir(run.home).mkdir(parents=True, exist_ok=True)
@@ -158,6 +166,9 @@ class _Run:
     sources: list[str]
     spec: str  # the embedder asked for
     progress: Progress
+    engine: str = "local"  # where chunks are embedded: this process, or "ray"
+    ray_address: str | None = None
+    ray_actors: int = 0
 
     def __post_init__(self):
         self.home = self.settings.home_path
@@ -193,7 +204,7 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
     docs, per_doc = _chunk(run, chunker, loaded)
     texts = [ch.embed_text(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
     hashes = [ch.content_hash(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
-    vectors = _embed_with_cache(settings, emb, texts, hashes, run.progress)
+    vectors = _embed_with_cache(settings, emb, texts, hashes, run.progress, _encoder(run, emb))
     kind, kw = _write_files(run, tmp, docs, per_doc, hashes, vectors.array)
     chunking = {"max_tokens": chunker.max_tokens, "overlap": chunker.overlap}
     manifest = snapshot_files.Manifest(
@@ -262,7 +273,34 @@ class _Embedded:
     reused: int
 
 
-def _embed_with_cache(settings: Settings, emb, texts: list[str], hashes: list[str], progress: Progress) -> _Embedded:
+# An encoder takes (keys, texts, batch size) and yields (keys, vectors) batches, in any order.
+Encoder = Callable[[list[str], list[str], int], Iterator[tuple[list[str], np.ndarray]]]
+
+
+def _local_encoder(emb: Embedder) -> Encoder:
+    def encode(keys: list[str], texts: list[str], batch: int):
+        step = batch * 8  # larger write batches than encode batches: one cache insert per ~8 encoder batches
+        for start in range(0, len(keys), step):
+            yield keys[start:start + step], emb.embed_passages(texts[start:start + step], batch_size=batch)
+    return encode
+
+
+def _encoder(run: _Run, emb: Embedder) -> Encoder:
+    if run.engine != "ray":
+        return _local_encoder(emb)
+    try:
+        from indexer import ray_embed
+    except ImportError as e:
+        raise BuildError(f"the ray engine needs Ray Data: pip install -e '.[ray]' ({e})", field="engine") from e
+
+    def encode(keys: list[str], texts: list[str], batch: int):
+        return ray_embed.encode(run.spec, run.settings.models_dir, keys, texts, batch_size=batch,
+                                address=run.ray_address, actors=run.ray_actors)
+    return encode
+
+
+def _embed_with_cache(settings: Settings, emb, texts: list[str], hashes: list[str], progress: Progress,
+                      encoder: Encoder | None = None) -> _Embedded:
     cache = EmbeddingCache(settings.cache_dir / "embeddings.duckdb")
     try:
         found = cache.get(emb.identity, hashes, emb.dim)
@@ -277,12 +315,9 @@ def _embed_with_cache(settings: Settings, emb, texts: list[str], hashes: list[st
         # Length-sorted, as the encoder itself sorts within a call: batches of similar length pad least.
         todo = sorted(missing, key=lambda h: len(texts[missing[h][0]]))
         batch = settings.index.batch_size if settings.index.batch_size > 0 else emb.batch_size
-        # Larger write batches than encode batches: one cache insert per ~8 encoder batches.
-        step = batch * 8
+        encode = encoder or _local_encoder(emb)
         with progress.stage("embed", total=len(todo), unit="chunk") as advance:
-            for start in range(0, len(todo), step):
-                keys = todo[start:start + step]
-                vecs = emb.embed_passages([texts[missing[h][0]] for h in keys], batch_size=batch)
+            for keys, vecs in encode(todo, [texts[missing[h][0]] for h in todo], batch):
                 cache.put(emb.identity, keys, vecs)
                 for h, v in zip(keys, vecs):
                     out[missing[h]] = v

@@ -265,8 +265,10 @@ class Application:
     # -- builds and rebuild jobs -----------------------------------------------------------------------------
     def build(self, sources: Sequence[str | Path] | None = None, *, embedder: str | None = None,
               publish: bool = True, force: bool = False, show_progress: bool = True,
-              on_progress: ProgressCallback | None = None) -> BuildReport:
-        """Build in this process (`rag index build`); default sources: `source_dirs` and the documents store."""
+              on_progress: ProgressCallback | None = None, engine: str = "local", ray_address: str | None = None,
+              ray_actors: int = 0) -> BuildReport:
+        """Build in this process (`rag index build`); default sources: `source_dirs` and the documents store.
+        `engine="ray"`: the chunks are embedded on Ray Data (the cluster at `ray_address`, or a local one)."""
         if not sources:
             sources = list(self.settings.source_dirs)
             docs = self.settings.documents_dir
@@ -276,8 +278,11 @@ class Application:
             raise InvalidInput("nothing to index: pass SOURCE folders, or set source_dirs in the settings",
                                field="sources")
         builder = self._builder("builds")
+        on_engine = {} if engine == "local" else {"engine": engine, "ray_address": ray_address,
+                                                   "ray_actors": ray_actors}
         return _from_file(lambda: builder.build(self.settings, sources, embedder=embedder, publish=publish,
-                                                force=force, show_progress=show_progress, on_progress=on_progress),
+                                                force=force, show_progress=show_progress, on_progress=on_progress,
+                                                **on_engine),
                           field="sources")
 
     def start_rebuild(self, sources: list[str] | None = None, *, embedder: str | None = None,

@@ -18,6 +18,12 @@ def register(sub) -> None:
     b.add_argument("--no-publish", action="store_true", help="build and verify, but leave the pointer alone")
     b.add_argument("--force", action="store_true",
                    help="write a new generation even when nothing changed since the published one")
+    b.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where chunks are embedded: this process (default) or Ray Data (pip install -e '.[ray]')")
+    b.add_argument("--address", help="with --engine ray: the Ray cluster (auto, ray://host:10001; default: start a "
+                   "local one)")
+    b.add_argument("--actors", type=int, default=0,
+                   help="with --engine ray: encoder actors (default: one per GPU, else one per CPU)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.set_defaults(func=run_build)
@@ -42,7 +48,8 @@ def register(sub) -> None:
 def run_build(args) -> int:
     with open_application(args) as app:
         report = app.build(args.sources, embedder=args.embedder, publish=not args.no_publish, force=args.force,
-                           show_progress=not args.quiet and not args.json)
+                           show_progress=not args.quiet and not args.json, engine=args.engine,
+                           ray_address=args.address, ray_actors=args.actors)
     if args.json:
         print_json(report.as_dict())
     elif report.unchanged:
