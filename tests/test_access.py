@@ -380,3 +380,19 @@ def test_audit_line_names_the_key_id_and_the_admin_lists_last_use(client, caplog
     assert by_id["clinic-app"]["groups"] == ["clinicians", "teachers"] and by_id["clinic-app"]["requests"] >= 1
     assert by_id["clinic-app"]["last_used_at"].endswith("Z")
     assert "clinic-reader-key" not in keys.text and client.get("/v1/admin/keys", headers=PUBLIC).status_code == 403
+
+
+def test_documents_api_body_carries_access(client):
+    body = {"id": "med-ward-rota", "title": "Ward rota", "domain": "medical", "text": "The night ward rota.",
+            "access": ["clinicians"]}
+    assert client.post("/v1/documents", json={**body, "access": ["*"]}, headers=ADMIN).json()["error"]["field"] == \
+        "access"
+    r = client.post("/v1/documents", json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    try:
+        assert client.get("/v1/documents/med-ward-rota", headers=PUBLIC).status_code == 404
+        stored = client.get("/v1/documents/med-ward-rota", headers=CLINIC)
+        assert stored.status_code == 200 and stored.json()["access"] == ["clinicians"]
+        assert stored.json()["indexed"] is False
+    finally:
+        client.delete("/v1/documents/med-ward-rota", headers=ADMIN)
