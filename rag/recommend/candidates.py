@@ -112,11 +112,13 @@ class CatalogView:
         self.doc_ids: list[str] = [snapshot.doc_ids[r] for r in rows]
         self.row_of: dict[str, int] = {d: i for i, d in enumerate(self.doc_ids)}
         n = len(self.doc_ids)
-        self.vectors = np.ascontiguousarray(np.asarray(snapshot.doc_vectors[:len(snapshot.doc_ids)],
-                                                       dtype=np.float32)[rows])
+        every = np.asarray(snapshot.doc_vectors[:len(snapshot.doc_ids)], dtype=np.float32)
+        # All of them: the generation's (memory-mapped) array as it is; a visible subset: a copy of those rows.
+        self.vectors = np.ascontiguousarray(every if visible is None else every[rows])
         cur = snapshot.sql("SELECT doc_row, title, domain, language, audience, date FROM documents ORDER BY doc_row")
-        everything = cur.fetchall()
-        recs = [everything[r] for r in rows]
+        recs = cur.fetchall()
+        if visible is not None:
+            recs = [recs[r] for r in rows]
         self.titles: list[str] = [r[1] or self.doc_ids[i] for i, r in enumerate(recs)]
         self.title_keys: list[str] = [" ".join((r[1] or "").casefold().split()) for r in recs]
         self.domains = np.asarray([r[2] for r in recs], dtype=object)
