@@ -6,7 +6,8 @@ parameters, the build report and the error. A job left ``running`` by a process 
 restart) is marked failed when the service starts again (`recover`). A second rebuild while one runs is a
 `Conflict` (code ``job_running``, the running job in its details); so is one while a build in another process
 (`rag index build`) holds the build lock, and, with the state on PostgreSQL, one while another replica runs a
-rebuild (`StateDB.try_exclusive`: an advisory lock held by the running job, freed when its process dies). The build itself is the injected builder's (`rag.builds.Builder`).
+rebuild (`StateDB.try_exclusive`: an advisory lock held by the running job, freed when its process dies). The
+build itself is the injected builder's (`rag.builds.Builder`).
 
 Sources of a rebuild: the documents store (``settings.documents_dir``, first, so a document replaced through
 the API overrides a same-id document of a read-only source) plus the published generation's manifest
@@ -284,16 +285,17 @@ class RebuildJobs:
                 running = self.get(self._running_id)
                 raise Conflict("an index rebuild is already running", code="job_running",
                                details={"job": running} if running else None)
-            if BuildLock.is_held(self.settings.home_path):
-                raise Conflict("another index build (e.g. `rag index build` in another process) holds the "
-                               "build lock of this data home; retry when it finishes", code="job_running")
             # One rebuild among every process sharing the state (replicas on PostgreSQL: an advisory lock),
-            # held by the job's thread until it finishes.
+            # held by the job's thread until it finishes. Asked first: a replica's running job is named.
             hold = self.state.try_exclusive(REBUILD_LOCK)
             if hold is None:
                 running = self._active()
                 raise Conflict("an index rebuild is already running in another service process", code="job_running",
                                details={"job": running} if running else None)
+            if BuildLock.is_held(self.settings.home_path):
+                hold.release()
+                raise Conflict("another index build (e.g. `rag index build` in another process) holds the "
+                               "build lock of this data home; retry when it finishes", code="job_running")
             job_id = "job-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             params = {"sources": resolved, "embedder": embedder or self.settings.embedder, "force": force}
             if warnings:
