@@ -17,6 +17,7 @@ from evaluation.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from indexer.build import build
 from rag import snapshot_files
 from rag.config import Settings
+from rag.models.embedders import resolve_backend
 from rag.retriever import Retriever
 from rag.snapshot import Snapshot
 from rag.types import SEARCH_MODES
@@ -65,8 +66,10 @@ def _corpus_key(corpus: Path, embedder: str) -> str:
 def ensure_generation(settings: Settings, data: BeirSet, embedder: str, show_progress: bool = True
                       ) -> tuple[Settings, str, bool]:
     """(eval settings, generation id, reused?) for the dataset's corpus under an eval data home."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in embedder)[-40:]
-    key = _corpus_key(data.corpus, embedder)
+    backend = resolve_backend(settings.embedder_backend)
+    tag = embedder if backend == "torch" else f"{embedder}@{backend}"  # one eval home per encoder variant
+    safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in tag)[-40:]
+    key = _corpus_key(data.corpus, tag)
     home = settings.home_path / "eval" / f"{data.name}-{safe}-{key}"
     eval_settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
                                 "home": str(home), "embedder": embedder,

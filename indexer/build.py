@@ -33,7 +33,7 @@ from indexer.writer import choose_index_type, document_vectors, write_metadata, 
 from rag import snapshot_files
 from rag.builds import BuildError, BuildLock, BuildLocked, BuildReport, ProgressCallback
 from rag.config import Settings
-from rag.models.embedders import Embedder, load_embedder, resolve
+from rag.models.embedders import Embedder, identity_of, load_embedder
 from rag.models.integrity import sha256_file
 from rag.types import Chunk, Document, SkippedSource
 
@@ -126,7 +126,8 @@ def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | 
             # Before the key: a redacted document's hash is its redacted text's, so redaction settings that change
             # what a document holds make a new generation, and the original never reaches one.
             redactions = RedactionPolicy(settings.privacy).redact_documents(loaded.documents)
-            key = build_key(settings, loaded.documents, resolve(run.spec, settings.models_dir)[2], loader_options)
+            key = build_key(settings, loaded.documents,
+                            identity_of(run.spec, settings.models_dir, _backend(run)), loader_options)
             same = None if (force or not publish) else _unchanged(run.home, key)
             if same is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -199,7 +200,7 @@ def _unchanged_report(run: _Run, same: snapshot_files.Manifest, loaded: LoadResu
 def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> BuildReport:
     """Chunk, embed, write and verify the snapshot in `tmp`; the report (published and times set by the caller)."""
     settings = run.settings
-    emb = load_embedder(run.spec, settings.models_dir)
+    emb = load_embedder(run.spec, settings.models_dir, _backend(run))
     chunker = _chunker(settings, emb)
     docs, per_doc = _chunk(run, chunker, loaded)
     texts = [ch.embed_text(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
@@ -211,7 +212,8 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
         id=run.snapshot_id,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         embedder=snapshot_files.EmbedderInfo(spec=run.spec, name=emb.name, identity=emb.identity, dim=emb.dim,
-                                             query_prefix=emb.query_prefix, passage_prefix=emb.passage_prefix),
+                                             query_prefix=emb.query_prefix, passage_prefix=emb.passage_prefix,
+                                             backend=emb.backend),
         counts=snapshot_files.Counts(documents=len(docs), chunks=len(texts), vectors=len(texts),
                                      terms=kw["terms"], postings=kw["postings"],
                                      skipped_sources=len(loaded.skipped), vectors_reused=vectors.reused),
@@ -233,6 +235,11 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
                        vectors_reused=vectors.reused, vectors_embedded=len(texts) - vectors.reused,
                        skipped=loaded.skipped, files_seen=loaded.files_seen, seconds=0.0, index_type=kind,
                        embedder=emb.name)
+
+
+def _backend(run: _Run) -> str:
+    """The encoder variant of this build's vectors: Ray's actors run PyTorch (indexer.ray_embed)."""
+    return run.settings.embedder_backend if run.engine != "ray" else "torch"
 
 
 def _chunker(settings: Settings, emb: Embedder) -> Chunker:

@@ -34,6 +34,7 @@ Backend = Literal["auto", "transformers", "openai", "extractive"]  # rag.generat
 AnnKind = Literal["hnsw", "ivf"]
 Fusion = Literal["zscore", "rrf"]
 Device = Literal["auto", "cpu", "cuda"]
+EmbedderBackend = Literal["auto", "torch", "onnx", "onnx-int8", "openvino-int8"]  # rag.models.encoder_variants
 Role = Literal["reader", "admin"]
 
 
@@ -250,6 +251,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # dense nDCG@10 0.492 vs MiniLM's 0.452 over the three BEIR sets, and it reads Chinese; MiniLM encodes ~2x
     # faster and stays available as "minilm".
     embedder: str = "e5-small"
+    # What runs the embedder: PyTorch, or an exported CPU variant (ONNX Runtime fp32/int8, OpenVINO int8; the
+    # `quantized` extra). "auto": PyTorch on CUDA, rag.models.embedders.CPU_DEFAULT_BACKEND on a CPU. A build
+    # records the variant in its manifest and queries of that generation use the same one, whatever this says.
+    embedder_backend: EmbedderBackend = "auto"
     source_dirs: list[str] = msgspec.field(default_factory=list)
     model_cache: str = ""  # where converted models (e5-small, SmolLM2) are cached; default <home>/models
     index: IndexSettings = msgspec.field(default_factory=IndexSettings)

@@ -137,7 +137,7 @@ class Snapshot:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    emb = load_embedder(self.manifest.embedder.spec, self.models_dir)
+                    emb = load_embedder(self.manifest.embedder.spec, self.models_dir, self.manifest.embedder.backend)
                     if emb.identity != self.manifest.embedder.identity:
                         raise EmbedderMismatch(
                             f"generation {self.id} was built with {self.manifest.embedder.identity} but "

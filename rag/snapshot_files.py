@@ -41,6 +41,7 @@ class EmbedderInfo(msgspec.Struct):
     dim: int
     query_prefix: str = ""
     passage_prefix: str = ""
+    backend: str = "torch"  # the encoder variant (rag.models.encoder_variants); older manifests are PyTorch's
 
 
 class Counts(msgspec.Struct):

