@@ -74,6 +74,12 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     fusion_dense_weight: float = 0.5
     rrf_k: int = 60
     max_per_doc: int = 3
+    # Query embedding under concurrency (rag.query_vectors): queries that arrive while the encoder is busy share
+    # its next call; with a window, the call also waits this long for more once requests are seen to overlap
+    # (never at c=1). Recent query vectors are kept per (encoder identity, text); 0 keeps none.
+    query_batch_window_ms: float = 2.0
+    query_batch_max: int = 32
+    query_cache_size: int = 4096
     reranker: str | None = None  # path to a local cross-encoder; none ships offline
     rerank_top: int = 30
     mmr_lambda: float | None = None  # e.g. 0.7 turns on diversity re-ranking

@@ -43,8 +43,11 @@ class PublishedSnapshot:
     def _open(self, snapshot_id: str) -> Snapshot:
         path = snapshot_files.snapshot_dir(self.home, snapshot_id)
         index = self.settings.index
+        queries = self.settings.retrieval
         return Snapshot(path, self.settings.models_dir, hnsw_ef_search=index.hnsw_ef_search,
-                        ivf_nprobe=index.ivf_nprobe, search_threads=index.search_threads)
+                        ivf_nprobe=index.ivf_nprobe, search_threads=index.search_threads,
+                        query_window_ms=queries.query_batch_window_ms, query_batch_max=queries.query_batch_max,
+                        query_cache_size=queries.query_cache_size)
 
     def current(self) -> Snapshot:
         now = time.monotonic()

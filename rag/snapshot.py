@@ -24,6 +24,7 @@ import numpy as np
 from rag import text as textmod
 from rag.errors import Unavailable
 from rag.models.embedders import Embedder, load_embedder
+from rag.query_vectors import batcher_for
 from rag.snapshot_files import DOC_VECTORS_FILE, FAISS_FILE, META_DB, VECTORS_FILE, Manifest, read_manifest
 from rag.types import Filters
 
@@ -99,7 +100,8 @@ def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any
 
 class Snapshot:
     def __init__(self, path: Path, models_dir: Path, *, hnsw_ef_search: int = 96, ivf_nprobe: int = 16,
-                 search_threads: int = 0, embedder: Embedder | None = None):
+                 search_threads: int = 0, embedder: Embedder | None = None, query_window_ms: float = 0.0,
+                 query_batch_max: int = 32, query_cache_size: int = 0):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         self.models_dir = Path(models_dir)
@@ -111,6 +113,8 @@ class Snapshot:
         self.ivf_nprobe = ivf_nprobe
         self.search_threads = search_threads
         self._embedder = embedder
+        self._query_batching = {"window_ms": query_window_ms, "max_batch": query_batch_max,
+                                "cache_size": query_cache_size}
         self._lock = threading.Lock()
         self._allowed_cache = _Lru(256)
         self._selector_cache = _Lru(64)
@@ -211,7 +215,8 @@ class Snapshot:
 
     # -- legs -------------------------------------------------------------------------------------------
     def embed_query(self, query: str) -> np.ndarray:
-        return self.embedder.embed_queries([query])[0]
+        # Shared with concurrent requests and remembered by (encoder identity, text): rag.query_vectors.
+        return batcher_for(self.embedder, **self._query_batching).vector(query)
 
     def dense(self, qvec: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
         """(row, cosine) best first; the filter restricts the search itself, not its output."""
