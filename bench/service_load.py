@@ -102,8 +102,9 @@ def pct(values: list[float], p: float) -> float:
 class Server:
     """`rag serve` of this checkout in a subprocess over HOME, with a fresh admin key and the default backend."""
 
-    def __init__(self, home: Path, build_from: list[str], rate_limit: int):
+    def __init__(self, home: Path, build_from: list[str], rate_limit: int, extra_env: dict | None = None):
         self.home = home
+        self.extra_env = extra_env or {}
         self.build_from = build_from
         self.key = "bench-" + secrets.token_hex(8)
         self.port = free_port()
@@ -117,6 +118,7 @@ class Server:
         env.update({"RAG_HOME": str(self.home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                     "RAG_SERVICE__API_KEYS": json.dumps({self.key: "admin"}),
                     "RAG_SERVICE__RATE_LIMIT_PER_MINUTE": str(self.rate_limit)})
+        env.update(self.extra_env)
         return env
 
     def rag(self) -> list[str]:
@@ -193,6 +195,7 @@ class Phase:
         self.generations: Counter = Counter()
         self.unnamed = 0  # 200s without a generation id
         self.wall = 0.0
+        self.stages: dict[str, list[float]] = {}  # /v1/search: the server's timings_ms, plus what is left over
 
     def summary(self) -> dict:
         n = len(self.latencies) + len(self.failures)
@@ -204,7 +207,9 @@ class Phase:
                 "p99_ms": round(pct(self.latencies, 99), 2),
                 "max_ms": round(max(self.latencies), 2) if self.latencies else None,
                 "wall_s": round(self.wall, 3), "generations": dict(self.generations),
-                "responses_without_generation_id": self.unnamed}
+                "responses_without_generation_id": self.unnamed,
+                **({"stages_p50_ms": {k: round(pct(v, 50), 2) for k, v in self.stages.items()}} if self.stages
+                   else {})}
 
 
 def search_body(i: int) -> dict:
@@ -278,6 +283,12 @@ async def one(client: httpx.AsyncClient, phase: Phase, path: str, body: dict) ->
         else:
             phase.unnamed += 1
         phase.latencies.append(dt)
+        if path == "/v1/search":
+            timings = r.json().get("timings_ms") or {}
+            for k, v in timings.items():
+                phase.stages.setdefault(k, []).append(v)
+            # The rest of the client's latency: HTTP, auth, validation, fusion, JSON, logging, the client itself.
+            phase.stages.setdefault("rest_ms", []).append(dt - sum(timings.values()))
     except httpx.HTTPError as e:
         phase.failures.append(f"{type(e).__name__}: {e}")
 
@@ -389,6 +400,84 @@ def fmt(s: dict) -> str:
 HEADER = f"{'phase':<28}{'c':>4}{'reqs':>7}{'fail':>6}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}   generations"
 
 
+# --compare: the search phases once per server configuration, one after the other in one run.
+# "today": PyTorch, every query embedded alone and nothing remembered (the path before query batching);
+# "default": this checkout's defaults; any other name is an embedder_backend with the defaults otherwise.
+TODAY_ENV = {"RAG_RETRIEVAL__QUERY_BATCH_MAX": "1", "RAG_RETRIEVAL__QUERY_CACHE_SIZE": "0",
+             "RAG_RETRIEVAL__QUERY_BATCH_WINDOW_MS": "0"}
+
+
+def compare_config(name: str) -> tuple[str | None, dict]:
+    if name == "today":
+        return "torch", dict(TODAY_ENV)
+    if name == "default":
+        return None, {}
+    return name, {}
+
+
+def unique_search_body(i: int) -> dict:
+    """search_body with a query text no earlier request used: every request embeds (no query vector cached)."""
+    body = search_body(i)
+    body["query"] = f"{body['query']} ({i})"
+    return body
+
+
+async def compare_phases(args, url: str, key: str | None) -> list[dict]:
+    headers = {"X-API-Key": key} if key else {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    make = search_body if args.repeat_queries else unique_search_body
+    out = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+        await run_count(client, Phase("warmup", 2), "/v1/search", lambda i: unique_search_body(10_000 + i), 20)
+        for c in args.concurrency:
+            p = await run_count(client, Phase("search", c), "/v1/search", lambda i, c=c: make(100_000 * c + i),
+                                args.requests)
+            out.append(p.summary())
+            print(fmt(out[-1]) + "   stages p50: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                               out[-1]["stages_p50_ms"].items()), flush=True)
+    return out
+
+
+def run_compare(args) -> int:
+    base = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="rag-bench-compare-"))
+    results: dict[str, dict] = {}
+    try:
+        for name in args.compare:
+            backend, env = compare_config(name)
+            if backend:
+                env["RAG_EMBEDDER_BACKEND"] = backend
+            home = base / (backend or "default")  # one generation per encoder variant, reused by later runs
+            server = Server(home, args.build_from, rate_limit=10_000_000, extra_env=env)
+            print(f"\n== {name} (embedder_backend {backend or 'default'}; {env or 'defaults'})", flush=True)
+            server.start()
+            try:
+                ready = httpx.get(f"{server.url}/ready", timeout=10).json()
+                print(HEADER)
+                results[name] = {"env": env, "server": ready,
+                                 "phases": asyncio.run(compare_phases(args, server.url, server.key))}
+            finally:
+                server.stop()
+    finally:
+        if not args.home:
+            shutil.rmtree(base, ignore_errors=True)
+    first = args.compare[0]
+    print(f"\n{'config':<14}{'c':>4}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}   vs {first}: req/s, p50")
+    for name, r in results.items():
+        for p, b in zip(r["phases"], results[first]["phases"]):
+            print(f"{name:<14}{p['concurrency']:>4}{p['throughput_rps']:>9.1f}{p['p50_ms']:>9.1f}{p['p99_ms']:>9.1f}"
+                  f"{p['failed']:>6}   {p['throughput_rps'] / max(b['throughput_rps'], 1e-9):.2f}x, "
+                  f"{p['p50_ms'] / max(b['p50_ms'], 1e-9):.2f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                               "settings": {"requests": args.requests, "concurrency": args.concurrency,
+                                            "repeat_queries": args.repeat_queries, "compare": args.compare},
+                               "configs": results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0 if all(p["failed"] == 0 for r in results.values() for p in r["phases"]) else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running server (default: start `rag serve` on a free port)")
@@ -408,7 +497,16 @@ def main() -> int:
     ap.add_argument("--swap-max-s", type=float, default=900)
     ap.add_argument("--no-swap", action="store_true")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--compare", type=lambda s: [x for x in s.split(",") if x],
+                    help="only the search phases, once per server configuration in this order: today (PyTorch, "
+                         "each query embedded alone, no query cache), default (this checkout's defaults), or an "
+                         "embedder_backend name; --home is then a folder of one data home per backend")
+    ap.add_argument("--repeat-queries", action="store_true",
+                    help="with --compare: rotate the fixed query list (query vectors cached) instead of a text no "
+                         "earlier request used")
     args = ap.parse_args()
+    if args.compare:
+        return run_compare(args)
 
     with target_server(args, "rag-bench-") as (url, key, _server):
         print(HEADER)
