@@ -66,7 +66,8 @@ def source_fingerprint(content_hashes: list[tuple[str, str]], embedder_identity:
 
 
 # Index settings that only change how a generation is searched or how the build runs, not what it holds.
-_RUNTIME_INDEX_SETTINGS = {"hnsw_ef_search", "ivf_nprobe", "search_threads", "keep_generations", "batch_size",
+_RUNTIME_INDEX_SETTINGS = {"engine", "ray_address", "ray_actors",
+                           "hnsw_ef_search", "ivf_nprobe", "search_threads", "keep_generations", "batch_size",
                            "verify_sample"}
 
 
@@ -100,16 +101,20 @@ def _unchanged(home: Path, key: str) -> snapshot_files.Manifest | None:
 def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | None = None,
           publish: bool = True, force: bool = False, show_progress: bool = True,
           on_progress: ProgressCallback | None = None, loader_options: LoaderOptions | None = None,
-          engine: str = "local", ray_address: str | None = None, ray_actors: int = 0) -> BuildReport:
+          engine: str | None = None, ray_address: str | None = None, ray_actors: int | None = None
+          ) -> BuildReport:
     """Build (and by default publish) a new snapshot from `sources`. Raises BuildError, BuildLocked.
 
     `engine="ray"` encodes the chunks the cache lacks on Ray Data (`indexer.ray_embed`: the cluster at
     `ray_address`, or a local one; `ray_actors` encoders, 0 = one per GPU or per CPU); the generation written is
-    the same as a local build's.
+    the same as a local build's. Each defaults to its `settings.index` value.
 
     When the published snapshot was built from the same documents, embedder and settings, nothing is written
     and the report says `unchanged` (an operator's nightly rebuild costs a load and a hash); `force=True`
     builds a new snapshot anyway, reusing every cached vector."""
+    engine = engine or settings.index.engine
+    ray_address = ray_address or settings.index.ray_address or None
+    ray_actors = settings.index.ray_actors if ray_actors is None else ray_actors
     if engine not in ENGINES:
         raise BuildError(f"unknown build engine {engine!r}; expected one of {', '.join(ENGINES)}", field="engine")
     run = _Run(settings, [str(Path(s).resolve()) for s in sources], embedder or settings.embedder,
@@ -144,6 +149,7 @@ def build(settings: Settings, sources: Sequence[str | Path], *, embedder: str | 
             snapshot_files.publish(run.home, run.snapshot_id)
             snapshot_files.gc(run.home, settings.index.keep_generations)
     report.published = publish
+    report.engine = run.engine
     report.seconds = time.perf_counter() - run.started
     report.stage_seconds = run.progress.stage_seconds
     return report

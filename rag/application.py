@@ -265,10 +265,11 @@ class Application:
     # -- builds and rebuild jobs -----------------------------------------------------------------------------
     def build(self, sources: Sequence[str | Path] | None = None, *, embedder: str | None = None,
               publish: bool = True, force: bool = False, show_progress: bool = True,
-              on_progress: ProgressCallback | None = None, engine: str = "local", ray_address: str | None = None,
-              ray_actors: int = 0) -> BuildReport:
+              on_progress: ProgressCallback | None = None, engine: str | None = None,
+              ray_address: str | None = None, ray_actors: int | None = None) -> BuildReport:
         """Build in this process (`rag index build`); default sources: `source_dirs` and the documents store.
-        `engine="ray"`: the chunks are embedded on Ray Data (the cluster at `ray_address`, or a local one)."""
+        `engine="ray"`: the chunks are embedded on Ray Data (the cluster at `ray_address`, or a local one); each
+        defaults to `settings.index` (as for rebuild jobs)."""
         if not sources:
             sources = list(self.settings.source_dirs)
             docs = self.settings.documents_dir
@@ -278,8 +279,8 @@ class Application:
             raise InvalidInput("nothing to index: pass SOURCE folders, or set source_dirs in the settings",
                                field="sources")
         builder = self._builder("builds")
-        on_engine = {} if engine == "local" else {"engine": engine, "ray_address": ray_address,
-                                                   "ray_actors": ray_actors}
+        on_engine = {k: v for k, v in (("engine", engine), ("ray_address", ray_address),
+                                       ("ray_actors", ray_actors)) if v is not None}
         return _from_file(lambda: builder.build(self.settings, sources, embedder=embedder, publish=publish,
                                                 force=force, show_progress=show_progress, on_progress=on_progress,
                                                 **on_engine),

@@ -50,6 +50,7 @@ class BuildReport:
     index_type: str = "flat"
     embedder: str = ""
     unchanged: bool = False  # nothing changed since the published generation: no new generation was written
+    engine: str = "local"  # where the chunks were embedded: this process, or "ray" (Ray Data)
     redactions: dict[str, int] = field(default_factory=dict)  # PII placeholders written, by kind (indexer.redaction)
 
     @property

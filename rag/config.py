@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -32,6 +33,7 @@ ENV_NOT_SETTINGS = ("RAG_CONFIG",)  # names the file; not a setting itself
 # Choices, shared with the HTTP schemas (service/schemas.py) and the CLI.
 Backend = Literal["auto", "transformers", "openai", "extractive"]  # rag.generators.BACKENDS
 AnnKind = Literal["hnsw", "ivf"]
+BuildEngine = Literal["local", "ray"]  # indexer.build.ENGINES
 Fusion = Literal["zscore", "rrf"]
 Device = Literal["auto", "cpu", "cuda"]
 EmbedderBackend = Literal["auto", "torch", "onnx", "onnx-int8", "openvino-int8"]  # rag.models.encoder_variants
@@ -62,6 +64,12 @@ class IndexSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # 256 on CUDA, where small batches leave the GPU waiting on the tokenizer).
     batch_size: int = 0
     verify_sample: int = 32  # chunks that must retrieve themselves before a generation is published
+    # Where builds embed (`rag index build` and rebuild jobs alike): this process, or Ray Data (extra `ray`) on
+    # the cluster at `ray_address` ("" = a local Ray; "auto"; "ray://head:10001") with `ray_actors` encoders
+    # (0 = one per GPU, else one per CPU). The generation written is the same either way.
+    engine: BuildEngine = "local"
+    ray_address: str = ""
+    ray_actors: int = 0
 
 
 class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -141,6 +149,9 @@ class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     open_mode: bool = False  # explicit: no auth at all, for local demos
     open_groups: list[str] = msgspec.field(default_factory=list)  # what open mode sees besides public documents
     rate_limit_per_minute: int = 600
+    # Empty: each process counts its own requests (token buckets). A redis:// (or valkey://) URL: every replica
+    # counts in that one store (Litestar's rate-limit middleware), so the limit holds across replicas.
+    rate_limit_store: str = ""
     max_body_bytes: int = 2_000_000
     max_document_bytes: int = 1_000_000
     cors_origins: list[str] = msgspec.field(default_factory=list)
@@ -159,7 +170,7 @@ class StateSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # several `rag serve` replicas over one data home (users, events, jobs, idempotency keys shared).
     url: str = ""
     pool_min: int = 1
-    pool_max: int = 8
+    pool_max: int = 20  # per process; a request waits up to timeout_s for a free one (mind max_connections)
     timeout_s: float = 10.0  # connecting, and waiting for a pooled connection
 
 
@@ -301,6 +312,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         d["service"]["api_keys"] = {k[:3] + "…": v for k, v in d["service"]["api_keys"].items()}
         if d["generator"].get("openai_api_key"):
             d["generator"]["openai_api_key"] = "…"
+        for section, key in (("state", "url"), ("service", "rate_limit_store")):  # URLs may carry a password
+            d[section][key] = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:…@", d[section][key])
         return d
 
 

@@ -44,7 +44,7 @@ from rag.snapshot import Snapshot
 from rag.validation import convert
 from service import schemas
 from service.errors import exception_handlers
-from service.limits import RateLimitMiddleware, TokenBuckets
+from service.limits import RateLimitMiddleware, TokenBuckets, shared_rate_limit
 from service.metrics import Metrics
 from service.playground import playground_routes
 from service.request_log import GENERATION_ID_KEY, PRINCIPAL_KEY, RequestLog, note_query
@@ -239,7 +239,11 @@ def create_app(settings: Settings | None = None, application: Application | None
                 await anyio.to_thread.run_sync(application_.close)
 
     v1_middleware: list[Any] = []
-    if buckets is not None:
+    stores: dict[str, Any] = {}
+    if svc.rate_limit_store and svc.rate_limit_per_minute > 0:  # shared by replicas (Litestar's limiter + a store)
+        shared, stores = shared_rate_limit(svc.rate_limit_store, svc.rate_limit_per_minute, auth.identity)
+        v1_middleware.append(shared)
+    elif buckets is not None:
         v1_middleware.append(RateLimitMiddleware(buckets, auth.identity, on_limited=metrics.rate_limited.inc))
     v1 = Router(path="/v1", route_handlers=API_CONTROLLERS, guards=[auth.guard], middleware=v1_middleware,
                 security=[{"ApiKey": []}, {"Bearer": []}], before_request=strict_body)
@@ -277,6 +281,7 @@ def create_app(settings: Settings | None = None, application: Application | None
         cors_config=cors,
         openapi_config=openapi,
         request_max_body_size=svc.max_body_bytes,
+        stores=stores or None,
         state=State({"settings": settings, "metrics": metrics, "auth": auth}),
         logging_config=None,
         debug=False,

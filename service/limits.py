@@ -98,3 +98,36 @@ class RateLimitMiddleware(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_headers)
+
+
+# --- rate limit shared by replicas --------------------------------------------------------------------------
+
+SHARED_STORE = "rate_limit"  # the Litestar store name the shared limiter uses
+
+
+def shared_rate_limit(url: str, per_minute: int, identify: Callable[[Any, str], str]):
+    """Litestar's own rate-limit middleware over a store every replica shares (`service.rate_limit_store`, a
+    `redis://` or `valkey://` URL): (middleware, {store name: store}) for the app. Counted per identity (API key,
+    else client address) in a fixed one-minute window, so N replicas together let `per_minute` requests through.
+    (Litestar reads and writes a window without a cross-process lock: under bursts spread over replicas a few
+    requests past the limit may get through.)"""
+    from litestar.middleware.rate_limit import RateLimitConfig
+
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from litestar.stores.redis import RedisStore
+
+        store = RedisStore.with_client(url=url, namespace="rag-rate-limit")
+    elif url.startswith("valkey://"):
+        from litestar.stores.valkey import ValkeyStore
+
+        store = ValkeyStore.with_client(url="redis://" + url[len("valkey://"):], namespace="rag-rate-limit")
+    else:
+        raise ValueError(f"service.rate_limit_store: expected a redis:// or valkey:// URL, got {url[:80]!r}")
+
+    def identifier(request) -> str:
+        client = request.client
+        return identify(request.headers, client.host if client else "")
+
+    config = RateLimitConfig(rate_limit=("minute", per_minute), identifier_for_request=identifier,
+                             exclude_opt_key="rate_limit_exempt", store=SHARED_STORE)
+    return config.middleware, {SHARED_STORE: store}

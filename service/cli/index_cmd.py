@@ -18,11 +18,12 @@ def register(sub) -> None:
     b.add_argument("--no-publish", action="store_true", help="build and verify, but leave the pointer alone")
     b.add_argument("--force", action="store_true",
                    help="write a new generation even when nothing changed since the published one")
-    b.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where chunks are embedded: this process (default) or Ray Data (pip install -e '.[ray]')")
+    b.add_argument("--engine", choices=["local", "ray"],
+                   help="where chunks are embedded: this process or Ray Data (pip install -e '.[ray]'); default "
+                   "settings.index.engine (local)")
     b.add_argument("--address", help="with --engine ray: the Ray cluster (auto, ray://host:10001; default: start a "
                    "local one)")
-    b.add_argument("--actors", type=int, default=0,
+    b.add_argument("--actors", type=int,
                    help="with --engine ray: encoder actors (default: one per GPU, else one per CPU)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
@@ -65,7 +66,8 @@ def _print_report(report) -> None:
     state = "published" if report.published else "built (not published)"
     print(f"generation {report.generation_id} {state}", file=sys.stderr)
     print(f"  documents      {report.documents}  (files seen {report.files_seen}, skipped {len(report.skipped)})")
-    print(f"  chunks         {report.chunks}  ({report.index_type} index, embedder {report.embedder})")
+    on = ", embedded on Ray" if report.engine == "ray" else ""
+    print(f"  chunks         {report.chunks}  ({report.index_type} index, embedder {report.embedder}{on})")
     print(f"  vectors reused {report.vectors_reused}  embedded {report.vectors_embedded}")
     if report.redactions:
         print("  redacted       " + ", ".join(f"{n} {kind}" for kind, n in report.redactions.items()))
