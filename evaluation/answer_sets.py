@@ -10,6 +10,10 @@
   `corpus.jsonl` (tables and paragraphs of annual reports), retrieval over all of it.
 - **Probe** (`{"question", "answerable", "doc_id", "answers", "answer_from", "language"}` rows, with the corpus
   folder beside it or given): our own questions over `data/` (bench/probes/data_answers.jsonl).
+- **PubMedQA** (`{"id", "question", "contexts", "long_answer", "final_decision", "split"}` rows): each question is
+  asked over its own abstract ("question + its abstract": retrieval filtered to that document); the answer's
+  yes/no/maybe is scored against `final_decision` and its text against `long_answer`. The abstracts are indexed
+  exactly as `rag eval summaries` indexes them, so both share one eval index.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Question:
     kind: str = ""  # span | multi-span | arithmetic | count (TAT-QA)
     language: str = "en"
     scale: str = ""
+    decision: str = ""  # PubMedQA: the gold yes / no / maybe
+    reference: str = ""  # PubMedQA: the authors' conclusion (long_answer)
 
 
 @dataclass
@@ -44,6 +50,7 @@ class QuestionSet:
     documents: list[dict] | None = None  # {"id", "title", "text"} to index, or None when `source` is a path
     source: Path | None = None  # a corpus file or folder the production indexer reads
     match: str = "any"  # "any": one gold answer must occur; "all": every gold span (TAT-QA multi-span)
+    own_document: bool = False  # each question is asked over its gold documents only (PubMedQA)
 
 
 def context_doc_id(context: str) -> str:
@@ -76,12 +83,14 @@ def detect_kind(path: Path) -> str:
         first = json.loads(next(line for line in f if line.strip()))
     if "answer_type" in first and "gold_doc_ids" in first:
         return "tatqa"
+    if "final_decision" in first and "contexts" in first:
+        return "pubmedqa"
     if "answerable" in first:
         return "probe"
     if "context" in first:
         return "squad"
     raise InvalidInput(f"{qa}: rows are neither SQuAD ({{context, question, answers}}), TAT-QA ({{answer_type, "
-                     "gold_doc_ids}}) nor probe ({answerable, answers}) rows")
+                     "gold_doc_ids}}), PubMedQA ({contexts, final_decision}) nor probe ({answerable, answers}) rows")
 
 
 def _squad_rows(path: Path) -> list[dict]:
@@ -203,6 +212,34 @@ def probe_set(path: Path, corpus: Path | None = None, *, split: str = "all") -> 
                                   answerable, [r["doc_id"]] if r.get("doc_id") else [], group, "", language))
     name = path.stem + ("" if split == "all" else f"-{split}")
     return QuestionSet(name, questions, source=Path(corpus))
+
+
+def pubmedqa_document(row: dict) -> dict:
+    """A PubMedQA abstract (without its conclusion) as a document: its paragraphs joined by blank lines, as a
+    user would post it."""
+    return {"id": str(row["id"]), "title": str(row.get("title") or ""),
+            "text": "\n\n".join(c.strip() for c in row["contexts"])}
+
+
+def pubmedqa_set(path: Path, limit: int | None, *, split: str = "test") -> QuestionSet:
+    """PubMedQA questions, each over its own abstract. `test` is the official 500-question test split, `fit` the
+    other labelled 500 (`dev`), `all` both; the index always holds every abstract."""
+    if split not in ("test", "fit", "all"):
+        raise InvalidInput(f"split must be test, fit or all, not {split!r}")
+    path = Path(path)
+    qa = path / "qa.jsonl" if path.is_dir() else path
+    rows = _jsonl(qa)
+    for i, r in enumerate(rows, 1):
+        if not all(k in r for k in ("id", "question", "contexts", "long_answer", "final_decision")):
+            raise InvalidInput(f"{qa}:{i}: expected id, question, contexts, long_answer, final_decision")
+    wanted = {"test": "test", "fit": "dev"}.get(split)
+    asked = [r for r in rows if wanted is None or r.get("split", wanted) == wanted]
+    if limit:
+        asked = asked[:limit]
+    questions = [Question(str(r["id"]), r["question"], [], True, [str(r["id"])], r["final_decision"],
+                          decision=r["final_decision"], reference=r["long_answer"]) for r in asked]
+    return QuestionSet(_name(path, "pubmedqa"), questions, documents=[pubmedqa_document(r) for r in rows],
+                       own_document=True)
 
 
 def _name(path: Path, default: str) -> str:

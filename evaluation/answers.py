@@ -8,6 +8,10 @@ Reported, per set and per group (answer_from, language, present/absent):
 - "holds the gold answer": the answer text (without its [n] markers) contains a gold answer, or for TAT-QA every
   gold span, with figures normalized (thousands separators, $, %, the scale word); arithmetic and count
   questions are reported apart (they need a computation: a correct computed figure counts, a refusal does not);
+- PubMedQA ("question + its abstract": retrieval filtered to the question's own abstract): the answer's
+  yes/no/maybe (evaluation.text_metrics.answer_decision; `maybe` when the product abstains) scored with accuracy
+  and macro-F1 as the official scorer does, beside the majority-class baseline, and the ROUGE-L of the answer
+  against the authors' conclusion (`long_answer`);
 - SQuAD's exact match and F1 (official normalization), citation accuracy (answered questions citing a gold
   document), invalid citations in final answers (a [n] naming no passage given: must be 0), the answer's length
   in words, fallback reasons, and seconds per answer.
@@ -26,10 +30,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evaluation.answer_sets import QuestionSet, detect_kind, near_miss_set, probe_set, squad_set, tatqa_set
+from evaluation.answer_sets import (
+    QuestionSet,
+    detect_kind,
+    near_miss_set,
+    probe_set,
+    pubmedqa_set,
+    squad_set,
+    tatqa_set,
+)
 from evaluation.metrics import contains_answer, exact_match, f1_score, holds, percentile
 from evaluation.retrieval import BeirSet
 from evaluation.retrieval import ensure_generation as beir_generation
+from evaluation.text_metrics import answer_decision, decision_scores, rouge
 from indexer.build import build
 from rag import snapshot_files
 from rag.answering import Answerer
@@ -39,8 +52,9 @@ from rag.extractive import count_words
 from rag.grounding import cited_numbers, strip_citations
 from rag.retriever import Retriever
 from rag.snapshot import Snapshot
+from rag.types import Filters
 
-KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
+KINDS = ("auto", "squad", "near-miss", "tatqa", "probe", "pubmedqa")
 
 
 def load_set(path: Path, kind: str = "auto", *, limit: int | None = None, seed: int = 0, split: str = "test",
@@ -56,6 +70,8 @@ def load_set(path: Path, kind: str = "auto", *, limit: int | None = None, seed: 
         return near_miss_set(path, split=split, per_article=per_article, seed=seed)
     if kind == "tatqa":
         return tatqa_set(path, limit, seed, split=split)
+    if kind == "pubmedqa":
+        return pubmedqa_set(path, limit, split=split)
     return probe_set(path, corpus, split=split)
 
 
@@ -116,14 +132,15 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
     for q in tqdm(qset.questions, desc=f"answers ({backend_name})", unit="q", file=sys.stderr,
                   disable=not show_progress):
         t = time.perf_counter()
-        ans = answerer.answer(snapshot, q.question, backend=backend_name)
+        scope = Filters(doc_ids=q.gold_docs) if qset.own_document else None
+        ans = answerer.answer(snapshot, q.question, filters=scope, backend=backend_name)
         per_question.append(score_answer(q, ans, time.perf_counter() - t, qset.match))
     m = snapshot.manifest
     snapshot.close()
-    return {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
-            "backend": backend_name, "seed": seed, "questions": len(qset.questions), "generation_id": snapshot_id,
-            "generation_reused": reused, "documents": m.counts.documents, "chunks": m.counts.chunks,
-            "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
+    report = {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
+            "backend": backend_name, "seed": seed, "split": split, "questions": len(qset.questions),
+            "generation_id": snapshot_id, "generation_reused": reused, "documents": m.counts.documents,
+            "chunks": m.counts.chunks, "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
             "groups": {g: summarize_metrics([r for r in per_question if r["group"] == g])
                        for g in sorted({r["group"] for r in per_question if r["group"]})},
             "kinds": {k: summarize_metrics([r for r in per_question if r["kind"] == k])
@@ -131,10 +148,24 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
             "languages": {lang: summarize_metrics([r for r in per_question if r["language"] == lang])
                           for lang in sorted({r["language"] for r in per_question})},
             "per_question": per_question}
+    if any(q.decision for q in qset.questions):
+        report["decisions"] = decisions_report(per_question)
+    return report
+
+
+def decisions_report(rows: list[dict]) -> dict:
+    """PubMedQA: the product's yes/no/maybe against the gold, beside always answering the majority class."""
+    gold = [r["decision_gold"] for r in rows]
+    majority = collections.Counter(gold).most_common(1)[0][0] if gold else "yes"
+    return {"product": decision_scores(gold, [r["decision"] for r in rows]),
+            "majority_baseline": {"decision": majority, **decision_scores(gold, [majority] * len(gold))},
+            "rougeL_vs_long_answer": round(100 * sum(r["rougeL"] for r in rows) / max(1, len(rows)), 2)}
 
 
 def score_answer(q, ans, seconds: float, match: str = "any") -> dict:
     prediction = "" if ans.abstained else strip_citations(ans.answer)
+    decided = {"decision_gold": q.decision, "decision": answer_decision(prediction, ans.abstained),
+               "rougeL": rouge(prediction, q.reference)["rougeL"] if prediction else 0.0} if q.decision else {}
     given = {p.n for p in ans.passages}
     if not q.answers or not prediction:
         held = 0.0
@@ -156,6 +187,7 @@ def score_answer(q, ans, seconds: float, match: str = "any") -> dict:
         "invalid_citations_removed": ans.invalid_citations_removed,
         "words": 0 if ans.abstained else count_words(prediction),
         "seconds": round(seconds, 3),
+        **decided,
     }
 
 
@@ -217,4 +249,11 @@ def format_table(report: dict) -> str:
             lines.append(line(f"  lang={lang}", m))
     for reason, count in report["metrics"]["fallback_reasons"].items():
         lines.append(f"  fallback x{count}: {reason}")
+    d = report.get("decisions")
+    if d:
+        p, b = d["product"], d["majority_baseline"]
+        lines.append(f"yes/no/maybe: accuracy {p['accuracy']:.3f}, macro-F1 {p['macro_f1']:.3f} "
+                     f"(F1 yes {p['f1']['yes']:.3f}, no {p['f1']['no']:.3f}, maybe {p['f1']['maybe']:.3f}); "
+                     f"always {b['decision']!r}: accuracy {b['accuracy']:.3f}, macro-F1 {b['macro_f1']:.3f}; "
+                     f"ROUGE-L vs long_answer {d['rougeL_vs_long_answer']:.2f}")
     return "\n".join(lines)

@@ -339,7 +339,7 @@ class Application:
         return AnswerStream(events, snapshot.id, lease)
 
     def summarize(self, *, doc_id: str | None = None, doc_ids: list[str] | None = None, query: str | None = None,
-                  filters: Filters | None = None, style: str = "brief", max_words: int = 120,
+                  filters: Filters | None = None, style: str = "brief", max_words: int | None = None,
                   backend: str | None = None, top_k: int | None = None, snapshot: Snapshot | None = None,
                   visibility: Visibility | None = None) -> Summary:
         """Exactly one of `doc_id`, `doc_ids`, `query`; `filters` with a query only. NotFound names an unknown id,

@@ -23,6 +23,17 @@ from rag.answer_units import AnswerUnit
 from rag.grounding import Evidence, Passage, content_terms
 
 MMR_LAMBDA = 0.7
+POSITION_WEIGHT = 0.3  # summaries: earlier sentences preferred by this much (in z-units of centrality) at most
+FILL_MARGIN = 1.5  # summaries: no filler sentence this many z-units less central than the best one
+MIN_SUMMARY_TERMS = 4  # a summary sentence has at least this many content words
+# Summaries, fitted on the odd rows of PubMedQA (bench/results/summaries_pubmedqa.json; README, Summaries): a
+# sentence dense with figures is a result's detail rather than the gist ("cIMT 0.66+/-0.17 cm vs 0.65"), and the
+# opening of a text says what it is about (as a title would): without both the summary lost to the first
+# sentences (ROUGE-L 19.6 vs 21.0), with both it wins (22.5).
+FIGURE_WEIGHT = 5.0  # z-units taken per unit share of the sentence's words that hold a figure
+OPENING_WEIGHT = 1.0  # z-units of closeness to the text's first two candidate sentences (one document only)
+PART_MIN_WORDS = 12  # a part's representative sentence is chosen within max(this, budget / parts) words
+PART_CHOICES = 3  # a part whose best sentence no longer fits the budget is represented by its next best
 LIST_WORDS = 70  # a list answer stops adding items at this many words
 SIBLING_MARGIN = 0.3  # selector logits: closer than this, two sibling rows both answer
 SIBLING_WORDS = 45
@@ -136,10 +147,55 @@ def _labelled(u: AnswerUnit) -> AnswerUnit:
     return dataclasses.replace(u, text=head.strip())
 
 
+def summary_parts(passages: list[Passage]) -> list[str]:
+    """The part of the text each passage belongs to, what a summary should cover: its document when there are
+    several, else its top-level section (the first element of the chunk's heading path; "" before the first
+    heading). One part means the text has no structure to follow."""
+    if len({p.doc_id for p in passages}) > 1:
+        return [p.doc_id for p in passages]
+    return [p.heading.split(" > ")[0] if p.heading else "" for p in passages]
+
+
 def extractive_summary(passages: list[Passage], *, max_words: int, style: str = "brief",
                        evidence: Evidence | None = None, embedder=None, query: str | None = None) -> Extract:
-    """Centroid sentence selection within `max_words`, in document order, each sentence cited."""
+    """Centroid sentence selection within `max_words`, in document order, each sentence cited.
+
+    With a text of several parts (sections of one document, or several documents: see
+    `summary_parts`), map-reduce over the parts: each part's most representative sentence (closest to the part's
+    own centroid, short enough for its share of the budget), the parts taken by weight (their size and
+    closeness to the whole) until the budget is spent, then the best remaining sentences (MMR) fill what is left.
+    A sentence's worth: its centrality, plus a lead prior (POSITION_WEIGHT) and, for one document, its closeness
+    to the opening (OPENING_WEIGHT), less its share of figures (FIGURE_WEIGHT).
+    """
     evidence = evidence or Evidence(passages, embedder)
+    cands = _summary_candidates(evidence)
+    if not cands:
+        return Extract("", [])
+    vecs = _candidate_vectors(evidence, cands)
+    centroid = _unit(vecs.mean(axis=0))
+    relevance = _standardized(vecs @ centroid)
+    if query and evidence.embedder is not None:
+        relevance = 0.5 * relevance + 0.5 * _standardized(vecs @ evidence.text_vector(query))
+    sizes = np.array([count_words(c.text) for c in cands])
+    part_of = dict(zip((p.n for p in passages), summary_parts(passages)))
+    parts = [part_of.get(c.n, "") for c in cands]
+    chosen: list[int] = []
+    if len(set(parts)) > 1:
+        chosen = _representatives(cands, vecs, parts, sizes, centroid, max_words)
+    relevance = relevance + POSITION_WEIGHT * np.array([1.0 / (1.0 + k / 10.0) for k in range(len(cands))])
+    relevance = relevance - FIGURE_WEIGHT * np.array([_figure_share(c.text) for c in cands])
+    if len(cands) > 2 and len({p.doc_id for p in passages}) == 1:
+        relevance = relevance + OPENING_WEIGHT * _standardized(vecs @ _unit(vecs[:2].mean(axis=0)))
+    chosen = _fill(cands, vecs, relevance, sizes, chosen, max_words)
+    for i in chosen:
+        cands[i].score = float(relevance[i])
+    picks = sorted((cands[i] for i in chosen), key=lambda s: (s.n, s.index))
+    lines = [cite(p.text, p.n) for p in picks]
+    text = "\n".join(f"- {line}" for line in lines) if style == "bullets" else join_sentences(lines)
+    return Extract(text, picks)
+
+
+def _summary_candidates(evidence: Evidence) -> list[Scored]:
     cands: list[Scored] = []
     seen: set[str] = set()
     for n, pu in evidence.units.items():
@@ -148,43 +204,84 @@ def extractive_summary(passages: list[Passage], *, max_words: int, style: str = 
             # Overlapping chunks repeat sentences; fragments, questions, table rows and "...:" lead-ins
             # (whose list would not follow) make poor summary sentences.
             text = unit.text.rstrip()
-            if (key in seen or len(pu.terms[i]) < 4 or not unit.answers or unit.kind == "row"
+            if (key in seen or len(pu.terms[i]) < MIN_SUMMARY_TERMS or not unit.answers or unit.kind == "row"
                     or text.endswith((":", "："))):
                 continue
             seen.add(key)
             cands.append(Scored(n, i, unit.text, 0.0))
-    if not cands:
-        return Extract("", [])
-    vecs = _candidate_vectors(evidence, cands)
-    centroid = vecs.mean(axis=0)
-    centroid /= np.linalg.norm(centroid) or 1.0
-    relevance = vecs @ centroid
-    if query and evidence.embedder is not None:
-        relevance = 0.5 * relevance + 0.5 * (vecs @ evidence.text_vector(query))
-    position = np.array([1.0 / (1.0 + k / 10.0) for k in range(len(cands))])  # leads carry the gist
-    relevance = relevance + 0.1 * position
+    return cands
 
+
+def _representatives(cands: list[Scored], vecs: np.ndarray, parts: list[str], sizes: np.ndarray,
+                     centroid: np.ndarray, max_words: int) -> list[int]:
+    """Map: each part's sentences ranked by how well they represent it; reduce: the parts by weight while the
+    budget lasts, each with its best sentence that still fits (of its PART_CHOICES best), so a long document's
+    summary reaches its main sections instead of its opening."""
+    members: dict[str, list[int]] = {}
+    for i, p in enumerate(parts):
+        members.setdefault(p, []).append(i)
+    share = max(PART_MIN_WORDS, max_words // len(members))
+    ranked: dict[str, list[int]] = {}
+    weight: dict[str, float] = {}
+    for p, idx in members.items():
+        own = _unit(vecs[idx].mean(axis=0))
+        fit = _standardized(vecs[idx] @ own) + 0.5 * _standardized(vecs[idx] @ centroid)
+        # Within its share of the budget when the part has such a sentence; a longer one costs its excess.
+        over = np.maximum(0, sizes[idx] - share) / share
+        ranked[p] = [idx[j] for j in np.argsort(-(fit - over), kind="stable")[:PART_CHOICES]]
+        weight[p] = float(np.log1p(sizes[idx].sum())) * (1.0 + float(own @ centroid))
     chosen: list[int] = []
     words = 0
-    rest = list(range(len(cands)))
+    for p in sorted(ranked, key=lambda p: -weight[p]):
+        pick = next((i for i in ranked[p] if words + sizes[i] <= max_words), None)
+        if pick is not None:
+            chosen.append(pick)
+            words += int(sizes[pick])
+    return chosen
+
+
+def _fill(cands: list[Scored], vecs: np.ndarray, relevance: np.ndarray, sizes: np.ndarray, chosen: list[int],
+          max_words: int) -> list[int]:
+    """MMR over the rest while sentences fit the budget. A sentence far less central than the best one does not
+    pad the summary ("The mean age was 62 years.")."""
+    chosen = list(chosen)
+    words = int(sum(sizes[i] for i in chosen))
+    floor = float(relevance.max()) - FILL_MARGIN
+    rest = [i for i in range(len(cands)) if i not in chosen]
     while rest:
         redundancy = (vecs[rest] @ vecs[chosen].T).max(axis=1) if chosen else np.zeros(len(rest))
         scores = MMR_LAMBDA * relevance[rest] - (1 - MMR_LAMBDA) * redundancy
         best = rest.pop(int(np.argmax(scores)))
-        size = count_words(cands[best].text)
-        if words + size > max_words:
+        if chosen and relevance[best] < floor:
+            continue
+        if words + sizes[best] > max_words:
             if not chosen:  # even the best sentence is too long: keep its first max_words words
-                cands[best].text = _truncate_words(cands[best].text, max_words)
+                cands[best].text = truncate_words(cands[best].text, max_words)
                 chosen.append(best)
+                words = max_words
             continue
         chosen.append(best)
-        words += size
-    for i in chosen:
-        cands[i].score = float(relevance[i])
-    picks = sorted((cands[i] for i in chosen), key=lambda s: (s.n, s.index))
-    lines = [cite(p.text, p.n) for p in picks]
-    text = "\n".join(f"- {line}" for line in lines) if style == "bullets" else join_sentences(lines)
-    return Extract(text, picks)
+        words += int(sizes[best])
+    return chosen
+
+
+_FIGURE = re.compile(r"\d")
+
+
+def _figure_share(text: str) -> float:
+    words = text.split()
+    return sum(1 for w in words if _FIGURE.search(w)) / max(1, len(words))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.linalg.norm(v) or 1.0)
+
+
+def _standardized(x: np.ndarray) -> np.ndarray:
+    """Scores as z-values within the text: embedders' cosines live on different scales (e5's unrelated texts
+    are ~0.75 apart, MiniLM's ~0.05), so the position prior and the MMR trade-off mean the same with either."""
+    sd = float(x.std())
+    return (x - x.mean()) / sd if sd > 1e-9 else np.zeros_like(x)
 
 
 def _candidate_vectors(evidence: Evidence, cands: list[Scored]) -> np.ndarray:
@@ -204,7 +301,7 @@ def _candidate_vectors(evidence: Evidence, cands: list[Scored]) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
 
 
-def _truncate_words(text: str, max_words: int) -> str:
+def truncate_words(text: str, max_words: int) -> str:
     if _CJK_RUN.search(text):
         pieces = rjieba.cut(text)
         return "".join(pieces[:max_words]).rstrip() + "…"

@@ -28,7 +28,7 @@ from rag.answering import (
 )
 from rag.config import Settings
 from rag.errors import InvalidInput, NotFound
-from rag.extractive import count_words, extractive_summary, join_sentences
+from rag.extractive import count_words, extractive_summary, join_sentences, summary_parts
 from rag.snapshot import Snapshot
 from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.grounding import (
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 SummaryStyle = Literal["brief", "bullets"]
 STYLES: tuple[str, ...] = typing.get_args(SummaryStyle)
 MIN_WORDS, MAX_WORDS = 10, 1000
+DEFAULT_WORDS = 120  # the budget when none is given ...
+WORDS_PER_PART = 20  # ... or, for a document summary, this many words per top-level section,
+MAX_DEFAULT_WORDS = 320  # up to this many: a long handbook's summary reaches its main sections
 MAX_REDUCE_ROUNDS = 4  # each round shrinks the text by the group size; four rounds cover any real document
 
 SYSTEM_PROMPT = ("You summarize documents using only the numbered passages the user gives you. "
@@ -94,14 +97,15 @@ class Summarizer:
         self.generators = generators
 
     def summarize(self, snapshot: Snapshot, *, doc_ids: list[str] | None = None, query: str | None = None,
-                  filters: Filters | None = None, style: str = "brief", max_words: int = 120,
+                  filters: Filters | None = None, style: str = "brief", max_words: int | None = None,
                   backend: str | None = None, top_k: int | None = None) -> Summary:
+        """`max_words` None: `default_words` of the passages (more for a document of many sections)."""
         if bool(doc_ids) == bool(query and query.strip()):
             raise InvalidInput("give either doc_ids or a query to summarize, not both and not neither",
                                field="doc_ids" if doc_ids else "query")
         if style not in STYLES:
             raise InvalidInput(f"style must be one of {', '.join(STYLES)}, not {style!r}", field="style")
-        if not MIN_WORDS <= max_words <= MAX_WORDS:
+        if max_words is not None and not MIN_WORDS <= max_words <= MAX_WORDS:
             raise InvalidInput(f"max_words must be between {MIN_WORDS} and {MAX_WORDS}, not {max_words}",
                                field="max_words")
         started = time.perf_counter()
@@ -110,6 +114,8 @@ class Summarizer:
         passages = (self._document_passages(snapshot, doc_ids) if doc_ids
                     else self._query_passages(snapshot, query, filters, top_k))
         timings = {"retrieve_ms": _ms(t)}
+        if max_words is None:
+            max_words = default_words(passages) if doc_ids else DEFAULT_WORDS
         language = detect_language(query or " ".join(p.text for p in passages[:3]))
         if not passages:
             timings["total_ms"] = _ms(started)
@@ -158,15 +164,7 @@ class Summarizer:
     # -- sources ----------------------------------------------------------------------------------------
     @staticmethod
     def _document_passages(snapshot: Snapshot, doc_ids: list[str]) -> list[Passage]:
-        passages: list[Passage] = []
-        for doc_id in dict.fromkeys(doc_ids):
-            doc = snapshot.document(doc_id, with_text=False)
-            if doc is None:
-                raise UnknownDocument(doc_id, snapshot.id)
-            for c in snapshot.document_chunks(doc_id):
-                passages.append(Passage(len(passages) + 1, doc_id, c["chunk_id"], doc["title"] or "", c["text"],
-                                        1.0, doc["domain"], doc["language"]))
-        return passages
+        return document_passages(snapshot, doc_ids)
 
     def _query_passages(self, snapshot: Snapshot, query: str, filters: Filters | None, top_k: int | None
                         ) -> list[Passage]:
@@ -198,6 +196,26 @@ class Summarizer:
                 [_messages(system, "Partial summaries", g, style, max_words) for g in groups], max_new_tokens=max_new)
         return generator.generate(_messages(system, "Partial summaries", groups[0], style, max_words,
                                             combine=True), max_new_tokens=max_new)
+
+
+def default_words(passages: list[Passage]) -> int:
+    """The word budget of a summary none was asked for: DEFAULT_WORDS, or WORDS_PER_PART per part the summary
+    should cover (rag.extractive.summary_parts: top-level sections, or documents), up to MAX_DEFAULT_WORDS."""
+    parts = len(set(summary_parts(passages))) if passages else 0
+    return max(DEFAULT_WORDS, min(MAX_DEFAULT_WORDS, WORDS_PER_PART * parts))
+
+
+def document_passages(snapshot: Snapshot, doc_ids: list[str]) -> list[Passage]:
+    """The documents' chunks in reading order, numbered from 1, each with its heading path."""
+    passages: list[Passage] = []
+    for doc_id in dict.fromkeys(doc_ids):
+        doc = snapshot.document(doc_id, with_text=False)
+        if doc is None:
+            raise UnknownDocument(doc_id, snapshot.id)
+        for c in snapshot.document_chunks(doc_id):
+            passages.append(Passage(len(passages) + 1, doc_id, c["chunk_id"], doc["title"] or "", c["text"],
+                                    1.0, doc["domain"], doc["language"], heading=" > ".join(c["heading_path"] or [])))
+    return passages
 
 
 def _messages(system: str, label: str, texts: list[str], style: str, max_words: int, combine: bool = False

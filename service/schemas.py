@@ -197,7 +197,7 @@ class SummarizeRequest(Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.UNSET
     filters: FiltersIn | msgspec.UnsetType = msgspec.UNSET  # with `query` only
     style: SummaryStyle = "brief"
-    max_words: Annotated[int, Meta(ge=10, le=1000)] = 120
+    max_words: Annotated[int, Meta(ge=10, le=1000)] | None = None  # None: more words for more sections
     backend: Backend | None = None
 
     def arguments(self) -> dict[str, Any]:

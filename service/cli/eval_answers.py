@@ -9,7 +9,7 @@ from evaluation.reports import write_report
 from rag.errors import InvalidInput, NotFound
 from service.cli.common import settings_from
 
-KINDS = ("auto", "squad", "near-miss", "tatqa", "probe")
+KINDS = ("auto", "squad", "near-miss", "tatqa", "probe", "pubmedqa")
 
 
 def register(esub) -> None:
@@ -19,16 +19,19 @@ def register(esub) -> None:
         description="SQuAD rows {id, title, context, question, answers}; --kind near-miss: SQuAD articles with a "
                     "third of their paragraphs left out (questions about those must abstain); a TAT-QA folder "
                     "(qa.jsonl with answer_type, gold_doc_ids, and corpus.jsonl); a probe JSONL {question, "
-                    "answerable, answers, doc_id} over a corpus folder (default: data/documents beside it).")
+                    "answerable, answers, doc_id} over a corpus folder (default: data/documents beside it); a PubMedQA folder "
+                    "(qa.jsonl with contexts, long_answer, final_decision): each question over its own abstract, "
+                    "yes/no/maybe accuracy and macro-F1, ROUGE-L against long_answer.")
     p.add_argument("path", help="a QA JSONL file or a folder holding qa.jsonl")
     p.add_argument("--kind", choices=KINDS, default="auto", help="question set kind (default: from the rows)")
     p.add_argument("--backend", choices=BACKENDS, help="generator backend (default: settings.generator.backend)")
     p.add_argument("--split", choices=("test", "fit", "all"), default="test",
-                   help="near-miss / TAT-QA half to score: test (default; never used to fit answer selection), fit")
+                   help="near-miss / TAT-QA / PubMedQA half to score: test (default; never used to fit answer "
+                        "selection; PubMedQA: the official test split), fit (PubMedQA: dev)")
     p.add_argument("--per-article", type=int, default=15,
                    help="near-miss: answerable and unanswerable questions per article (default 15 each)")
     p.add_argument("--corpus", help="probe: the folder its questions are asked over")
-    p.add_argument("--limit", type=int, default=300, help="SQuAD / TAT-QA questions to sample (default 300; 0 = all)")
+    p.add_argument("--limit", type=int, default=300, help="SQuAD / TAT-QA questions to sample, PubMedQA the first N (default 300; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--json", dest="json_out", help="write the report (with every answer) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -7,7 +7,7 @@ from pathlib import Path
 from evaluation.reports import write_report
 from rag.errors import InvalidInput
 from rag.types import SEARCH_MODES
-from service.cli import eval_answers, eval_recommend
+from service.cli import eval_answers, eval_recommend, eval_report, eval_summaries
 from service.cli.common import settings_from
 
 
@@ -26,6 +26,8 @@ def register(sub) -> None:
 
     eval_answers.register(esub)
     eval_recommend.register(esub)
+    eval_summaries.register(esub)
+    eval_report.register(esub)
 
 
 def run_retrieval(args) -> int:

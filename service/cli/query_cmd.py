@@ -62,7 +62,8 @@ def register(sub) -> None:
     src.add_argument("--doc", action="append", dest="docs", metavar="ID", help="document id (repeatable)")
     src.add_argument("--query", help="summarize the top passages for this query")
     m.add_argument("--style", choices=STYLES, default="brief")
-    m.add_argument("--max-words", type=_positive, default=120)
+    m.add_argument("--max-words", type=_positive,
+                   help="word budget (default 120, or 20 per top-level section of a document, up to 320)")
     m.add_argument("--backend", choices=BACKENDS,
                    help="generator backend (default: settings.generator.backend)")
     _add_filters(m)
