@@ -35,9 +35,10 @@ def test_every_long_data_document_summary_covers_most_of_its_sections(sections):
         assert d["sections"] >= 10, doc_id  # handbooks with numbered top-level sections
         assert d["share"] >= 0.8, (doc_id, [s["section"] for s in d["per_section"] if not s["covered"]])
         assert 0 < d["summary_words"] <= MAX_DEFAULT_WORDS and d["fallback"] is None
-        # each covered section's sentences are that section's own words (ROUGE-L precision against it)
-        covered = [s for s in d["per_section"] if s["covered"]]
-        assert min(s["rougeL_precision"] for s in covered) > 0.5, doc_id
+        # the covered sections' sentences are those sections' own words (ROUGE-L precision against the section;
+        # a table row or list item is rendered with its header, so a single one may score lower)
+        precision = [s["rougeL_precision"] for s in d["per_section"] if s["covered"]]
+        assert sum(precision) / len(precision) > 0.75, doc_id
 
 
 def test_the_diabetes_handbook_summary_reaches_medicines_targets_and_complications(sections):
