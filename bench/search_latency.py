@@ -423,6 +423,8 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
 class _QueryVectors:
     """Stands in for the generation's embedder: maps a query text to its synthetic vector (no model)."""
 
+    identity = "synthetic-query-vectors"  # rag.query_vectors keys its batcher and cache by the encoder identity
+
     def __init__(self, mapping: dict[str, np.ndarray]):
         self.mapping = mapping
 
