@@ -107,3 +107,28 @@ def test_a_local_build_never_imports_ray(small_corpus, models_dir, tmp_path):
                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_rebuild_jobs_embed_on_ray_when_the_settings_say_so(ray_home, models_dir):
+    from indexer.build import Indexer
+    from rag.application import Application
+
+    settings, _ = ray_home
+    store = settings.documents_dir / "finance"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "fin-ray-note.md").write_text("---\nid: fin-ray-note\ntitle: Bond ladders\ndomain: finance\n---\n"
+                                           "# Bond ladders\nA bond ladder holds bonds that mature in successive years, "
+                                           "so some money comes due every year.\n", encoding="utf-8")
+    on_ray = make_settings(settings.home_path, models_dir, embedder=settings.embedder,
+                           index={"engine": "ray", "ray_actors": 1})
+    app = Application(on_ray, builder=Indexer())
+    try:
+        job = app.start_rebuild()
+        assert app.jobs.wait(300)
+        done = app.job(job.id)
+    finally:
+        app.close()
+    assert done.state == "succeeded", done.error
+    assert done.result["engine"] == "ray"
+    assert done.result["vectors_embedded"] >= 1  # the new document's chunks went through the actor
+    assert snapshot_files.read_pointer(settings.home_path) == done.result["generation_id"]
