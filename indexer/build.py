@@ -161,8 +161,12 @@ class Indexer:
     def build(self, settings: Settings, sources: Sequence[str | Path], **options) -> BuildReport:
         return build(settings, sources, **options)
 
-    def load_documents(self, paths: Sequence[str | Path]) -> list[Document]:
-        return load_sources(paths).documents
+    def load_documents(self, settings: Settings, paths: Sequence[str | Path]) -> list[Document]:
+        # Redacted as a build redacts: a stored medical document's hash must match its indexed (redacted) one, or
+        # it would show a pending update forever, and its raw text would be served before its first build.
+        docs = load_sources(paths).documents
+        RedactionPolicy(settings.privacy).redact_documents(docs)
+        return docs
 
 
 @dataclass

@@ -156,8 +156,10 @@ class Application:
 
     @property
     def documents(self) -> Documents:
-        return self._part("documents", lambda: Documents(
-            SourceDocuments(self.settings, self._builder("the documents store").load_documents)))
+        def load(paths):
+            return self._builder("the documents store").load_documents(self.settings, paths)
+
+        return self._part("documents", lambda: Documents(SourceDocuments(self.settings, load)))
 
     @property
     def jobs(self) -> RebuildJobs:

@@ -70,8 +70,9 @@ class Builder(Protocol):
               on_progress: ProgressCallback | None = None) -> BuildReport:
         """Build (and publish) a snapshot from `sources`; BuildError, BuildLocked."""
 
-    def load_documents(self, paths: Sequence[str | Path]) -> list[Document]:
-        """The documents of these files, parsed exactly as a build parses them (so content hashes compare)."""
+    def load_documents(self, settings: Settings, paths: Sequence[str | Path]) -> list[Document]:
+        """The documents of these files, parsed (and redacted) exactly as a build under `settings` would, so their
+        content hashes compare with the snapshot's."""
 
 
 class BuildLock:

@@ -151,6 +151,19 @@ def test_searching_for_a_raw_value_finds_nothing(built, mode):
                 assert hits == [], (v, [h.text[:60] for h in hits])
 
 
+def test_the_documents_store_parses_as_the_build_redacts(built, tmp_path):
+    """The store compares a stored file with its indexed version by content hash: it must parse and redact the
+    file as the build did, or a redacted document shows a pending update forever (and its raw text is served)."""
+    settings, _, snapshot = built
+    from indexer.build import Indexer
+
+    path = tmp_path / "intake-en.md"
+    path.write_text(EN, encoding="utf-8")
+    (doc,) = Indexer().load_documents(settings, [path])
+    assert "maria.kowalski@clinic-example.org" not in doc.text and "[EMAIL]" in doc.text
+    assert doc.content_hash == snapshot.document("med-intake-en", with_text=False)["content_hash"]
+
+
 def test_redactor_leaves_invalid_numbers_alone():
     r = Redactor()
     counts: Counter = Counter()
