@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rag.config import GeneratorSettings
-from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool
+from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool, GeneratorTimeout
 from rag.generators.openai_backend import OpenAIGenerator
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
@@ -45,6 +45,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if model == "plain-error":
             self._send(503, b"upstream overloaded")
             return
+        if model == "slow":  # answers after the client's read timeout
+            time.sleep(1.0)
         text = f"Hello from {model}."
         if not payload.get("stream"):
             self._send(200, json.dumps({"id": "c1", "object": "chat.completion", "choices": [
@@ -112,6 +114,16 @@ def test_openai_errors_carry_the_server_message(fake_server, model, message):
 def test_openai_error_event_inside_a_stream(fake_server):
     with pytest.raises(GeneratorError, match="worker crashed"):
         list(_client(fake_server, "dies-midway").stream(MESSAGES, max_new_tokens=4))
+
+
+def test_openai_read_timeout_is_the_generation_timeout(fake_server):
+    """The client's read timeout and the policy's clock are the same bound: either way the reason is the timeout."""
+    slow = OpenAIGenerator(GeneratorSettings(backend="openai", openai_base_url=fake_server, openai_model="slow",
+                                             timeout_s=0.2))
+    with pytest.raises(GeneratorTimeout, match="timed out after 0.2 s"):
+        slow.generate(MESSAGES, max_new_tokens=4)
+    with pytest.raises(GeneratorTimeout, match="timed out after 0.2 s"):
+        list(slow.stream(MESSAGES, max_new_tokens=4))
 
 
 def test_openai_unreachable_server_is_a_generator_error():

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 import httpx
 
 from rag.config import GeneratorSettings
-from rag.generators.slots import GeneratorError
+from rag.generators.slots import GeneratorError, GeneratorTimeout
 
 RETRIES = 1  # extra attempts after a connection error
 # Connection errors: the request never reached a server, or the server went away. Timeouts are not retried (the
 # generation's own clock, rag.generators.slots, has already been running).
 RETRIED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# The client's read timeout is the generation's `timeout_s`, the same bound as the policy's clock: whichever fires
+# first, the reason is the timeout (a connect timeout is a server out of reach, said as such).
+TIMED_OUT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -73,6 +76,8 @@ class OpenAIGenerator:
                     continue
                 raise GeneratorError(f"cannot reach {self.base_url} (tried {attempt + 1} times): "
                                      f"{type(e).__name__}: {e}") from e
+            except TIMED_OUT as e:
+                raise GeneratorTimeout(self.settings.timeout_s) from e
             except httpx.HTTPError as e:
                 raise GeneratorError(f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from e
         if r.status_code >= 400:
@@ -112,6 +117,8 @@ class OpenAIGenerator:
                 tried = f" (tried {attempt + 1} times)" if sent == 0 else ""
                 raise GeneratorError(f"stream from {self.base_url} failed after {sent} pieces{tried}: "
                                      f"{type(e).__name__}: {e}") from e
+            except TIMED_OUT as e:
+                raise GeneratorTimeout(self.settings.timeout_s) from e
             except httpx.HTTPError as e:
                 raise GeneratorError(f"stream from {self.base_url} failed after {sent} pieces: "
                                      f"{type(e).__name__}: {e}") from e
