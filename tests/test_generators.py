@@ -11,7 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rag.config import GeneratorSettings
-from rag.generators import GeneratorBusy, GeneratorError, GeneratorPool, GeneratorTimeout
+from rag.generators import (
+    GeneratorBusy,
+    GeneratorError,
+    GeneratorPool,
+    GeneratorTimeout,
+)
 from rag.generators.openai_backend import OpenAIGenerator
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
