@@ -128,3 +128,16 @@ def application(built_home):
 
     settings, _ = built_home
     return Application(settings)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server for one test module (tests.engines), skipped where PostgreSQL is not installed."""
+    from tests.engines import PostgresServer, postgres_missing
+
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    server = PostgresServer().start()
+    yield server
+    server.stop()

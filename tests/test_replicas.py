@@ -21,22 +21,12 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings
-from tests.engines import PostgresServer, free_port, postgres_missing
+from tests.engines import free_port
 
 pytestmark = pytest.mark.postgres
 
 ADMIN = {"X-API-Key": "replica-admin-key"}
 READER = {"X-API-Key": "replica-reader-key"}
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    missing = postgres_missing()
-    if missing:
-        pytest.skip(missing)
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 def _rag() -> list[str]:

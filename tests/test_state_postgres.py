@@ -15,24 +15,13 @@ import pytest
 from rag import events
 from rag.state import MIGRATIONS
 from tests.conftest import REPO
-from tests.engines import PostgresServer, postgres_missing
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def server():
-    missing = postgres_missing()
-    if missing:
-        pytest.skip(missing)
-    s = PostgresServer().start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
-def url(server, request):
-    return server.fresh_database("t_" + request.node.name.lower()[:40].replace("-", "_"))
+def url(postgres, request):
+    return postgres.fresh_database("t_" + request.node.name.lower()[:40].replace("-", "_"))
 
 
 def _open(url):
@@ -110,7 +99,7 @@ def test_a_process_that_dies_frees_its_exclusive_hold(url):
             child.kill()
 
 
-def test_an_unreachable_server_is_unavailable(server):
+def test_an_unreachable_server_is_unavailable(postgres):
     from rag.state import StateLocked
     from rag.state_postgres import PostgresStateDB
     from tests.engines import free_port
