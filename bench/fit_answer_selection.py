@@ -14,6 +14,9 @@ question runs through the production retriever; the units of its top passages ge
    label "the question is answerable"; its threshold is the one that maximizes the worse of the two rates
    (answered when answerable, abstained when not) on the fit data.
 
+`--answerable-only` keeps the unit models of the weights file and fits only the abstention model (after a change
+of QUESTION_FEATURES, so that the picks the report measured stay as they were).
+
 Features are cached per (set, embedder, passages) under the eval home, so refitting is instant. Prints top-1
 accuracy and the two rates on the fit data, writes the weights, and saves a report to bench/results/.
 """
@@ -219,14 +222,23 @@ def fit_answerable(x: np.ndarray, y: np.ndarray, sets: np.ndarray) -> LinearMode
     return model
 
 
-def fit_variant(rows: list[dict], keywords_only: bool, top: int) -> tuple[dict, dict]:
+def fit_variant(rows: list[dict], keywords_only: bool, top: int, kept_models: dict | None = None
+                ) -> tuple[dict, dict]:
+    """The three models of one variant; with `kept_models` (a variant of the weights file) its unit models stay
+    as they are and only the abstention model is fitted."""
     pc = CHEAP_FEATURES.index("passage_cos")
     weights = set_weights(rows)
-    prescore = fit_listwise([(np.where(np.arange(len(CHEAP_FEATURES)) == pc, 0.0, r["cheap"]) if keywords_only
-                              else r["cheap"], r["y"], wq) for r, wq in zip(rows, weights)], CHEAP_FEATURES)
+    if kept_models:
+        prescore = LinearModel.from_dict(kept_models["prescore"])
+    else:
+        prescore = fit_listwise([(np.where(np.arange(len(CHEAP_FEATURES)) == pc, 0.0, r["cheap"]) if keywords_only
+                                  else r["cheap"], r["y"], wq) for r, wq in zip(rows, weights)], CHEAP_FEATURES)
     staged = cascade(rows, prescore, top, keywords_only)
-    units = fit_listwise([(r["xk"], r["y"][r["keep"]], wq) for r, wq in zip(staged, weights) if r["keep"]],
-                         UNIT_FEATURES)
+    if kept_models:
+        units = LinearModel.from_dict(kept_models["units"])
+    else:
+        units = fit_listwise([(r["xk"], r["y"][r["keep"]], wq) for r, wq in zip(staged, weights) if r["keep"]],
+                             UNIT_FEATURES)
     qx, qy, kept = question_matrix(staged, units)
     answerable = fit_answerable(qx, qy, np.asarray([r["set"] for r in kept]))
     p = answerable.probability(qx)
@@ -260,6 +272,8 @@ def main() -> None:
     ap.add_argument("--embed-top", type=int, default=EMBED_TOP, help="units embedded after the cheap pre-score")
     ap.add_argument("--per-article", type=int, default=15)
     ap.add_argument("--no-write", action="store_true", help="fit and report, leave the weights file alone")
+    ap.add_argument("--answerable-only", action="store_true",
+                    help="keep the unit models of the weights file, fit only the abstention model")
     args = ap.parse_args()
     settings = load_settings(embedder=args.embedder)
     ev = Path(args.eval_dir)
@@ -282,8 +296,12 @@ def main() -> None:
         rows += part
     featurize(rows, args.passages, load_embedder(settings.embedder, settings.models_dir))
     weights, reports = {}, {}
+    current = json.loads(WEIGHTS_FILE.read_text()).get(settings.embedder, {}) if WEIGHTS_FILE.exists() else {}
     for variant, keywords_only in (("embedder", False), ("keywords", True)):
-        weights[variant], reports[variant] = fit_variant(rows, keywords_only, args.embed_top)
+        kept = current.get(variant) if args.answerable_only else None
+        if args.answerable_only and not kept:
+            sys.exit(f"--answerable-only: {WEIGHTS_FILE} holds no {variant} fit for {settings.embedder}")
+        weights[variant], reports[variant] = fit_variant(rows, keywords_only, args.embed_top, kept)
     report = {"embedder": settings.embedder, "passages": args.passages, "embed_top": args.embed_top,
               "questions": len(rows), "seconds": round(time.perf_counter() - started, 1), **reports}
     print(json.dumps(report, indent=2))

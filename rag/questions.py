@@ -73,6 +73,7 @@ class QuestionAnalysis:
 
 
 _MULTIPLIER = re.compile(r"\s*(万|亿|k\b|thousand\b|million\b)", re.IGNORECASE)
+_CODE_SUFFIX = re.compile(r"\([A-Za-z]\)")
 _TIMES = {"万": 1e4, "亿": 1e8, "k": 1e3, "thousand": 1e3, "million": 1e6}
 
 
@@ -85,6 +86,8 @@ def figures_in(text: str) -> list[tuple[float, int]]:
         except ValueError:
             continue
         end = m.end()
+        if _CODE_SUFFIX.match(text, end):  # "401(k)", "403(b)": the name of a plan, not a figure
+            continue
         if times := _MULTIPLIER.match(text, end):
             value *= _TIMES[times.group(1).lower()]
             end = times.end()

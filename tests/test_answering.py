@@ -433,6 +433,13 @@ def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
     assert "9–12 hours" in child.answer and "Children 6–12 years" in child.answer
 
 
+def test_a_plan_name_is_not_a_figure_of_the_question():
+    from rag.questions import analyse
+
+    q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
+    assert q.figures == [61.0]
+
+
 def test_chinese_question_gets_the_chinese_fact_and_disclaimer(index):
     settings, snapshot = index
     ans = answerer_with(settings).answer(snapshot, "个人养老金每年最多可以缴纳多少钱？", backend="extractive")
