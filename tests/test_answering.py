@@ -20,6 +20,7 @@ from rag.grounding import (
     split_sentences,
     strip_citations,
 )
+from rag.questions import analyse
 from rag.retriever import Retriever
 
 DOCS = {
@@ -434,8 +435,6 @@ def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
-    from rag.questions import analyse
-
     q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
     assert q.figures == [61.0]
 
