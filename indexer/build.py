@@ -248,8 +248,10 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
 
 
 def _backend(run: _Run) -> str:
-    """The encoder variant of this build's vectors: Ray's actors run PyTorch (indexer.ray_embed)."""
-    return run.settings.embedder_backend if run.engine != "ray" else "torch"
+    """The encoder variant of this build's vectors. On Ray, "auto" is PyTorch (a cluster is where the GPUs are,
+    and the driver cannot tell what its actors run on); a variant named in the settings runs on every actor."""
+    backend = run.settings.embedder_backend
+    return "torch" if run.engine == "ray" and backend == "auto" else backend
 
 
 def _chunker(settings: Settings, emb: Embedder) -> Chunker:
@@ -312,7 +314,7 @@ def _encoder(run: _Run, emb: Embedder) -> Encoder:
 
     def encode(keys: list[str], texts: list[str], batch: int):
         return ray_embed.encode(run.spec, run.settings.models_dir, keys, texts, batch_size=batch,
-                                address=run.ray_address, actors=run.ray_actors)
+                                address=run.ray_address, actors=run.ray_actors, backend=emb.backend)
     return encode
 
 

@@ -32,7 +32,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 class PassageEncoder:
     """One Ray Data actor: the embedder loaded once, then `__call__` per batch of {"key", "text"}."""
 
-    def __init__(self, spec: str, models_dir: str, batch_size: int):
+    def __init__(self, spec: str, models_dir: str, batch_size: int, backend: str = "torch"):
         os.environ.update(WORKER_ENV)
         import ray
         import torch
@@ -41,7 +41,8 @@ class PassageEncoder:
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
-        self.embedder = load_embedder(spec, Path(models_dir))
+        # The build's own variant, never this worker's default: a generation's vectors all come from one.
+        self.embedder = load_embedder(spec, Path(models_dir), backend)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -65,9 +66,10 @@ def connect(address: str | None) -> bool:
 
 
 def encode(spec: str, models_dir: Path, keys: list[str], texts: list[str], *, batch_size: int,
-           address: str | None = None, actors: int = 0, cpus_per_actor: float = 1.0
+           address: str | None = None, actors: int = 0, cpus_per_actor: float = 1.0, backend: str = "torch"
            ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(keys, vectors) batches for `texts`, in whatever order the actors finish them."""
+    """(keys, vectors) batches for `texts`, in whatever order the actors finish them; `backend`: the concrete
+    encoder variant every actor runs (rag.models.encoder_variants)."""
     import ray
     import ray.data
 
@@ -88,7 +90,7 @@ def encode(spec: str, models_dir: Path, keys: list[str], texts: list[str], *, ba
         out = ds.map_batches(PassageEncoder, batch_size=block, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=actors),
                              fn_constructor_kwargs={"spec": spec, "models_dir": str(models_dir),
-                                                    "batch_size": batch_size},
+                                                    "batch_size": batch_size, "backend": backend},
                              **ray_args)
         for b in out.iter_batches(batch_size=None, batch_format="numpy"):
             yield [str(k) for k in b["key"]], np.asarray(b["vector"], dtype=np.float32)

@@ -252,7 +252,9 @@ class Application:
         return snapshot_files.gc(self.settings.home_path, keep)
 
     def readiness(self) -> Readiness:
-        """Ready when a snapshot is loaded and its embedder is ready; the reason otherwise."""
+        """Ready when a snapshot is loaded and its embedder is ready; the reason otherwise. Readiness is open (no
+        API key): its counts are of the public documents only, so they never tell how many are restricted
+        (the whole generation's are in GET /v1/admin/index/generations)."""
         try:
             snapshot = self.snapshot()
             _ = snapshot.embedder  # loaded with the snapshot; raises if its model cannot be loaded
@@ -260,9 +262,9 @@ class Application:
             return Readiness(status="not_ready", reason=f"no index generation published: {e}")
         except Exception as e:  # noqa: BLE001 - readiness reports any failure as a reason
             return Readiness(status="not_ready", reason=f"{type(e).__name__}: {e}")
-        m = snapshot.manifest
-        return Readiness(status="ready", generation_id=snapshot.id, embedder=m.embedder.name,
-                         documents=m.counts.documents, chunks=m.counts.chunks)
+        documents, chunks = snapshot.visible_counts(groups_of(Visibility.public()))
+        return Readiness(status="ready", generation_id=snapshot.id, embedder=snapshot.manifest.embedder.name,
+                         documents=documents, chunks=chunks)
 
     # -- builds and rebuild jobs -----------------------------------------------------------------------------
     def build(self, sources: Sequence[str | Path] | None = None, *, embedder: str | None = None,
@@ -487,14 +489,19 @@ class Application:
         A document the caller may not see is NotFound, as one that does not exist."""
         return self.documents.get(published, doc_id, visibility=visibility)
 
-    def add_document(self, doc: NewDocument, *, published: Snapshot | None) -> DocumentWrite:
-        return self.documents.add(published, doc)
+    # Writes take the caller's visibility too: a document it may not see is never replaced or deleted (an admin
+    # key restricted to some groups manages those and the public documents only).
+    def add_document(self, doc: NewDocument, *, published: Snapshot | None,
+                     visibility: Visibility | None = None) -> DocumentWrite:
+        return self.documents.add(published, doc, visibility=visibility)
 
-    def replace_document(self, doc_id: str, doc: DocumentFields) -> DocumentWrite:
-        return self.documents.replace(doc_id, doc)
+    def replace_document(self, doc_id: str, doc: DocumentFields, *, published: Snapshot | None = None,
+                         visibility: Visibility | None = None) -> DocumentWrite:
+        return self.documents.replace(doc_id, doc, snapshot=published, visibility=visibility)
 
-    def delete_document(self, doc_id: str, *, published: Snapshot | None) -> DocumentWrite:
-        return self.documents.delete(published, doc_id)
+    def delete_document(self, doc_id: str, *, published: Snapshot | None,
+                        visibility: Visibility | None = None) -> DocumentWrite:
+        return self.documents.delete(published, doc_id, visibility=visibility)
 
 
 _LIST_HINT = "see `rag index list` or GET /v1/admin/index/generations"

@@ -257,9 +257,31 @@ class Documents:
                             generation_id=snapshot.id if snapshot is not None else None, in_store=True,
                             pending_change=pending, note=note)
 
-    def add(self, snapshot: Snapshot | None, doc: NewDocument) -> DocumentWrite:
+    def _hidden(self, snapshot: Snapshot | None, doc_id: str, visibility: Visibility | None) -> bool:
+        """Whether a version of the document exists (published or stored) that the caller may not see. A write
+        must never replace or delete one: an admin key restricted to some groups manages those groups' documents
+        and the public ones, nothing else."""
+        if visibility is None or visibility.all:
+            return False
+        indexed = snapshot.document(doc_id, with_text=False) if snapshot is not None else None
+        stored = self.store.load(doc_id)
+        return any(v is not None and not visibility.sees(a)
+                   for v, a in ((indexed, (indexed or {}).get("access")),
+                                (stored, stored.access if stored is not None else None)))
+
+    @staticmethod
+    def _unavailable(doc_id: str) -> Conflict:
+        # The same answer whatever keeps the id from this caller: it never tells what the document holds or who
+        # may read it.
+        return Conflict(f"document id {doc_id!r} is not available to this key; choose another id",
+                        code="id_unavailable", field="id")
+
+    def add(self, snapshot: Snapshot | None, doc: NewDocument, *,
+            visibility: Visibility | None = None) -> DocumentWrite:
         """Conflict when the id exists in the store, or in the published snapshot from a read-only source
-        (a replacement overrides it there)."""
+        (a replacement overrides it there), or belongs to a document the caller may not see."""
+        if self._hidden(snapshot, doc.id, visibility):
+            raise self._unavailable(doc.id)
         if snapshot is not None and self.store.find(doc.id) is None:
             existing = snapshot.document(doc.id, with_text=False)
             if existing is not None and not self.store.owns(_path_of(existing)):
@@ -267,12 +289,20 @@ class Documents:
                                f"PUT /v1/documents/{doc.id} stores an overriding copy", code="exists", field="id")
         return self.store.write(doc.id, doc, create=True)
 
-    def replace(self, doc_id: str, doc: DocumentFields) -> DocumentWrite:
+    def replace(self, doc_id: str, doc: DocumentFields, *, snapshot: Snapshot | None = None,
+                visibility: Visibility | None = None) -> DocumentWrite:
+        """Created or replaced in the store; Conflict when the id belongs to a document the caller may not see."""
+        if self._hidden(snapshot, doc_id, visibility):
+            raise self._unavailable(doc_id)
         return self.store.write(doc_id, doc, create=False)
 
-    def delete(self, snapshot: Snapshot | None, doc_id: str) -> DocumentWrite:
+    def delete(self, snapshot: Snapshot | None, doc_id: str, *, visibility: Visibility | None = None
+               ) -> DocumentWrite:
         """Only documents of the store can be deleted; one that only exists in a read-only source is a
-        Conflict, one the store already deleted (not rebuilt yet) is NotFound."""
+        Conflict, one the store already deleted (not rebuilt yet) is NotFound, and so is one the caller may
+        not see (as though it did not exist)."""
+        if self._hidden(snapshot, doc_id, visibility):
+            raise NotFound(f"no document {doc_id!r}", field="doc_id")
         removed = self.store.delete(doc_id)
         if removed is not None:
             return DocumentWrite(doc_id, "deleted", removed.parent.name)

@@ -187,6 +187,15 @@ class Snapshot:
         return np.asarray([i for i, labels in enumerate(self.doc_access) if not labels or not g.isdisjoint(labels)],
                           dtype=np.int64)
 
+    def visible_counts(self, groups: tuple[str, ...] | None) -> tuple[int, int]:
+        """(documents, chunks) a caller with these groups sees: what an unauthenticated route may report without
+        telling how much is kept from it."""
+        docs = self.visible_doc_rows(groups)
+        if docs is None:
+            return self.manifest.counts.documents, self.manifest.counts.chunks
+        chunks = self.allowed_rows(Filters(access=groups))
+        return len(docs), (self.manifest.counts.chunks if chunks is None else len(chunks))
+
     def doc_visible(self, doc_id: str, groups: tuple[str, ...] | None) -> bool:
         """Whether the document exists and a caller with these groups may see it."""
         row = self.doc_row_of.get(doc_id)

@@ -29,8 +29,10 @@ from tests.conftest import SMALL_CORPUS, write_corpus  # noqa: E402
 PUBLIC = {"X-API-Key": "public-reader-key"}
 CLINIC = {"X-API-Key": "clinic-reader-key"}  # groups clinicians, teachers
 ADMIN = {"X-API-Key": "admin-key-789"}
+TEACHER_ADMIN = {"X-API-Key": "teacher-admin-key"}  # an admin key restricted to the group teachers
 KEYS = {"public-reader-key": "reader",
         "clinic-reader-key": {"role": "reader", "groups": ["clinicians", "teachers"], "id": "clinic-app"},
+        "teacher-admin-key": {"role": "admin", "groups": ["teachers"], "id": "teacher-admin"},
         "admin-key-789": "admin"}
 
 # Group-only documents. Each carries a marker word nothing else in the corpus holds, in its title and text.
@@ -88,7 +90,7 @@ Nobody may see this document because its labels cannot be read.
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("access")
     corpus = write_corpus(root / "corpus", SMALL_CORPUS)
     for rel, text in HIDDEN_DOCS.items():
@@ -97,7 +99,7 @@ def built(tmp_path_factory):
         "\n".join(json.dumps(r, ensure_ascii=False) for r in JSONL_ROWS) + "\n", encoding="utf-8")
     (corpus / "medical" / "bad-access.md").write_text(BAD_FILE, encoding="utf-8")
     settings = load_settings(environ={}, home=str(root / "home"), embedder="minilm",
-                             model_cache=str(root / "models"), generator={"backend": "extractive"},
+                             model_cache=str(models_dir), generator={"backend": "extractive"},
                              recommend={"coengagement_ttl_s": 0.0},
                              service={"api_keys": KEYS, "rate_limit_per_minute": 1_000_000})
     report = build(settings, [corpus], show_progress=False)
@@ -396,3 +398,40 @@ def test_documents_api_body_carries_access(client):
         assert stored.json()["indexed"] is False
     finally:
         client.delete("/v1/documents/med-ward-rota", headers=ADMIN)
+
+
+def test_a_restricted_admin_never_replaces_or_deletes_a_document_it_may_not_see(client):
+    store_copy = {"id": "med-ward-notes", "title": "Ward notes", "domain": "medical", "access": ["clinicians"],
+                  "text": "Only clinicians read the ward notes."}
+    assert client.post("/v1/documents", json=store_copy, headers=ADMIN).status_code == 201
+    try:
+        fields = {k: v for k, v in store_copy.items() if k != "id"} | {"access": [], "text": "Overwritten."}
+        # In the store only (not built yet) and published only (a read-only source): neither is touched.
+        for doc_id in ("med-ward-notes", "med-sepsis-protocol"):
+            put = client.put(f"/v1/documents/{doc_id}", json=fields, headers=TEACHER_ADMIN)
+            assert put.status_code == 409 and put.json()["error"]["code"] == "id_unavailable", put.text
+            post = client.post("/v1/documents", json={**fields, "id": doc_id}, headers=TEACHER_ADMIN)
+            assert post.status_code == 409 and post.json()["error"]["code"] == "id_unavailable", post.text
+        hidden = client.delete("/v1/documents/med-ward-notes", headers=TEACHER_ADMIN)
+        absent = client.delete("/v1/documents/med-no-such-notes", headers=TEACHER_ADMIN)
+        assert hidden.status_code == absent.status_code == 404
+        assert hidden.json()["error"]["message"].replace("med-ward-notes", "X") == \
+            absent.json()["error"]["message"].replace("med-no-such-notes", "X")
+        kept = client.get("/v1/documents/med-ward-notes", headers=CLINIC).json()
+        assert kept["text"] == "Only clinicians read the ward notes." and kept["access"] == ["clinicians"]
+        # Its own group's documents and public ones it manages as any admin does.
+        own = {"title": "Reading plan", "domain": "education", "access": ["teachers"], "text": "Read daily."}
+        assert client.put("/v1/documents/edu-reading-plan", json=own, headers=TEACHER_ADMIN).status_code == 201
+        assert client.delete("/v1/documents/edu-reading-plan", headers=TEACHER_ADMIN).status_code == 200
+    finally:
+        assert client.delete("/v1/documents/med-ward-notes", headers=ADMIN).status_code == 200
+
+
+def test_readiness_counts_only_public_documents(client, application):
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    listed = client.get("/v1/documents", params={"limit": 1}, headers=PUBLIC).json()["total"]
+    everything = client.get("/v1/documents", params={"limit": 1}, headers=ADMIN).json()["total"]
+    assert ready.json()["documents"] == listed < everything
+    chunks = application.snapshot().manifest.counts.chunks
+    assert ready.json()["chunks"] < chunks

@@ -50,8 +50,12 @@ def _generation(settings):
 def ray_home(local_ray, built_home, small_corpus, models_dir, tmp_path_factory):
     from indexer.build import build
 
+    from rag.models.embedders import resolve_backend
+
     local_settings, _ = built_home
-    settings = make_settings(tmp_path_factory.mktemp("ray-home"), models_dir, embedder=local_settings.embedder)
+    # The local build's concrete variant named explicitly (on Ray, "auto" is PyTorch): the actors must run it.
+    settings = make_settings(tmp_path_factory.mktemp("ray-home"), models_dir, embedder=local_settings.embedder,
+                             embedder_backend=resolve_backend(local_settings.embedder_backend))
     report = build(settings, [small_corpus], show_progress=False, engine="ray", ray_actors=2)
     return settings, report
 
@@ -120,7 +124,7 @@ def test_rebuild_jobs_embed_on_ray_when_the_settings_say_so(ray_home, models_dir
                                            "# Bond ladders\nA bond ladder holds bonds that mature in successive years, "
                                            "so some money comes due every year.\n", encoding="utf-8")
     on_ray = make_settings(settings.home_path, models_dir, embedder=settings.embedder,
-                           index={"engine": "ray", "ray_actors": 1})
+                           embedder_backend=settings.embedder_backend, index={"engine": "ray", "ray_actors": 1})
     app = Application(on_ray, builder=Indexer())
     try:
         job = app.start_rebuild()

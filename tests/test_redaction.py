@@ -67,7 +67,7 @@ Write to branch.desk@bank-example.com for appointments. The branch opens at 9 an
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("pii")
     corpus = root / "corpus"
     (corpus / "medical").mkdir(parents=True)
@@ -75,7 +75,7 @@ def built(tmp_path_factory):
     (corpus / "medical" / "intake-en.md").write_text(EN, encoding="utf-8")
     (corpus / "medical" / "intake-zh.md").write_text(ZH, encoding="utf-8")
     (corpus / "finance" / "note.md").write_text(FINANCE, encoding="utf-8")
-    settings = load_settings(environ={}, home=str(root / "home"), embedder="minilm", model_cache=str(root / "models"))
+    settings = load_settings(environ={}, home=str(root / "home"), embedder="minilm", model_cache=str(models_dir))
     report = build(settings, [corpus], show_progress=False)
     snapshot = Snapshot(settings.home_path / "generations" / report.generation_id, settings.models_dir)
     yield settings, report, snapshot

@@ -37,9 +37,9 @@ NAMED = ("minilm", "e5-small")
 DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
 # What `embedder_backend = "auto"` runs on a CPU: the fastest variant whose dense nDCG@10 stays within 0.005 of
 # PyTorch's on every retrieval set (README, Encoder variants). openvino-int8 meets that (-0.0008 / -0.0026 /
-# -0.0014 on qasc / TAT-QA / nfcorpus, ~4x passages/s); still torch until the test suite has run with it.
-# CUDA always runs PyTorch (fp16).
-CPU_DEFAULT_BACKEND = "torch"
+# -0.0014 on qasc / TAT-QA / nfcorpus, ~4x passages/s). Falls back to PyTorch when the `quantized` extra is not
+# installed. CUDA always runs PyTorch (fp16).
+CPU_DEFAULT_BACKEND = "openvino-int8"
 
 
 @dataclass

@@ -60,26 +60,30 @@ class DocumentsController(Controller):
 
     @post("", status_code=201, sync_to_thread=True, summary="Create a document in the store",
           opt={"role": "admin"}, responses=error_responses(400, 401, 403, 409, 413, 429))
-    def create_document(self, data: NewDocument, application: Application, published: Snapshot | None
-                        ) -> DocumentWriteResponse:
+    def create_document(self, data: NewDocument, application: Application, published: Snapshot | None,
+                        visibility: Visibility) -> DocumentWriteResponse:
         """409 when the id exists in the store, or in the published index from a read-only source (then PUT
-        overrides it)."""
-        return DocumentWriteResponse.of(application.add_document(data, published=published))
+        overrides it), or belongs to a document this key may not see (`id_unavailable`)."""
+        return DocumentWriteResponse.of(application.add_document(data, published=published, visibility=visibility))
 
     @put("/{doc_id:str}", sync_to_thread=True, summary="Create or replace a document in the store",
          opt={"role": "admin"}, responses={
              201: ResponseSpec(data_container=DocumentWriteResponse, description="Created in the store.",
                                generate_examples=False),
-             **error_responses(400, 401, 403, 413, 429)})
-    def replace_document(self, doc_id: NewDocIdParam, data: DocumentFields, application: Application
-                         ) -> Response[DocumentWriteResponse]:
-        """201 when it did not exist in the store, 200 when it replaced it. The id is the path's."""
-        written = DocumentWriteResponse.of(application.replace_document(doc_id, data))
+             **error_responses(400, 401, 403, 409, 413, 429)})
+    def replace_document(self, doc_id: NewDocIdParam, data: DocumentFields, application: Application,
+                         published: Snapshot | None, visibility: Visibility) -> Response[DocumentWriteResponse]:
+        """201 when it did not exist in the store, 200 when it replaced it. The id is the path's. 409
+        (`id_unavailable`) when it belongs to a document this key may not see: that one is never replaced."""
+        written = DocumentWriteResponse.of(application.replace_document(doc_id, data, published=published,
+                                                                        visibility=visibility))
         return Response(written, status_code=201 if written.status == "created" else 200)
 
     @delete("/{doc_id:str}", status_code=200, sync_to_thread=True, summary="Delete a document from the store",
             opt={"role": "admin"}, responses=error_responses(400, 401, 403, 404, 409, 429))
-    def delete_document(self, doc_id: DocIdParam, application: Application, published: Snapshot | None
-                        ) -> DocumentWriteResponse:
-        """Only documents of the store can be deleted; one that only exists in a read-only source is a 409."""
-        return DocumentWriteResponse.of(application.delete_document(doc_id, published=published))
+    def delete_document(self, doc_id: DocIdParam, application: Application, published: Snapshot | None,
+                        visibility: Visibility) -> DocumentWriteResponse:
+        """Only documents of the store can be deleted; one that only exists in a read-only source is a 409, one
+        this key may not see a 404 (as though it did not exist)."""
+        return DocumentWriteResponse.of(application.delete_document(doc_id, published=published,
+                                                                    visibility=visibility))
