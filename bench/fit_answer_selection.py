@@ -61,7 +61,7 @@ from evaluation.answer_sets import near_miss_set, probe_set, tatqa_set  # noqa: 
 from evaluation.answers import ensure_generation, open_generation  # noqa: E402
 from evaluation.metrics import holds  # noqa: E402
 from rag.grounding import Evidence, embedder_fits  # noqa: E402
-from rag.models.embedders import load_embedder  # noqa: E402
+from rag.models.embedders import load_embedder, resolve_backend  # noqa: E402
 from rag.questions import analyse  # noqa: E402
 from rag.retriever import Retriever  # noqa: E402
 
@@ -287,14 +287,17 @@ def main() -> None:
 
     retrieval = hashlib.sha256(msgspec.json.encode(settings.retrieval) + repr(
         (snapshot_mod.BM25_K1, snapshot_mod.BM25_B)).encode()).hexdigest()[:8]
+    # The encoder variant the builds and queries use (a CPU default may be a quantized export): features,
+    # cosines included, come from the vectors the product will score with.
+    backend = resolve_backend(settings.embedder_backend)
     for qs in sets:
         cache = settings.home_path / "eval" / "answer-features" / \
-            f"{qs.name}-{settings.embedder}-p{args.passages}-r{retrieval}.pkl"
+            f"{qs.name}-{settings.embedder}-{backend}-p{args.passages}-r{retrieval}.pkl"
         part = dump(settings, qs, args.passages, cache)
         for r in part:
             r["set"] = qs.name
         rows += part
-    featurize(rows, args.passages, load_embedder(settings.embedder, settings.models_dir))
+    featurize(rows, args.passages, load_embedder(settings.embedder, settings.models_dir, backend))
     weights, reports = {}, {}
     current = json.loads(WEIGHTS_FILE.read_text()).get(settings.embedder, {}) if WEIGHTS_FILE.exists() else {}
     for variant, keywords_only in (("embedder", False), ("keywords", True)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -196,6 +197,20 @@ class Snapshot:
         chunks = self.allowed_rows(Filters(access=groups))
         return len(docs), (self.manifest.counts.chunks if chunks is None else len(chunks))
 
+    def _visible_mask(self, filters: Filters | None) -> np.ndarray | None:
+        """A boolean mask of the chunk rows the caller may see (the access part of `filters` only: the metadata
+        filters are the caller's own choice, not a secret), or None when it sees every row."""
+        filters = self._effective(filters)
+        if filters is None or filters.access is None:
+            return None
+        key = ("mask",) + tuple(filters.access)
+        hit = self._allowed_cache.get(key)
+        if hit is None:
+            mask = np.zeros(self._kw.n, dtype=bool)
+            mask[self.allowed_rows(Filters(access=filters.access))] = True
+            hit = self._allowed_cache.put(key, mask)
+        return hit
+
     def doc_visible(self, doc_id: str, groups: tuple[str, ...] | None) -> bool:
         """Whether the document exists and a caller with these groups may see it."""
         row = self.doc_row_of.get(doc_id)
@@ -291,7 +306,7 @@ class Snapshot:
             terms[t] = terms.get(t, 0) + 1
         if not terms or k <= 0:
             return []
-        scores, rows = self._kw.scores(terms)
+        scores, rows = self._kw.scores(terms, self._visible_mask(filters))
         if rows is None:
             return []
         allowed = self.allowed_rows(filters)
@@ -408,12 +423,48 @@ class _KeywordIndex:
         self.weights = np.repeat(np.asarray(terms["idf"], dtype=np.float64), df) * tf * (BM25_K1 + 1) \
             / (tf + BM25_K1 * norm[self.rows])
         self.slices = {str(t): (int(e - d), int(e)) for t, d, e in zip(terms["term"], df, ends)}
+        self.idf = {str(t): float(i) for t, i in zip(terms["term"], terms["idf"])}
+        self.n_terms = np.asarray(n_terms, dtype=np.float64)
+        self.norm = norm
         self.n = len(n_terms)
 
-    def scores(self, terms: dict[str, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        parts = [(self.slices[t], q) for t, q in terms.items() if t in self.slices]
+    def scores(self, terms: dict[str, int], visible: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """BM25 per chunk row. `visible` (a boolean mask over rows, rag.access): the collection statistics (N,
+        each term's df, avgdl) are those of the visible chunks, so a score never depends on what a hidden
+        document holds (with the generation's statistics, a term's score would tell how many hidden chunks
+        contain it)."""
+        parts = [(self.slices[t], q, t) for t, q in terms.items() if t in self.slices]
         if not parts:
             return np.zeros(0), None
-        rows = np.concatenate([self.rows[a:b] for (a, b), _ in parts])
-        w = np.concatenate([self.weights[a:b] * q for (a, b), q in parts])
+        if visible is not None:
+            return self._visible_scores(parts, visible)
+        rows = np.concatenate([self.rows[a:b] for (a, b), _, _ in parts])
+        w = np.concatenate([self.weights[a:b] * q for (a, b), q, _ in parts])
         return np.bincount(rows, weights=w, minlength=self.n), rows
+
+    def _visible_scores(self, parts, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        n_vis = int(visible.sum())
+        if n_vis == 0:
+            return np.zeros(0), None
+        norm_vis = 1 - BM25_B + BM25_B * self.n_terms / (float(self.n_terms[visible].mean()) or 1.0)
+        k1 = BM25_K1
+        all_rows, all_w = [], []
+        for (a, b), q, term in parts:
+            r = self.rows[a:b]
+            keep = visible[r]
+            r, w = r[keep], self.weights[a:b][keep]
+            if not len(r):
+                continue
+            # The term frequency back from the stored weight (w = idf * tf * (k1 + 1) / (tf + k1 * norm)), then
+            # the weight again with the visible statistics.
+            idf, nrm = self.idf[term], self.norm[r]
+            tf = w * k1 * nrm / (idf * (k1 + 1) - w)
+            df = len(r)
+            idf_vis = math.log(1 + (n_vis - df + 0.5) / (df + 0.5))
+            all_rows.append(r)
+            all_w.append(q * idf_vis * tf * (k1 + 1) / (tf + k1 * norm_vis[r]))
+        if not all_rows:
+            return np.zeros(0), None
+        rows = np.concatenate(all_rows)
+        return np.bincount(rows, weights=np.concatenate(all_w), minlength=self.n), rows

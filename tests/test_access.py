@@ -435,3 +435,32 @@ def test_readiness_counts_only_public_documents(client, application):
     assert ready.json()["documents"] == listed < everything
     chunks = application.snapshot().manifest.counts.chunks
     assert ready.json()["chunks"] < chunks
+
+
+def test_keyword_scores_never_depend_on_hidden_documents(built, application, tmp_path, models_dir):
+    """A public caller's BM25 scores are those of an index that never held the labelled documents: the collection
+    statistics (N, df, avgdl) are the visible chunks', so no score tells how many hidden chunks hold a term."""
+    from rag.types import Filters
+
+    settings, _ = built
+    clean_settings = load_settings(environ={}, home=str(tmp_path / "home"), embedder=settings.embedder,
+                                   model_cache=str(models_dir))
+    build(clean_settings, [write_corpus(tmp_path / "corpus", SMALL_CORPUS)], show_progress=False)
+    clean = Application(clean_settings)
+    try:
+        labelled, public = application.snapshot(), clean.snapshot()
+        public_only = Filters(access=Visibility.public().key())
+
+        def by_chunk(snapshot, query, filters):
+            hits = snapshot.keyword(query, 50, filters)
+            return {snapshot.chunks([r])[r]["chunk_id"]: s for r, s in hits}
+
+        for query in ("blood pressure lactate within minutes", "分数 学习 进度"):
+            seen, expected = by_chunk(labelled, query, public_only), by_chunk(public, query, None)
+            assert seen.keys() == expected.keys() and seen, query
+            assert max(abs(seen[c] - expected[c]) for c in seen) < 1e-9, query
+            # With the generation's own statistics the same chunks score otherwise: the check above can fail.
+            global_stats = {c: s for c, s in by_chunk(labelled, query, None).items() if c in seen}
+            assert max(abs(global_stats[c] - expected[c]) for c in seen) > 1e-4, query
+    finally:
+        clean.close()
