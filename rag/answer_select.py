@@ -146,8 +146,8 @@ def exact_time(text: str, question: str) -> bool:
     return any(m.group(0).lower() not in asked for m in _EXACT_TIME.finditer(text))
 
 
-def term_weights(snapshot, terms: set[str]) -> dict[str, float]:
-    """BM25 idf of `terms` in the generation.
+def term_weights(snapshot, terms: set[str], filters=None) -> dict[str, float]:
+    """BM25 idf of `terms` in the generation (over the chunks a restricted caller may see: `filters.access`).
 
     A term the corpus never saw weighs as much as the question's rarest seen term: it is evidence of an
     off-topic question or a near miss ("UCAS", "naproxen"), but jieba's search mode also emits fragments no
@@ -155,9 +155,8 @@ def term_weights(snapshot, terms: set[str]) -> dict[str, float]:
     all, the corpus-wide maximum applies."""
     if snapshot is None or not terms:
         return {t: 1.0 for t in terms}
-    rows = snapshot.sql("SELECT term, idf FROM terms WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)])
-    found = {t: float(idf) for t, idf in rows.fetchall()}
-    unseen = max(found.values(), default=math.log(1 + (max(snapshot.kw_n, 1) + 0.5) / 0.5))
+    found, n = snapshot.term_idf(terms, filters)
+    unseen = max(found.values(), default=math.log(1 + (max(n, 1) + 0.5) / 0.5))
     return {t: found.get(t, unseen) for t in terms}
 
 

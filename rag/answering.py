@@ -140,6 +140,7 @@ class _Plan:
     timings: dict[str, float]
     generator: Generator | None = None
     failure: str | None = None  # why the generator could not be used (it failed to load)
+    filters: Filters | None = None  # the caller's, access included: word rarity is judged over what it may see
     evidence: Evidence | None = None
     selection: Selection | None = None
     messages: list[dict] = field(default_factory=list)
@@ -382,7 +383,7 @@ class Answerer:
                                        top_k=top_k or self.settings.retrieval.answer_passages)
         timings = {"retrieve_ms": _ms(t)}
         return _Plan(snapshot, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
-                     started, timings)
+                     started, timings, filters=filters)
 
     def _select(self, plan: _Plan) -> None:
         """Answer selection and the answer-or-abstain decision; the prompt for a generative backend."""
@@ -397,7 +398,7 @@ class Answerer:
         if fits and qvec is None and plan.passages:  # keyword mode embeds no query
             qvec = snapshot.embed_query(plan.query)
         plan.selection = self.selector(snapshot).select(q, plan.evidence, qvec=qvec,
-                                                        idf=term_weights(snapshot, q.terms),
+                                                        idf=term_weights(snapshot, q.terms, plan.filters),
                                                    top_cos=plan.result.top_dense_score,
                                                    passage_cos=passage_cosines(snapshot, plan.result.hits, qvec))
         plan.timings["select_ms"] = _ms(t)

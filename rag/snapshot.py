@@ -197,6 +197,21 @@ class Snapshot:
         chunks = self.allowed_rows(Filters(access=groups))
         return len(docs), (self.manifest.counts.chunks if chunks is None else len(chunks))
 
+    def term_idf(self, terms, filters: Filters | None = None) -> tuple[dict[str, float], int]:
+        """(BM25 idf of each of `terms` that a visible chunk holds, how many chunks are visible): with the
+        visible chunks' statistics for a restricted caller, as the keyword leg scores."""
+        mask = self._visible_mask(filters)
+        if mask is None:
+            return {t: self._kw.idf[t] for t in terms if t in self._kw.idf}, self.kw_n
+        n_vis, out = int(mask.sum()), {}
+        for t in terms:
+            if t in self._kw.slices:
+                a, b = self._kw.slices[t]
+                df = int(mask[self._kw.rows[a:b]].sum())
+                if df:
+                    out[t] = math.log(1 + (n_vis - df + 0.5) / (df + 0.5))
+        return out, n_vis
+
     def _visible_mask(self, filters: Filters | None) -> np.ndarray | None:
         """A boolean mask of the chunk rows the caller may see (the access part of `filters` only: the metadata
         filters are the caller's own choice, not a secret), or None when it sees every row."""

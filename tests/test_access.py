@@ -462,5 +462,13 @@ def test_keyword_scores_never_depend_on_hidden_documents(built, application, tmp
             # With the generation's own statistics the same chunks score otherwise: the check above can fail.
             global_stats = {c: s for c, s in by_chunk(labelled, query, None).items() if c in seen}
             assert max(abs(global_stats[c] - expected[c]) for c in seen) > 1e-4, query
+        # The answer selector's word rarity too: a word only hidden chunks hold weighs as an unseen one.
+        from rag.answer_select import term_weights
+        from rag.text import tokenize
+
+        terms = set(tokenize("Quorvex lactate blood pressure 分数 学习"))
+        clean_weights = term_weights(public, terms)
+        assert term_weights(labelled, terms, public_only) == pytest.approx(clean_weights, abs=1e-9)
+        assert term_weights(labelled, terms) != pytest.approx(clean_weights, abs=1e-4)
     finally:
         clean.close()
