@@ -27,8 +27,10 @@ def variant_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
-def test_variant_is_exported_once_reproducibly_and_ranks_like_pytorch(backend, variant_models, tmp_path):
+def test_variant_is_exported_once_reproducibly_and_ranks_like_pytorch(backend, variant_models, tmp_path, capfd):
     emb = load_embedder("minilm", variant_models, backend)
+    # The exporters' own tables and progress go to stderr: a command's stdout (`rag ask --json`) stays JSON.
+    assert capfd.readouterr().out == ""
     torch_emb = load_embedder("minilm", variant_models)
     assert emb.backend == backend
     assert emb.identity.startswith(torch_emb.identity + f"+{backend}:")

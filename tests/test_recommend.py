@@ -81,14 +81,15 @@ def write_docs(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rec_home(tmp_path_factory):
+def rec_home(tmp_path_factory, models_dir):
     """A data home with the corpus above built and published once for this module (real MiniLM)."""
     from indexer.build import build
     from rag.config import load_settings
 
     home = tmp_path_factory.mktemp("rec-home")
     corpus = write_docs(tmp_path_factory.mktemp("rec-corpus"))
-    settings = load_settings(environ={}, home=str(home), recommend={"coengagement_ttl_s": 0})
+    settings = load_settings(environ={}, home=str(home), model_cache=str(models_dir),
+                             recommend={"coengagement_ttl_s": 0})
     build(settings, [corpus], show_progress=False)
     return settings
 

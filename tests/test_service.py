@@ -81,18 +81,19 @@ def write_docs(root: Path, docs: dict = DOCS) -> Path:
     return root
 
 
-def settings_for(home: Path, **service):
+def settings_for(home: Path, models_dir: Path, **service):
     svc = {"api_keys": KEYS, "rate_limit_per_minute": 100_000, **service}
-    return load_settings(environ={}, home=str(home), generator={"backend": "extractive"}, service=svc)
+    return load_settings(environ={}, home=str(home), model_cache=str(models_dir), generator={"backend": "extractive"},
+                         service=svc)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, models_dir):
     from indexer.build import build
 
     root = tmp_path_factory.mktemp("svc")
     corpus = write_docs(root / "corpus")
-    settings = settings_for(root / "home")
+    settings = settings_for(root / "home", models_dir)
     report = build(settings, [corpus], show_progress=False)
     return settings, report
 
@@ -146,8 +147,8 @@ def test_health_ready_and_generation_header(client, built):
     assert r.headers["x-request-id"]
 
 
-def test_ready_is_503_without_a_generation_but_the_service_starts(tmp_path):
-    settings = settings_for(tmp_path / "empty")
+def test_ready_is_503_without_a_generation_but_the_service_starts(tmp_path, models_dir):
+    settings = settings_for(tmp_path / "empty", models_dir)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.get("/ready")
         assert r.status_code == 503
@@ -248,11 +249,11 @@ def test_auth_missing_invalid_reader_admin_and_bearer(client):
 
 def test_no_keys_refuses_everything_and_open_mode_lets_everyone_in(built, application):
     settings, _ = built
-    closed = settings_for(settings.home_path, api_keys={})
+    closed = settings_for(settings.home_path, settings.models_dir, api_keys={})
     with TestClient(create_app(closed, application), raise_server_exceptions=False) as c:
         r = c.post("/v1/search", json={"query": "etf"}, headers=ADMIN)
         assert r.status_code == 401 and "no API keys are configured" in err(r)["message"]
-    opened = settings_for(settings.home_path, api_keys={}, open_mode=True)
+    opened = settings_for(settings.home_path, settings.models_dir, api_keys={}, open_mode=True)
     with TestClient(create_app(opened, application), raise_server_exceptions=False) as c:
         assert c.post("/v1/search", json={"query": "etf"}).status_code == 200
         assert c.get("/v1/admin/index/generations").status_code == 200
@@ -260,7 +261,7 @@ def test_no_keys_refuses_everything_and_open_mode_lets_everyone_in(built, applic
 
 def test_rate_limit_is_per_key_with_retry_after(built, application):
     settings, _ = built
-    limited = settings_for(settings.home_path, rate_limit_per_minute=3)
+    limited = settings_for(settings.home_path, settings.models_dir, rate_limit_per_minute=3)
     with TestClient(create_app(limited, application), raise_server_exceptions=False) as c:
         codes = [c.get("/v1/trending", headers=READER).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
@@ -285,7 +286,7 @@ def test_token_bucket_refills():
 
 def test_body_limit_document_limit_and_cors(built):
     settings, _ = built
-    tight = settings_for(settings.home_path, max_body_bytes=4000, max_document_bytes=1000,
+    tight = settings_for(settings.home_path, settings.models_dir, max_body_bytes=4000, max_document_bytes=1000,
                          cors_origins=["http://frontend.example"])
     # The body limit is the HTTP layer's, the document limit the documents store's: both from `tight`.
     with TestClient(create_app(tight, Application(tight, builder=Indexer())), raise_server_exceptions=False) as c:
@@ -351,7 +352,7 @@ def with_slow_transformers(settings) -> Application:
 
 def test_generation_timeout_falls_back_to_the_extractive_answer(built):
     settings, _ = built
-    quick = settings_for(settings.home_path)
+    quick = settings_for(settings.home_path, settings.models_dir)
     quick.generator.timeout_s = 0.3
     with TestClient(create_app(quick, with_slow_transformers(quick)), raise_server_exceptions=False) as c:
         r = c.post("/v1/ask", json={"question": "How often should I rebalance?", "backend": "transformers"},
@@ -366,7 +367,7 @@ def test_generation_slots_full_is_503_with_retry_after(built):
     from concurrent.futures import ThreadPoolExecutor
 
     settings, _ = built
-    one = settings_for(settings.home_path, queue_timeout_s=0.2)
+    one = settings_for(settings.home_path, settings.models_dir, queue_timeout_s=0.2)
     one.generator.max_concurrent = 1
     with TestClient(create_app(one, with_slow_transformers(one)), raise_server_exceptions=False) as c:
         def ask(_):
@@ -640,7 +641,7 @@ def test_recommendations_report_a_generator_fallback(built):
     events = [{"user_id": "u-blurbs", "doc_id": "svc-etf", "type": "like", "idempotency_key": "blurbs-1"}]
     for generator, reason in ((FailingGenerator(), "generator error: server unreachable"),
                               (SlowGenerator(1.5), "the generator timed out after 0.3 s")):
-        configured = settings_for(settings.home_path, queue_timeout_s=5)
+        configured = settings_for(settings.home_path, settings.models_dir, queue_timeout_s=5)
         configured.generator.backend = "transformers"
         configured.generator.timeout_s = 0.3
         application = Application(configured, builder=Indexer())
@@ -661,6 +662,7 @@ def test_cli_and_http_give_the_same_answer(client, built, monkeypatch, capsys):
 
     settings, _ = built
     monkeypatch.setenv("RAG_GENERATOR__BACKEND", "extractive")  # what the service's settings say
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(settings.models_dir))
     for question in ("How often should I rebalance my portfolio?", "How is hypertension measured at home?",
                      "Who won the 1998 football world cup final?"):
         http = client.post("/v1/ask", json={"question": question}, headers=READER).json()

@@ -32,7 +32,7 @@ def rag_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, models_dir):
     from indexer.build import build
     from rag.config import load_settings
 
@@ -46,10 +46,12 @@ def server(tmp_path_factory):
     (demo / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
         {"user_id": "u-demo", "doc_id": "svc-vaccines", "type": "like", "ts": "2025-06-01T10:00:00Z"},
         {"user_id": "u-demo", "doc_id": "svc-hypertension", "type": "view", "ts": "2025-06-02T10:00:00Z"}]))
-    report = build(load_settings(environ={}, home=str(home)), [corpus], show_progress=False)
+    report = build(load_settings(environ={}, home=str(home), model_cache=str(models_dir)), [corpus],
+                   show_progress=False)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update({"RAG_HOME": str(home), "HF_HUB_OFFLINE": "1", "RAG_GENERATOR__BACKEND": "extractive",
+    env.update({"RAG_HOME": str(home), "RAG_MODEL_CACHE": str(models_dir), "HF_HUB_OFFLINE": "1",
+                "RAG_GENERATOR__BACKEND": "extractive",
                 "RAG_SERVICE__API_KEYS": json.dumps({"proc-reader-key": "reader", "proc-admin-key": "admin"}),
                 "RAG_SERVICE__RATE_LIMIT_PER_MINUTE": "100000"})
     log_path = root / "serve.log"

@@ -21,12 +21,14 @@ weight compression, which need nothing beyond the packages in the ``quantized`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -228,7 +230,10 @@ def ensure_variant(folder: Path, source_name: str, source_identity: str, backend
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=models_dir))
         try:
             log.info("exporting %s as %s -> %s (once)", source_name, backend, final)
-            files = _export(folder, backend, tmp)
+            # The exporters print tables and progress to stdout (transformers' load report, NNCF's bit widths):
+            # on stderr, so a command's stdout (`rag ask --json`) stays what it says it is.
+            with contextlib.redirect_stdout(sys.stderr):
+                files = _export(folder, backend, tmp)
             record = {"source": str(folder), "source_identity": source_identity, "backend": backend,
                       "export": EXPORTS[backend], "export_version": EXPORT_VERSION, "key": key,
                       "files": {f: content_sha256(tmp / f) for f in files}, "packages": _runtime_versions(backend)}
