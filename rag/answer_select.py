@@ -28,6 +28,7 @@ import numpy as np
 from rag.answer_units import AnswerUnit
 from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
+from rag.snapshot import bm25_idf
 from rag.text import tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
@@ -156,7 +157,7 @@ def term_weights(snapshot, terms: set[str], filters=None) -> dict[str, float]:
     if snapshot is None or not terms:
         return {t: 1.0 for t in terms}
     found, n = snapshot.term_idf(terms, filters)
-    unseen = max(found.values(), default=math.log(1 + (max(n, 1) + 0.5) / 0.5))
+    unseen = max(found.values(), default=bm25_idf(max(n, 1), 0))
     return {t: found.get(t, unseen) for t in terms}
 
 
@@ -256,7 +257,7 @@ def local_weights(q_terms: set[str], x: UnitInputs, idf: dict[str, float]) -> di
     out = {}
     for t in q_terms:
         df = sum(t in terms for terms in x.passages_terms)
-        out[t] = idf.get(t, 1.0) * math.log(1 + (n - df + 0.5) / (df + 0.5))
+        out[t] = idf.get(t, 1.0) * bm25_idf(n, df)
     return out
 
 

@@ -200,30 +200,28 @@ class Snapshot:
     def term_idf(self, terms, filters: Filters | None = None) -> tuple[dict[str, float], int]:
         """(BM25 idf of each of `terms` that a visible chunk holds, how many chunks are visible): with the
         visible chunks' statistics for a restricted caller, as the keyword leg scores."""
-        mask = self._visible_mask(filters)
-        if mask is None:
+        visible = self._visible(filters)
+        if visible is None:
             return {t: self._kw.idf[t] for t in terms if t in self._kw.idf}, self.kw_n
-        n_vis, out = int(mask.sum()), {}
+        out = {}
         for t in terms:
             if t in self._kw.slices:
                 a, b = self._kw.slices[t]
-                df = int(mask[self._kw.rows[a:b]].sum())
+                df = int(visible.mask[self._kw.rows[a:b]].sum())
                 if df:
-                    out[t] = math.log(1 + (n_vis - df + 0.5) / (df + 0.5))
-        return out, n_vis
+                    out[t] = bm25_idf(visible.n, df)
+        return out, visible.n
 
-    def _visible_mask(self, filters: Filters | None) -> np.ndarray | None:
-        """A boolean mask of the chunk rows the caller may see (the access part of `filters` only: the metadata
-        filters are the caller's own choice, not a secret), or None when it sees every row."""
+    def _visible(self, filters: Filters | None) -> "_VisibleChunks | None":
+        """The keyword statistics of the chunks the caller may see (the access part of `filters` only: the
+        metadata filters are the caller's own choice, not a secret), or None when it sees every chunk."""
         filters = self._effective(filters)
         if filters is None or filters.access is None:
             return None
-        key = ("mask",) + tuple(filters.access)
+        key = ("visible",) + tuple(filters.access)
         hit = self._allowed_cache.get(key)
         if hit is None:
-            mask = np.zeros(self._kw.n, dtype=bool)
-            mask[self.allowed_rows(Filters(access=filters.access))] = True
-            hit = self._allowed_cache.put(key, mask)
+            hit = self._allowed_cache.put(key, self._kw.visible(self.allowed_rows(Filters(access=filters.access))))
         return hit
 
     def doc_visible(self, doc_id: str, groups: tuple[str, ...] | None) -> bool:
@@ -321,7 +319,7 @@ class Snapshot:
             terms[t] = terms.get(t, 0) + 1
         if not terms or k <= 0:
             return []
-        scores, rows = self._kw.scores(terms, self._visible_mask(filters))
+        scores, rows = self._kw.scores(terms, self._visible(filters))
         if rows is None:
             return []
         allowed = self.allowed_rows(filters)
@@ -407,6 +405,21 @@ class Snapshot:
         return None if i is None else np.asarray(self.doc_vectors[i])
 
 
+def bm25_idf(n: int, df: int) -> float:
+    """BM25's idf of a term that `df` of `n` chunks hold, as the writer stores it (indexer/writer.py)."""
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+@dataclasses.dataclass(frozen=True)
+class _VisibleChunks:
+    """What a restricted caller's keyword scores are computed over: its visible chunk rows (a mask), how many,
+    and each row's BM25 length norm under their mean length."""
+
+    mask: np.ndarray
+    n: int
+    norm: np.ndarray
+
+
 class _KeywordIndex:
     """The generation's BM25 postings as in-memory CSR arrays: one slice of chunk rows per term, with the BM25
     weight idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * n_terms / avgdl)) precomputed (it depends only on the
@@ -443,12 +456,19 @@ class _KeywordIndex:
         self.norm = norm
         self.n = len(n_terms)
 
-    def scores(self, terms: dict[str, int], visible: np.ndarray | None = None
+    def visible(self, rows: np.ndarray) -> "_VisibleChunks":
+        """The statistics of the chunk `rows` a restricted caller may see (Snapshot caches them per visibility)."""
+        mask = np.zeros(self.n, dtype=bool)
+        mask[rows] = True
+        n_vis = int(mask.sum())
+        avgdl = float(self.n_terms[mask].mean()) if n_vis else 1.0
+        return _VisibleChunks(mask, n_vis, 1 - BM25_B + BM25_B * self.n_terms / (avgdl or 1.0))
+
+    def scores(self, terms: dict[str, int], visible: "_VisibleChunks | None" = None
                ) -> tuple[np.ndarray, np.ndarray | None]:
-        """BM25 per chunk row. `visible` (a boolean mask over rows, rag.access): the collection statistics (N,
-        each term's df, avgdl) are those of the visible chunks, so a score never depends on what a hidden
-        document holds (with the generation's statistics, a term's score would tell how many hidden chunks
-        contain it)."""
+        """BM25 per chunk row. `visible` (rag.access): the collection statistics (N, each term's df, avgdl) are
+        those of the visible chunks, so a score never depends on what a hidden document holds (with the
+        generation's statistics, a term's score would tell how many hidden chunks contain it)."""
         parts = [(self.slices[t], q, t) for t, q in terms.items() if t in self.slices]
         if not parts:
             return np.zeros(0), None
@@ -458,16 +478,14 @@ class _KeywordIndex:
         w = np.concatenate([self.weights[a:b] * q for (a, b), q, _ in parts])
         return np.bincount(rows, weights=w, minlength=self.n), rows
 
-    def _visible_scores(self, parts, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        n_vis = int(visible.sum())
-        if n_vis == 0:
+    def _visible_scores(self, parts, visible: "_VisibleChunks") -> tuple[np.ndarray, np.ndarray | None]:
+        if visible.n == 0:
             return np.zeros(0), None
-        norm_vis = 1 - BM25_B + BM25_B * self.n_terms / (float(self.n_terms[visible].mean()) or 1.0)
         k1 = BM25_K1
         all_rows, all_w = [], []
         for (a, b), q, term in parts:
             r = self.rows[a:b]
-            keep = visible[r]
+            keep = visible.mask[r]
             r, w = r[keep], self.weights[a:b][keep]
             if not len(r):
                 continue
@@ -475,10 +493,8 @@ class _KeywordIndex:
             # the weight again with the visible statistics.
             idf, nrm = self.idf[term], self.norm[r]
             tf = w * k1 * nrm / (idf * (k1 + 1) - w)
-            df = len(r)
-            idf_vis = math.log(1 + (n_vis - df + 0.5) / (df + 0.5))
             all_rows.append(r)
-            all_w.append(q * idf_vis * tf * (k1 + 1) / (tf + k1 * norm_vis[r]))
+            all_w.append(q * bm25_idf(visible.n, len(r)) * tf * (k1 + 1) / (tf + k1 * visible.norm[r]))
         if not all_rows:
             return np.zeros(0), None
         rows = np.concatenate(all_rows)
