@@ -226,8 +226,7 @@ class Documents:
         """From the published snapshot (None: none published yet); `pending_change` says when the store holds
         a newer version. A document only in the store (not built yet) comes from there with `indexed` false.
         A version the caller may not see counts as absent (`visibility`, rag.access)."""
-        indexed = snapshot.document(doc_id) if snapshot is not None else None
-        stored = self.store.load(doc_id)
+        indexed, stored = self._versions(snapshot, doc_id, with_text=True)
         if visibility is not None:
             indexed = indexed if indexed is not None and visibility.sees(indexed.get("access")) else None
             stored = stored if stored is not None and visibility.sees(stored.access) else None
@@ -263,11 +262,15 @@ class Documents:
         and the public ones, nothing else."""
         if visibility is None or visibility.all:
             return False
-        indexed = snapshot.document(doc_id, with_text=False) if snapshot is not None else None
-        stored = self.store.load(doc_id)
-        return any(v is not None and not visibility.sees(a)
-                   for v, a in ((indexed, (indexed or {}).get("access")),
-                                (stored, stored.access if stored is not None else None)))
+        indexed, stored = self._versions(snapshot, doc_id, with_text=False)
+        return (indexed is not None and not visibility.sees(indexed.get("access"))) or \
+            (stored is not None and not visibility.sees(stored.access))
+
+    def _versions(self, snapshot: Snapshot | None, doc_id: str, *, with_text: bool
+                  ) -> tuple[dict[str, Any] | None, Document | None]:
+        """(the published version, the stored version) of a document; None where there is none."""
+        indexed = snapshot.document(doc_id, with_text=with_text) if snapshot is not None else None
+        return indexed, self.store.load(doc_id)
 
     @staticmethod
     def _unavailable(doc_id: str) -> Conflict:

@@ -202,11 +202,11 @@ class Snapshot:
         visible chunks' statistics for a restricted caller, as the keyword leg scores."""
         visible = self._visible(filters)
         if visible is None:
-            return {t: self._kw.idf[t] for t in terms if t in self._kw.idf}, self.kw_n
+            return {t: self._kw.slices[t][2] for t in terms if t in self._kw.slices}, self.kw_n
         out = {}
         for t in terms:
             if t in self._kw.slices:
-                a, b = self._kw.slices[t]
+                a, b, _ = self._kw.slices[t]
                 df = int(visible.mask[self._kw.rows[a:b]].sum())
                 if df:
                     out[t] = bm25_idf(visible.n, df)
@@ -450,8 +450,9 @@ class _KeywordIndex:
         norm = 1 - BM25_B + BM25_B * np.asarray(n_terms, dtype=np.float64) / snapshot.kw_avgdl
         self.weights = np.repeat(np.asarray(terms["idf"], dtype=np.float64), df) * tf * (BM25_K1 + 1) \
             / (tf + BM25_K1 * norm[self.rows])
-        self.slices = {str(t): (int(e - d), int(e)) for t, d, e in zip(terms["term"], df, ends)}
-        self.idf = {str(t): float(i) for t, i in zip(terms["term"], terms["idf"])}
+        # term -> (start, end) of its postings and its idf (a restricted caller's scores recompute from it)
+        self.slices = {str(t): (int(e - d), int(e), float(i)) for t, d, e, i in zip(terms["term"], df, ends,
+                                                                                   terms["idf"])}
         self.n_terms = np.asarray(n_terms, dtype=np.float64)
         self.norm = norm
         self.n = len(n_terms)
@@ -469,13 +470,13 @@ class _KeywordIndex:
         """BM25 per chunk row. `visible` (rag.access): the collection statistics (N, each term's df, avgdl) are
         those of the visible chunks, so a score never depends on what a hidden document holds (with the
         generation's statistics, a term's score would tell how many hidden chunks contain it)."""
-        parts = [(self.slices[t], q, t) for t, q in terms.items() if t in self.slices]
+        parts = [(self.slices[t], q) for t, q in terms.items() if t in self.slices]
         if not parts:
             return np.zeros(0), None
         if visible is not None:
             return self._visible_scores(parts, visible)
-        rows = np.concatenate([self.rows[a:b] for (a, b), _, _ in parts])
-        w = np.concatenate([self.weights[a:b] * q for (a, b), q, _ in parts])
+        rows = np.concatenate([self.rows[a:b] for (a, b, _), _ in parts])
+        w = np.concatenate([self.weights[a:b] * q for (a, b, _), q in parts])
         return np.bincount(rows, weights=w, minlength=self.n), rows
 
     def _visible_scores(self, parts, visible: "_VisibleChunks") -> tuple[np.ndarray, np.ndarray | None]:
@@ -483,7 +484,7 @@ class _KeywordIndex:
             return np.zeros(0), None
         k1 = BM25_K1
         all_rows, all_w = [], []
-        for (a, b), q, term in parts:
+        for (a, b, idf), q in parts:
             r = self.rows[a:b]
             keep = visible.mask[r]
             r, w = r[keep], self.weights[a:b][keep]
@@ -491,7 +492,7 @@ class _KeywordIndex:
                 continue
             # The term frequency back from the stored weight (w = idf * tf * (k1 + 1) / (tf + k1 * norm)), then
             # the weight again with the visible statistics.
-            idf, nrm = self.idf[term], self.norm[r]
+            nrm = self.norm[r]
             tf = w * k1 * nrm / (idf * (k1 + 1) - w)
             all_rows.append(r)
             all_w.append(q * bm25_idf(visible.n, len(r)) * tf * (k1 + 1) / (tf + k1 * visible.norm[r]))
