@@ -113,7 +113,7 @@ def run_backend(args, backend: str, corpus: Path, work: Path, cache: str, src: P
     load_s = time.perf_counter() - t
     docs = load_sources([corpus]).documents
     max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
-    chunker = Chunker(emb.tokenizer, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
+    chunker = Chunker(emb.token_counter, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
     texts = [c.embed_text(d.title) for d, chunks in chunker.chunk_many(docs) for c in chunks]
     print(f"{len(docs)} documents -> {len(texts)} chunks; embedder {emb.name} ({backend}) on {emb.device}",
           file=sys.stderr)

@@ -256,7 +256,7 @@ def _backend(run: _Run) -> str:
 
 def _chunker(settings: Settings, emb: Embedder) -> Chunker:
     max_tokens = min(settings.index.chunk_tokens, emb.max_tokens - 32)
-    return Chunker(emb.tokenizer, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
+    return Chunker(emb.token_counter, max_tokens=max_tokens, overlap=min(settings.index.chunk_overlap, max_tokens // 3))
 
 
 def _chunk(run: _Run, chunker: Chunker, loaded: LoadResult) -> tuple[list[Document], list[list[Chunk]]]:

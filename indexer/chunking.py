@@ -79,14 +79,19 @@ class Chunker:
     """Token-aware, structure-aware chunker. `tokenizer` is the embedder's Hugging Face fast tokenizer."""
 
     def __init__(self, tokenizer, max_tokens: int = 200, overlap: int = 40):
+        """`tokenizer`: a fast Hugging Face tokenizer (copied), or a `tokenizers.Tokenizer` with truncation and
+        padding already off, used as is (an embedder's `token_counter`)."""
         if max_tokens < 1 or not 0 <= overlap < max_tokens:
             raise ValueError(f"need max_tokens >= 1 and 0 <= overlap < max_tokens (got {max_tokens}, {overlap})")
-        if not getattr(tokenizer, "is_fast", False):
+        if isinstance(tokenizer, Tokenizer):
+            self._tokenizer = tokenizer
+        elif getattr(tokenizer, "is_fast", False):
+            # A private copy: tokenizer.json files often carry truncation/padding settings that would distort counts.
+            self._tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+        else:
             raise TypeError("Chunker needs a fast (Rust-backed) Hugging Face tokenizer")
-        # A private copy: tokenizer.json files often carry truncation/padding settings that would distort counts.
-        self._tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
         self.max_tokens = max_tokens
         self.overlap = overlap
         # Over-long sentences are cut into pieces this size, so that overlap can still carry whole pieces.

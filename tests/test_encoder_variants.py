@@ -4,6 +4,9 @@ built with them: exported once and reproducibly, recorded in the manifest, and q
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +81,22 @@ def test_generation_records_its_variant_and_queries_use_it(tmp_path, small_corpu
                                        embedder_backend="torch"), [small_corpus], show_progress=False)
     assert not torch_report.unchanged
     assert read_manifest(snapshot_dir(settings.home_path, torch_report.generation_id)).embedder.backend == "torch"
+
+
+def test_exported_variant_embeds_without_torch_and_as_through_transformers(variant_models):
+    # Without transformers' tokenizer, and so without importing transformers or torch: a CPU process that only
+    # embeds (a build, a search service on a variant) starts seconds sooner.
+    code = ("import sys; from rag.models.embedders import load_embedder; "
+            f"e = load_embedder('minilm', {str(variant_models)!r}, 'openvino-int8'); e.embed_passages(['x']); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
+    emb = load_embedder("minilm", variant_models, "openvino-int8")
+    texts = PASSAGES + ["a longer passage " * 200, "短文本"]
+    bare = emb.embed_passages(texts)
+    emb.model._batch_tokenizer, rust = None, emb.model._batch_tokenizer  # the transformers path it replaced
+    try:
+        assert np.array_equal(emb.embed_passages(texts), bare)
+    finally:
+        emb.model._batch_tokenizer = rust

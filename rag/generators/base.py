@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from rag.config import Backend, GeneratorSettings
 from rag.errors import InvalidInput
+from rag.hardware import cuda_available
 from rag.generators.slots import GeneratorBusy, GeneratorError, GeneratorSlots, GeneratorTimeout
 
 EXTRACTIVE = "extractive"
@@ -29,9 +30,7 @@ __all__ = ["AUTO", "BACKENDS", "EXTRACTIVE", "Generator", "GeneratorBusy", "Gene
 
 
 def resolve_auto() -> str:
-    import torch
-
-    return "transformers" if torch.cuda.is_available() else EXTRACTIVE
+    return "transformers" if cuda_available() else EXTRACTIVE
 
 
 def concurrency_limit(settings: GeneratorSettings, cuda: bool | None = None) -> int:
@@ -40,9 +39,7 @@ def concurrency_limit(settings: GeneratorSettings, cuda: bool | None = None) -> 
     if settings.max_concurrent > 0:
         return settings.max_concurrent
     if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        cuda = cuda_available()
     if not cuda:
         return 2
     from rag.generators.transformers_backend import default_max_batch

@@ -16,12 +16,13 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rag.models import encoder_variants
+from rag.hardware import cuda_available
+from rag.models import encoder_variants, tokenization
 from rag.models.integrity import PINNED, ModelNotFoundError, package_dir, pinned_file, sha256_file
 
 # Never reach a model hub from library code, whatever the caller's environment says.
@@ -52,6 +53,7 @@ class Embedder:
     passage_prefix: str = ""
     batch_size: int = DEFAULT_BATCH["cpu"]
     backend: str = encoder_variants.TORCH
+    _counter: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -65,6 +67,26 @@ class Embedder:
     @property
     def tokenizer(self):
         return self.model.tokenizer
+
+    @property
+    def token_counter(self):
+        """The folder's tokenizer with truncation and padding off, for counting and cutting text into chunks: read
+        from its tokenizer.json, or else copied from the transformers tokenizer's Rust core. Never that core
+        itself: transformers sets truncation and padding on it at every encode call. Made once per embedder
+        because reading a large vocabulary (e5's 250k pieces) takes ~1 s, which every build in a process would
+        otherwise pay again."""
+        with _counter_lock:
+            if self._counter is None:
+                if tokenization.has_tokenizer_file(self.path):
+                    self._counter = tokenization.counting_tokenizer(self.path)
+                else:
+                    from tokenizers import Tokenizer
+
+                    counter = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+                    counter.no_truncation()
+                    counter.no_padding()
+                    self._counter = counter
+            return self._counter
 
     @property
     def device(self) -> str:
@@ -83,14 +105,9 @@ class Embedder:
     def embed_queries(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return self._encode(list(texts), self.query_prefix, batch_size, False)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cuda_available() else "cpu"
 
 
 def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
@@ -141,6 +158,7 @@ def identity_of(spec: str, models_dir: Path | str, backend: str) -> str:
 
 _cache: dict[tuple[str, str, str], Embedder] = {}
 _lock = threading.Lock()
+_counter_lock = threading.Lock()  # apart from _lock: a copy taking ~1 s must not hold up loads
 
 
 def load_embedder(spec: str, models_dir: Path | str, backend: str = encoder_variants.TORCH) -> Embedder:

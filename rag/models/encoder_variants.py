@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from rag.durable import fsync_path
+from rag.models import tokenization
 from rag.models.integrity import ModelNotFoundError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,13 @@ def _pooling(folder: Path) -> str:
     raise VariantUnavailable(f"{folder}: pooling {on} is not exported (mean or cls only)")
 
 
-def max_seq_length(folder: Path, tokenizer) -> int:
+def max_seq_length(folder: Path) -> int:
     cfg = folder / "sentence_bert_config.json"
     if cfg.exists():
         value = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
         if value:
             return int(value)
-    return int(min(tokenizer.model_max_length, 512))
+    return min(tokenization.model_max_length(folder), 512)
 
 
 def _export_onnx(folder: Path, out: Path, pooling: str) -> None:
@@ -257,11 +258,14 @@ class ExportedEncoder:
     device = "cpu"
 
     def __init__(self, source: Path, export_dir: Path, backend: str, threads: int = 0):
-        from transformers import AutoTokenizer
-
         self.backend = backend
-        self.tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-        self.max_seq_length = max_seq_length(source, self.tokenizer)
+        self.source = source
+        self.max_seq_length = max_seq_length(source)
+        self._hf_tokenizer = None
+        # The bare Rust tokenizer when the folder has its tokenizer.json: loading needs no transformers (nor the
+        # torch it imports), so a CPU process that only embeds never pays for either.
+        self._batch_tokenizer = (tokenization.batch_tokenizer(source, self.max_seq_length)
+                                 if tokenization.has_tokenizer_file(source) else None)
         if EXPORTS[backend]["runtime"] == "onnxruntime":
             import onnxruntime as ort
 
@@ -288,8 +292,26 @@ class ExportedEncoder:
                 return req.infer(feed)[compiled.output(0)].copy()
             self._run = run
 
+    @property
+    def tokenizer(self):
+        """The folder's transformers tokenizer, loaded on first use (encoding does not need it)."""
+        if self._hf_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(str(self.source), local_files_only=True)
+        return self._hf_tokenizer
+
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
+
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self._batch_tokenizer is None:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
+                                 return_tensors="np")
+            return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+        encodings = self._batch_tokenizer.encode_batch(texts)
+        return (np.array([e.ids for e in encodings], dtype=np.int64),
+                np.array([e.attention_mask for e in encodings], dtype=np.int64))
 
     def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False, **_ignored
                ) -> np.ndarray:
@@ -299,8 +321,6 @@ class ExportedEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first, as sentence-transformers
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_seq_length, return_tensors="np")
-            out[idx] = self._run({"input_ids": enc["input_ids"].astype(np.int64),
-                                  "attention_mask": enc["attention_mask"].astype(np.int64)})
+            ids, mask = self._tokenize([texts[i] for i in idx])
+            out[idx] = self._run({"input_ids": ids, "attention_mask": mask})
         return out
