@@ -17,8 +17,8 @@ from typing import Protocol, runtime_checkable
 
 from rag.config import Backend, GeneratorSettings
 from rag.errors import InvalidInput
-from rag.hardware import cuda_available
 from rag.generators.slots import GeneratorBusy, GeneratorError, GeneratorSlots, GeneratorTimeout
+from rag.hardware import cuda_available
 
 EXTRACTIVE = "extractive"
 AUTO = "auto"  # transformers on a GPU, extractive on a CPU
