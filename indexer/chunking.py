@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tokenizers import Encoding, Tokenizer
 
+from rag.models.tokenization import counting_copy
 from rag.tables import parse_table
 from rag.types import Chunk, Document
 
@@ -87,9 +88,7 @@ class Chunker:
             self._tokenizer = tokenizer
         elif getattr(tokenizer, "is_fast", False):
             # A private copy: tokenizer.json files often carry truncation/padding settings that would distort counts.
-            self._tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-            self._tokenizer.no_truncation()
-            self._tokenizer.no_padding()
+            self._tokenizer = counting_copy(tokenizer)
         else:
             raise TypeError("Chunker needs a fast (Rust-backed) Hugging Face tokenizer")
         self.max_tokens = max_tokens

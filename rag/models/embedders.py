@@ -80,12 +80,7 @@ class Embedder:
                 if tokenization.has_tokenizer_file(self.path):
                     self._counter = tokenization.counting_tokenizer(self.path)
                 else:
-                    from tokenizers import Tokenizer
-
-                    counter = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
-                    counter.no_truncation()
-                    counter.no_padding()
-                    self._counter = counter
+                    self._counter = tokenization.counting_copy(self.tokenizer)
             return self._counter
 
     @property

@@ -32,10 +32,20 @@ def _token(value) -> str | None:
 
 def counting_tokenizer(folder: Path) -> Tokenizer:
     """The folder's tokenizer with truncation and padding off: token counts and offsets of any text."""
-    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    tok = _counting(Tokenizer.from_file(str(Path(folder) / "tokenizer.json")))
+    tok.encode_special_tokens = bool(_config(folder).get("split_special_tokens", False))
+    return tok
+
+
+def counting_copy(hf_tokenizer) -> Tokenizer:
+    """A private copy of a transformers fast tokenizer's Rust core with truncation and padding off (never the core
+    itself: transformers sets both on it at every encode call)."""
+    return _counting(Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str()))
+
+
+def _counting(tok: Tokenizer) -> Tokenizer:
     tok.no_truncation()
     tok.no_padding()
-    tok.encode_special_tokens = bool(_config(folder).get("split_special_tokens", False))
     return tok
 
 
