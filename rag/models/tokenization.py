@@ -4,7 +4,7 @@ The exported encoder variants and the build's chunker only need the Rust tokeniz
 ``tokenizer.json`` describes. Loading it through transformers costs an import of transformers and torch (~6 s on
 two cores) before the first vector, for nothing those callers use. What transformers adds on top for the
 folders we run (BERT and XLM-R style) is read here from ``tokenizer_config.json``: the padding token and whether
-special tokens written in the text stay plain text (``split_special_tokens``). tests/test_encoder_variants.py
+special tokens written in the text stay plain text (``split_special_tokens``). tests/test_tokenization.py
 checks the ids and masks against transformers' for both named embedders.
 """
 
