@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -28,8 +29,27 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(os.environ.get("RAG_PLAYGROUND_SCREENSHOTS") or Path(__file__).parent / "screenshots")
 
-READER_KEY = "pw-reader-key"
+READER_KEY = "pw-reader-key"  # public documents only
+CLINIC_KEY = "pw-clinic-key"  # a reader in the group clinicians
 ADMIN_KEY = "pw-admin-key"
+KEYS = {READER_KEY: "reader", CLINIC_KEY: {"role": "reader", "groups": ["clinicians"], "id": "pw-clinic"},
+        ADMIN_KEY: "admin"}
+
+# A clinicians-only document beside the small corpus; its marker word occurs nowhere else.
+HIDDEN_ID, HIDDEN_MARK = "med-ward-protocol", "Quorvex"
+HIDDEN_DOC = f"""---
+id: {HIDDEN_ID}
+title: "{HIDDEN_MARK} ward blood pressure protocol"
+domain: medical
+language: en
+tags: [blood pressure, protocol]
+date: 2025-05-01
+access: [clinicians]
+---
+# {HIDDEN_MARK} ward blood pressure protocol
+On the {HIDDEN_MARK} ward, blood pressure is measured every four hours, seated, with the cuff at heart level.
+A reading above 180/110 mmHg starts the {HIDDEN_MARK} escalation bundle within 15 minutes.
+"""
 
 
 def _missing() -> str | None:
@@ -51,17 +71,24 @@ EVENTS = [
     {"user_id": "u-pw-fin", "doc_id": "edu-study", "type": "view", "ts": "2025-06-02T10:00:00Z"},
     {"user_id": "u-pw-med", "doc_id": "med-hypertension", "type": "like", "ts": "2025-06-01T10:00:00Z"},
     {"user_id": "u-pw-med", "doc_id": "med-vaccines", "type": "click", "ts": "2025-06-03T10:00:00Z"},
+    # events on the hidden document: accepted, and never shown to a caller who may not see it
+    {"user_id": "u-pw-med", "doc_id": HIDDEN_ID, "type": "like", "ts": "2025-06-04T10:00:00Z"},
+    {"user_id": "u-pw-fin", "doc_id": HIDDEN_ID, "type": "like", "ts": "2025-06-04T11:00:00Z"},
 ]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, small_corpus, models_dir):
-    """`rag serve` on a free port over the small corpus, with a reader and an admin key and demo users."""
+    """`rag serve` on a free port over the small corpus plus one clinicians-only document, with a public reader,
+    a clinicians' reader and an admin key, and demo users."""
     from indexer.build import build
 
     root = tmp_path_factory.mktemp("playground")
+    corpus = root / "corpus"
+    shutil.copytree(small_corpus, corpus)
+    (corpus / "medical" / "ward-protocol.md").write_text(HIDDEN_DOC, encoding="utf-8")
     home = root / "home"
-    report = build(make_settings(home, models_dir), [small_corpus], show_progress=False)
+    report = build(make_settings(home, models_dir), [corpus], show_progress=False)
     demo = root / "demo"
     demo.mkdir()
     (demo / "users.jsonl").write_text("".join(json.dumps(u) + "\n" for u in USERS))
@@ -70,7 +97,7 @@ def server(tmp_path_factory, small_corpus, models_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update({"RAG_HOME": str(home), "RAG_MODEL_CACHE": str(models_dir), "HF_HUB_OFFLINE": "1",
                 "RAG_GENERATOR__BACKEND": "extractive", "RAG_SERVICE__RATE_LIMIT_PER_MINUTE": "100000",
-                "RAG_SERVICE__API_KEYS": json.dumps({READER_KEY: "reader", ADMIN_KEY: "admin"})})
+                "RAG_SERVICE__API_KEYS": json.dumps(KEYS)})
     log_path = root / "serve.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*rag_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -473,3 +500,60 @@ def test_rebuild_with_progress_then_roll_back(tab, server):
     expect(page.locator("#index-status")).to_contain_text(f"Published {report.generation_id}")
     expect(page.locator("#gens tbody tr.published")).to_contain_text(report.generation_id)
     tab.shot("index", "#panel-index")
+
+
+# --- access -------------------------------------------------------------------------------------------------
+
+HIDDEN_TEXT = (HIDDEN_ID, "every four hours", "180/110")  # its id and words of it that no question below holds
+
+
+def _api_bodies(tab) -> str:
+    """Every API response body the page received, joined (the SSE stream included, once it has ended)."""
+    bodies = []
+    for r in tab.responses:
+        if "/v1/" in r.url:
+            try:
+                bodies.append(r.text())
+            except Exception:  # noqa: BLE001 - a response without a body (a redirect, an aborted stream)
+                continue
+    return "\n".join(bodies)
+
+
+def test_the_playground_never_shows_a_document_the_key_may_not_see(tab):
+    expect = _expect()
+    tab.open(key=READER_KEY)
+    page = tab.page
+    # search, all three modes
+    tab.tab("Search")
+    page.get_by_label("Query").fill(f"{HIDDEN_MARK} ward blood pressure protocol")
+    page.get_by_role("button", name="Search all three modes").click()
+    for mode in ("dense", "keyword", "hybrid"):
+        expect(page.locator(f"#search-results .mode[data-mode={mode}]")).to_have_attribute("data-state", "done")
+    # an answer and its passages
+    tab.tab("Ask")
+    _ask(tab, f"How often is blood pressure measured on the {HIDDEN_MARK} ward?", "abstained")
+    # recommendations and trending for users whose events include the hidden document
+    tab.tab("Recommendations")
+    for user in ("u-pw-med", "u-pw-fin"):
+        page.get_by_label("User id").fill(user)
+        page.get_by_role("button", name="Recommend", exact=True).click()
+        expect(page.locator("#recs-meta")).to_contain_text(user)
+        expect(page.locator("#recs-list li.item").first).to_be_visible()
+    page.locator("#trending-domain").select_option("medical")
+    page.get_by_role("button", name="Show trending").click()
+    expect(page.locator("#trending-list li.item").first).to_be_visible()
+
+    shown = page.locator("main").inner_text()
+    received = _api_bodies(tab)
+    assert received.count('"doc_id"') >= 5  # the page did receive documents
+    for text in HIDDEN_TEXT:
+        assert text not in shown, f"{text!r} shown to a public reader"
+        assert text not in received, f"{text!r} sent to a public reader"
+
+    # the clinicians' key sees it, on the same page
+    tab.use_key(CLINIC_KEY)
+    tab.tab("Search")
+    page.get_by_role("button", name="Search all three modes").click()
+    hybrid = page.locator("#search-results .mode[data-mode=hybrid]")
+    expect(hybrid).to_have_attribute("data-state", "done")
+    expect(hybrid.locator(".hit").first).to_contain_text(HIDDEN_ID)
