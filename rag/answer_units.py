@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from rag.sentences import split_sentences
-from rag.tables import is_table_line, parse_table, render_row
+from rag.tables import is_table_line, parse_table, render_fields, row_fields
 from rag.text import tokenize
 
 _HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
@@ -43,6 +43,7 @@ class AnswerUnit:
     context: str  # heading, lead-in or table caption: what the unit is about when it does not say so
     block: int  # units of one paragraph, list or table share a block
     answers: bool  # False for text that cannot answer on its own (a question, a restated title)
+    row: tuple[str, tuple[tuple[str, str], ...]] | None = None  # a table row's (lead, ((label, value), ...))
 
 
 def _words(text: str) -> int:
@@ -73,7 +74,8 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
     context = heading
     lead_in = ""
 
-    def add(kind: str, shown: str, span: str, start: int, end: int, ctx: str, answers: bool = True) -> None:
+    def add(kind: str, shown: str, span: str, start: int, end: int, ctx: str, answers: bool = True,
+            row: tuple[str, tuple[tuple[str, str], ...]] | None = None) -> None:
         terms = set(tokenize(shown))
         if not terms and not shown.strip():
             return
@@ -82,7 +84,7 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
             answers = False
         if shown.rstrip().endswith(("?", "？")):
             answers = False
-        units.append(AnswerUnit(n, len(units), kind, shown, span, start, end, ctx, block, answers))
+        units.append(AnswerUnit(n, len(units), kind, shown, span, start, end, ctx, block, answers, row))
 
     i = 0
     while i < len(lines):
@@ -104,9 +106,11 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
             block += 1
             for row in table.rows:
                 k = i + row.line
-                shown = render_row(table, row)
+                lead, fields = row_fields(table, row)
+                shown = render_fields(lead, fields)
                 if shown:
-                    add("row", shown, _display(lines[k]), starts[k], starts[k] + len(lines[k]), ctx)
+                    add("row", shown, _display(lines[k]), starts[k], starts[k] + len(lines[k]), ctx,
+                        row=(lead, tuple(fields)))
             i, lead_in = j, ""
             continue
         j = i

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
+from rag.answer_units import passage_units
 from rag.config import Settings
 from rag.errors import InvalidInput
-from rag.extractive import extractive_answer, join_sentences
-from rag.snapshot import Snapshot
+from rag.extractive import extractive_answer, join_sentences, same_table, unpicked_row
 from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.generators.slots import Lease
 from rag.grounding import (
@@ -49,6 +49,7 @@ from rag.grounding import (
 )
 from rag.questions import analyse
 from rag.retriever import Retriever, SearchResult
+from rag.snapshot import Snapshot
 from rag.text import detect_language, tokenize
 from rag.types import Filters, Hit
 
@@ -324,7 +325,7 @@ class Answerer:
         slot (GeneratorBusy when none frees up), or uses `lease`, a slot the caller reserved beforehand."""
         plan = self._retrieve(snapshot, question, filters=filters, top_k=top_k, history=history, backend=backend,
                               mode=mode)
-        yield AnswerEvent("retrieval", plan.passages)
+        yield AnswerEvent("retrieval", list(plan.passages))  # a table answer may add passages later
         self._select(plan)
         if plan.abstain or plan.generator is None:
             final = self._abstention(plan) if plan.abstain else self._finish(plan, None, plan.failure)
@@ -401,8 +402,10 @@ class Answerer:
                                                         idf=term_weights(snapshot, q.terms, plan.filters),
                                                    top_cos=plan.result.top_dense_score,
                                                    passage_cos=passage_cosines(snapshot, plan.result.hits, qvec))
-        plan.timings["select_ms"] = _ms(t)
         plan.abstain = not plan.passages or not plan.selection.answer
+        if not plan.abstain and unpicked_row(plan.selection.ranked[0], q, plan.evidence):
+            self._complete_table(plan)
+        plan.timings["select_ms"] = _ms(t)
         if plan.abstain or plan.backend == EXTRACTIVE:
             return
         try:
@@ -412,6 +415,24 @@ class Answerer:
             plan.failure = f"generator unavailable: {e}"
             return
         plan.messages, plan.prompt_evidence = self._prompt(plan)
+
+    @staticmethod
+    def _complete_table(plan: _Plan) -> None:
+        """The answer will list a table by its key column (rag.extractive.unpicked_row): the passages of its
+        document that retrieval did not return but that hold more rows of that table join the evidence (and the
+        answer's passages, so their citations are valid), so that every reader's row is listed."""
+        best = plan.selection.ranked[0].unit
+        doc = plan.evidence.passages[best.n].doc_id
+        have = {p.chunk_id for p in plan.passages}
+        for c in plan.snapshot.document_chunks(doc):
+            if c["chunk_id"] in have:
+                continue
+            p = Passage(n=len(plan.passages) + 1, doc_id=doc, chunk_id=c["chunk_id"], title=c["title"] or "",
+                        text=c["text"], score=0.0, domain=c["domain"], language=c["language"],
+                        heading=" > ".join(c["heading_path"] or []))
+            if any(same_table(best, u) for u in passage_units(p.text, p.n, title=p.title, heading=p.heading)):
+                plan.evidence.add(p)
+                plan.passages.append(p)
 
     def _prompt(self, plan: _Plan) -> tuple[list[dict], Evidence]:
         """Messages carrying the selected units grouped by passage, and the checks' evidence whose figures are

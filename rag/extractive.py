@@ -21,6 +21,7 @@ import rjieba
 
 from rag.answer_units import AnswerUnit
 from rag.grounding import Evidence, Passage, content_terms
+from rag.text import tokenize
 
 MMR_LAMBDA = 0.7
 POSITION_WEIGHT = 0.3  # summaries: earlier sentences preferred by this much (in z-units of centrality) at most
@@ -37,6 +38,7 @@ PART_CHOICES = 3  # a part whose best sentence no longer fits the budget is repr
 LIST_WORDS = 70  # a list answer stops adding items at this many words
 SIBLING_MARGIN = 0.3  # selector logits: closer than this, two sibling rows both answer
 SIBLING_WORDS = 45
+KEYED_ROWS = (3, 12)  # a table the question does not pick a row of is listed by key within these row counts
 
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
@@ -88,6 +90,10 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
     picks = [best.unit]
     if selection.question.wants_list or best.unit.text.rstrip().endswith((":", "：")):
         picks = _with_neighbours(best.unit, evidence)
+    elif (keyed := _rows_by_key(best, selection.question, evidence)) is not None:
+        head, rows = keyed
+        scored = [Scored(u.n, u.index, u.text, best.score) for u in rows]
+        return Extract("\n".join([cite(head, best.unit.n), *(cite(u.text, u.n) for u in rows)]), scored)
     elif len(selection.ranked) > 1 and _close_sibling(best, selection.ranked[1]):
         picks = sorted([best.unit, selection.ranked[1].unit], key=lambda u: u.index)
     scored = [Scored(u.n, u.index, u.text, best.score) for u in picks]
@@ -104,6 +110,95 @@ def _close_sibling(best, second) -> bool:
     return (a.n == b.n and a.block == b.block and a.kind == b.kind and a.kind in ("row", "item")
             and best.score - second.score < SIBLING_MARGIN
             and count_words(a.text) + count_words(b.text) <= SIBLING_WORDS)
+
+
+def unpicked_row(best, question, evidence: Evidence) -> bool:
+    """The best unit is a table row that the question does not single out, and the question names a column: no
+    word of the question is in that row and missing from a sibling row, and no figure of the question is the
+    row's. "How much ibuprofen can a child take?" over a dosing table by weight has no row of its own: one row's
+    dose, cited, would read as the answer for every child."""
+    return _unpicked_table(best, question, evidence) is not None
+
+
+def _unpicked_table(best, question, evidence: Evidence) -> list[AnswerUnit] | None:
+    """The rows of the best unit's table when the question picks none of them (`unpicked_row`), else None."""
+    unit = best.unit
+    if unit.row is None or (question.figure_spans and (best.features.get("in_range")
+                                                       or not best.features.get("figure_missing"))):
+        return None
+    rows = _table_rows(unit, evidence)
+    shared = set.intersection(*(set(tokenize(u.text)) for u in rows))
+    if question.terms & (set(tokenize(unit.text)) - shared):
+        return None  # a word of the question picks this row
+    lead, fields = unit.row
+    if _spelled_numbers(question.text) & set(re.findall(r"\d+", lead or fields[0][1])):
+        return None  # "a third grader" picks the row of grade 3
+    return rows if _asked_columns(unit, question) else None
+
+
+_SPELLED = {w: str(i) for i, ws in enumerate((
+    "", "one first", "two second", "three third", "four fourth", "five fifth", "six sixth", "seven seventh",
+    "eight eighth", "nine ninth", "ten tenth", "eleven eleventh", "twelve twelfth"), 0) for w in ws.split()}
+
+
+def _spelled_numbers(text: str) -> set[str]:
+    """The figures a question spells out ("third", "nine"), as digits."""
+    return {_SPELLED[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _SPELLED}
+
+
+def _asked_columns(unit: AnswerUnit, question) -> set[str]:
+    """The labels of the row's columns that the question names by a word, its key column aside (a year names the
+    period asked about, not what is asked: "2019" heads every column of a financial table)."""
+    lead, fields = unit.row
+    key = "" if lead else fields[0][0]
+    words = {t for t in question.terms if not t.replace(".", "").replace(",", "").isdigit()}
+    return {label for label, _ in fields if label and label != key and set(tokenize(label)) & words}
+
+
+def same_table(unit: AnswerUnit, other: AnswerUnit) -> bool:
+    """Rows with the same columns: one table, or its continuation in another passage of the document."""
+    return other.kind == "row" and other.row is not None and unit.row is not None \
+        and [label for label, _ in other.row[1]] == [label for label, _ in unit.row[1]]
+
+
+def _rows_by_key(best, question, evidence: Evidence) -> tuple[str, list[AnswerUnit]] | None:
+    """For a row the question does not pick (`unpicked_row`): a line naming the asked columns and the key ("Ibuprofen
+    dose (mg), by Child's weight:"), then every row of the table as its key and those columns' values, so each
+    reader finds their own case. None when the question picks the row, names no column, or the table is too short
+    or too long to list."""
+    rows = _unpicked_table(best, question, evidence)
+    if rows is None or not KEYED_ROWS[0] <= len(rows) <= KEYED_ROWS[1]:
+        return None
+    asked = _asked_columns(best.unit, question)
+    lead, fields = best.unit.row
+    names = list(dict.fromkeys(label for label, _ in fields if label in asked))
+    head = "; ".join(names) + ("" if lead else f", by {fields[0][0]}") + ":"
+    out = []
+    for u in rows:
+        row_lead, row_fields = u.row
+        values = [value for label, value in row_fields if label in asked]
+        if values:
+            key = row_lead or row_fields[0][1]
+            out.append(dataclasses.replace(u, text=f"{key}: {'; '.join(values)}"))
+    return (head, out) if len(out) >= KEYED_ROWS[0] else None
+
+
+def _table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+    """The rows of the unit's table in every retrieved passage (the chunker splits a long table into passages that
+    each repeat its header), in document order, once each: rows of the same document with the same columns."""
+    doc = evidence.passages[unit.n].doc_id
+
+    def order(n: int) -> tuple[int, int]:
+        ordinal = evidence.passages[n].chunk_id.rpartition("#")[2]
+        return (int(ordinal) if ordinal.isdigit() else 0, n)
+
+    rows, seen = [], set()
+    for n in sorted((n for n, p in evidence.passages.items() if p.doc_id == doc), key=order):
+        for u in evidence.units[n].units:
+            if same_table(unit, u) and u.text not in seen and (n != unit.n or u.block == unit.block):
+                seen.add(u.text)
+                rows.append(u)
+    return rows
 
 
 def _with_neighbours(best: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:

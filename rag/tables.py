@@ -90,9 +90,9 @@ def parse_table(lines: list[str]) -> Table:
     return table
 
 
-def render_row(table: Table, row: TableRow) -> str:
-    """One row with its header, readable alone: "label: value; label: value" (empty cells left out)."""
-    parts: list[str] = []
+def row_fields(table: Table, row: TableRow) -> tuple[str, list[tuple[str, str]]]:
+    """(lead, [(label, value), ...]) of one row: the lead names the row when its first column has no label (or a
+    section heads it); each filled cell comes with its column's label ("" where the column has none)."""
     cells = row.cells
     first = cells[0] if cells else ""
     lead = ""
@@ -103,13 +103,12 @@ def render_row(table: Table, row: TableRow) -> str:
         if row.section:
             lead = row.section
         rest = range(len(cells))
-    for j in rest:
-        value = cells[j]
-        if not value:
-            continue
-        label = table.columns[j] if j < len(table.columns) else ""
-        parts.append(f"{label}: {value}" if label else value)
-    body = "; ".join(parts)
+    return lead, [(table.columns[j] if j < len(table.columns) else "", cells[j]) for j in rest if cells[j]]
+
+
+def render_fields(lead: str, fields: list[tuple[str, str]]) -> str:
+    """A row readable alone: "lead — label: value; label: value" (empty cells are not among the fields)."""
+    body = "; ".join(f"{label}: {value}" if label else value for label, value in fields)
     if lead and body:
         return f"{lead} — {body}"
     return lead or body

@@ -75,6 +75,23 @@ DOCS = {
 
         Keep a regular wake-up time, even at weekends.
         """),
+    "medical/fever-dosing.md": ("med-fever-dosing", "medical", "en", """
+        # Fever medicine for children
+        Give fever medicine by the child's weight, not by age, and use the measuring syringe from the pack.
+
+        ## Dose by weight
+
+        | Child's weight | Typical age | Ibuprofen dose (mg) | Acetaminophen dose (mg) |
+        |---|---|---|---|
+        | 5.5–7.7 kg (12–17 lb) | 4–11 months | 50 mg, from 6 months only | 80 mg |
+        | 8.2–10.5 kg (18–23 lb) | 12–23 months | 75 mg | 120 mg |
+        | 10.9–15.9 kg (24–35 lb) | 2–3 years | 100 mg | 160 mg |
+        | 16.3–21.3 kg (36–47 lb) | 4–5 years | 150 mg | 240 mg |
+        | 21.8–26.8 kg (48–59 lb) | 6–8 years | 200 mg | 320 mg |
+        | 27.2–32.2 kg (60–71 lb) | 9–10 years | 250 mg | 400 mg |
+        | 32.7–43.1 kg (72–95 lb) | 11 years | 300 mg | 480 mg |
+        | 43.5 kg and above (96 lb and above) | 12 years and older | 400 mg | 640 mg |
+        """),
     "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
         # 个人养老金制度
         在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
@@ -432,6 +449,34 @@ def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
     assert "8–10 hours" in teen.answer and "Teenagers 13–18 years" in teen.answer
     child = answerer.answer(snapshot, "How much sleep does a 9-year-old need?", backend="extractive")
     assert "9–12 hours" in child.answer and "Children 6–12 years" in child.answer
+
+
+IBUPROFEN_BY_WEIGHT = ["5.5–7.7 kg (12–17 lb): 50 mg, from 6 months only", "8.2–10.5 kg (18–23 lb): 75 mg",
+                       "10.9–15.9 kg (24–35 lb): 100 mg", "16.3–21.3 kg (36–47 lb): 150 mg",
+                       "21.8–26.8 kg (48–59 lb): 200 mg", "27.2–32.2 kg (60–71 lb): 250 mg",
+                       "32.7–43.1 kg (72–95 lb): 300 mg", "43.5 kg and above (96 lb and above): 400 mg"]
+
+
+def test_a_table_the_question_picks_no_row_of_is_listed_by_its_key(index):
+    """"How much ibuprofen can a child take?" names a column, not a row: one weight band's dose would read as the
+    dose for every child. Every band is listed with the asked column, the rows of the table's other passage
+    included though retrieval returned only one (top_k=1); a weight in the question picks its own row."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    ans = answerer.answer(snapshot, "How much ibuprofen can a child take?", backend="extractive", top_k=1)
+    assert not ans.abstained
+    lines = ans.answer.splitlines()
+    assert lines[0].startswith("Ibuprofen dose (mg), by Child's weight:")
+    assert [strip_citations(line) for line in lines[1:]] == IBUPROFEN_BY_WEIGHT
+    assert "Acetaminophen" not in ans.answer and "Typical age" not in ans.answer
+    cited = {c.chunk_id for c in ans.citations}
+    assert len(cited) == 2 and {c.doc_id for c in ans.citations} == {"med-fever-dosing"}  # both parts of the table
+    assert len(ans.passages) == 2  # the passage retrieval did not return joined the answer's passages
+    assert_citations_valid(ans)
+
+    picked = answerer.answer(snapshot, "My child weighs 19 kg. How much ibuprofen can I give?", backend="extractive")
+    assert "16.3–21.3 kg" in picked.answer and "150 mg" in picked.answer
+    assert "10.9–15.9 kg" not in picked.answer and len(picked.answer.splitlines()) == 1
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
