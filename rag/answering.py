@@ -430,8 +430,9 @@ class Answerer:
             p = Passage(n=len(plan.passages) + 1, doc_id=doc, chunk_id=c["chunk_id"], title=c["title"] or "",
                         text=c["text"], score=0.0, domain=c["domain"], language=c["language"],
                         heading=" > ".join(c["heading_path"] or []))
-            if any(same_table(best, u) for u in passage_units(p.text, p.n, title=p.title, heading=p.heading)):
-                plan.evidence.add(p)
+            units = passage_units(p.text, p.n, title=p.title, heading=p.heading)
+            if any(same_table(best, u) for u in units):
+                plan.evidence.add(p, units)
                 plan.passages.append(p)
 
     def _prompt(self, plan: _Plan) -> tuple[list[dict], Evidence]:

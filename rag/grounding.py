@@ -214,16 +214,15 @@ class Evidence:
             self.add(p)
         self._text_vecs: dict[str, np.ndarray] = {}
 
-    def add(self, p: Passage) -> PassageUnits:
-        """Cut one more passage into its units (numbered `p.n`)."""
-        units = passage_units(p.text, p.n, title=p.title, heading=p.heading) or [
+    def add(self, p: Passage, units: list[AnswerUnit] | None = None) -> None:
+        """One more passage, cut into its units (numbered `p.n`) unless the caller has cut it already."""
+        units = units or passage_units(p.text, p.n, title=p.title, heading=p.heading) or [
             AnswerUnit(p.n, 0, "sentence", p.text.strip(), p.text.strip(), 0, len(p.text), p.heading, 0, True)]
         terms = [content_terms(u.text) for u in units]
         ctx = [content_terms(u.context) for u in units]
         every = set().union(*terms, *ctx, content_terms(p.title))
         self.passages[p.n] = p
         self.units[p.n] = PassageUnits(p, units, terms, ctx, every, numbers_in(p.text))
-        return self.units[p.n]
 
     def with_numbers(self, numbers: dict[int, set[str]]) -> "Evidence":
         """A view whose passages hold only these figures: a generated sentence must not state a figure the
