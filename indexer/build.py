@@ -44,7 +44,10 @@ ENGINES = ("local", "ray")  # where a build embeds its chunks
 
 
 def new_snapshot_id() -> str:
-    return datetime.now(timezone.utc).strftime("g%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    """g<date>-<time to the millisecond>-<random>: ids sort in the order the builds started (newest first in
+    listings, the previous one for a rollback), also for two builds within one second."""
+    now = datetime.now(timezone.utc)
+    return now.strftime("g%Y%m%d-%H%M%S") + f"{now.microsecond // 1000:03d}-" + secrets.token_hex(2)
 
 
 def _clean_stale(home: Path) -> None:

@@ -265,3 +265,15 @@ def test_index_build_makes_no_network_access(tmp_path, models_dir, monkeypatch):
     assert report.documents == len(SMALL_CORPUS)
     assert Application(settings).search("blood pressure cuff", top_k=1).hits[0].doc_id == "med-hypertension"
     assert attempts == []
+
+
+def test_generation_ids_sort_in_build_order_within_one_second():
+    """Listings (newest first) and `rag index rollback` (the previous one) go by id: two builds started a few
+    milliseconds apart must not be ordered by their random suffix."""
+    from indexer.build import new_snapshot_id
+
+    ids = []
+    for _ in range(5):
+        ids.append(new_snapshot_id())
+        time.sleep(0.002)
+    assert sorted(ids) == ids and len(set(ids)) == 5
