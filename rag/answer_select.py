@@ -161,7 +161,7 @@ def term_weights(snapshot, terms: set[str], filters=None) -> dict[str, float]:
     return {t: found.get(t, unseen) for t in terms}
 
 
-_NUMERIC_TERM = re.compile(r"[\d.,]+")
+NUMERIC_TERM = re.compile(r"[\d.,]+")  # a figure as a term: "2019", "1,500", "6.5"
 
 
 @dataclass
@@ -328,7 +328,7 @@ def question_features(q_terms: set[str], ranked: list[ScoredUnit], passage_terms
     best = ranked[0]
     margin = best.score - ranked[1].score if len(ranked) > 1 else 5.0
     # Figures are judged by the figure features (a range may hold them); here only words count.
-    q_terms = {t for t in q_terms if not _NUMERIC_TERM.fullmatch(t)}
+    q_terms = {t for t in q_terms if not NUMERIC_TERM.fullmatch(t)}
     weights = {t: idf.get(t, 1.0) for t in q_terms}
     total = sum(weights.values()) or 1.0
     missing = {t for t in q_terms if t not in passage_terms}

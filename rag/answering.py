@@ -40,6 +40,7 @@ from rag.grounding import (
     Evidence,
     Passage,
     check_text,
+    chunk_passage,
     clean_citations,
     content_terms,
     embedder_fits,
@@ -427,9 +428,7 @@ class Answerer:
         for c in plan.snapshot.document_chunks(doc):
             if c["chunk_id"] in have:
                 continue
-            p = Passage(n=len(plan.passages) + 1, doc_id=doc, chunk_id=c["chunk_id"], title=c["title"] or "",
-                        text=c["text"], score=0.0, domain=c["domain"], language=c["language"],
-                        heading=" > ".join(c["heading_path"] or []))
+            p = chunk_passage(len(plan.passages) + 1, c)
             units = passage_units(p.text, p.n, title=p.title, heading=p.heading)
             if any(same_table(best, u) for u in units):
                 plan.evidence.add(p, units)

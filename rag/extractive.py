@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import rjieba
 
+from rag.answer_select import NUMERIC_TERM
 from rag.answer_units import AnswerUnit
 from rag.grounding import Evidence, Passage, content_terms
 from rag.text import tokenize
@@ -122,8 +123,9 @@ def unpicked_row(best, question, evidence: Evidence) -> bool:
     return _unpicked_table(best, question, evidence) is not None
 
 
-def _unpicked_table(best, question, evidence: Evidence) -> list[AnswerUnit] | None:
-    """The rows of the best unit's table when the question picks none of them (`unpicked_row`), else None."""
+def _unpicked_table(best, question, evidence: Evidence) -> tuple[list[AnswerUnit], set[str]] | None:
+    """(the rows of the best unit's table, the asked column labels) when the question picks none of the rows
+    (`unpicked_row`), else None."""
     unit = best.unit
     if unit.row is None or (question.figure_spans and (best.features.get("in_range")
                                                        or not best.features.get("figure_missing"))):
@@ -135,7 +137,8 @@ def _unpicked_table(best, question, evidence: Evidence) -> list[AnswerUnit] | No
     lead, fields = unit.row
     if _spelled_numbers(question.text) & set(re.findall(r"\d+", lead or fields[0][1])):
         return None  # "a third grader" picks the row of grade 3
-    return rows if _asked_columns(unit, question) else None
+    asked = _asked_columns(unit, question)
+    return (rows, asked) if asked else None
 
 
 _SPELLED = {w: str(i) for i, ws in enumerate((
@@ -153,7 +156,7 @@ def _asked_columns(unit: AnswerUnit, question) -> set[str]:
     period asked about, not what is asked: "2019" heads every column of a financial table)."""
     lead, fields = unit.row
     key = "" if lead else fields[0][0]
-    words = {t for t in question.terms if not t.replace(".", "").replace(",", "").isdigit()}
+    words = {t for t in question.terms if not NUMERIC_TERM.fullmatch(t)}
     return {label for label, _ in fields if label and label != key and set(tokenize(label)) & words}
 
 
@@ -168,10 +171,10 @@ def _rows_by_key(best, question, evidence: Evidence) -> tuple[str, list[AnswerUn
     dose (mg), by Child's weight:"), then every row of the table as its key and those columns' values, so each
     reader finds their own case. None when the question picks the row, names no column, or the table is too short
     or too long to list."""
-    rows = _unpicked_table(best, question, evidence)
-    if rows is None or not KEYED_ROWS[0] <= len(rows) <= KEYED_ROWS[1]:
+    unpicked = _unpicked_table(best, question, evidence)
+    if unpicked is None or not KEYED_ROWS[0] <= len(unpicked[0]) <= KEYED_ROWS[1]:
         return None
-    asked = _asked_columns(best.unit, question)
+    rows, asked = unpicked
     lead, fields = best.unit.row
     names = list(dict.fromkeys(label for label, _ in fields if label in asked))
     head = "; ".join(names) + ("" if lead else f", by {fields[0][0]}") + ":"

@@ -190,6 +190,13 @@ class VectorCache:
 UNIT_VECTORS = VectorCache()
 
 
+def chunk_passage(n: int, chunk: dict, score: float = 0.0) -> Passage:
+    """Passage number `n` from a chunk as `Snapshot.chunks` / `document_chunks` return it (its document's title,
+    domain and language joined in)."""
+    return Passage(n, chunk["doc_id"], chunk["chunk_id"], chunk["title"] or "", chunk["text"], score,
+                   chunk["domain"], chunk["language"], heading=" > ".join(chunk["heading_path"] or []))
+
+
 @dataclass
 class PassageUnits:
     passage: Passage

@@ -29,19 +29,20 @@ from rag.answering import (
 from rag.config import Settings
 from rag.errors import InvalidInput, NotFound
 from rag.extractive import count_words, extractive_summary, join_sentences, summary_parts
-from rag.snapshot import Snapshot
 from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.grounding import (
     Citation,
     Evidence,
     Passage,
     check_text,
+    chunk_passage,
     clean_citations,
     embedder_fits,
     split_sentences,
     strip_citations,
 )
 from rag.retriever import Retriever
+from rag.snapshot import Snapshot
 from rag.text import detect_language
 from rag.types import Filters
 
@@ -209,12 +210,10 @@ def document_passages(snapshot: Snapshot, doc_ids: list[str]) -> list[Passage]:
     """The documents' chunks in reading order, numbered from 1, each with its heading path."""
     passages: list[Passage] = []
     for doc_id in dict.fromkeys(doc_ids):
-        doc = snapshot.document(doc_id, with_text=False)
-        if doc is None:
+        if snapshot.document(doc_id, with_text=False) is None:
             raise UnknownDocument(doc_id, snapshot.id)
         for c in snapshot.document_chunks(doc_id):
-            passages.append(Passage(len(passages) + 1, doc_id, c["chunk_id"], doc["title"] or "", c["text"],
-                                    1.0, doc["domain"], doc["language"], heading=" > ".join(c["heading_path"] or [])))
+            passages.append(chunk_passage(len(passages) + 1, c, 1.0))
     return passages
 
 
