@@ -29,6 +29,7 @@ from rag.answer_units import AnswerUnit
 from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
 from rag.snapshot import bm25_idf
+from rag.table_answers import TableAnswer
 from rag.text import tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
@@ -345,6 +346,7 @@ class Selection:
     answerable: float  # the abstention model's probability that the best unit answers the question
     answer: bool  # answerable >= the fitted threshold
     features: dict[str, float]  # the question-level features (reported by evaluations)
+    computed: TableAnswer | None = None  # a comparison the answer states, computed from table rows (the Answerer)
 
 
 class AnswerSelector:

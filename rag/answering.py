@@ -31,7 +31,7 @@ from rag.answer_select import AnswerSelector, Selection, models_for, passage_cos
 from rag.answer_units import passage_units
 from rag.config import Settings
 from rag.errors import InvalidInput
-from rag.extractive import extractive_answer, join_sentences, same_table, unpicked_row
+from rag.extractive import extractive_answer, join_sentences, same_table, table_rows, unpicked_row
 from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.generators.slots import Lease
 from rag.grounding import (
@@ -51,6 +51,7 @@ from rag.grounding import (
 from rag.questions import analyse
 from rag.retriever import Retriever, SearchResult
 from rag.snapshot import Snapshot
+from rag.table_answers import CANDIDATE_UNITS, table_answer
 from rag.text import detect_language, tokenize
 from rag.types import Filters, Hit
 
@@ -403,11 +404,18 @@ class Answerer:
                                                         idf=term_weights(snapshot, q.terms, plan.filters),
                                                    top_cos=plan.result.top_dense_score,
                                                    passage_cos=passage_cosines(snapshot, plan.result.hits, qvec))
-        plan.abstain = not plan.passages or not plan.selection.answer
-        if not plan.abstain and unpicked_row(plan.selection.ranked[0], q, plan.evidence):
-            self._complete_table(plan)
+        if (q.comparison or q.calculation) and plan.passages:
+            self._compute(plan)
+        plan.abstain = not plan.passages or not (plan.selection.answer or plan.selection.computed)
+        if not plan.abstain and not plan.selection.computed and unpicked_row(plan.selection.ranked[0], q,
+                                                                              plan.evidence):
+            self._complete_table(plan, plan.selection.ranked[0].unit)
         plan.timings["select_ms"] = _ms(t)
         if plan.abstain or plan.backend == EXTRACTIVE:
+            return
+        if plan.selection.computed is not None:
+            # Figures are compared and worked out, not written: a small generator misreads which is larger.
+            plan.failure = "the answer is computed from a table's figures, not generated"
             return
         try:
             plan.generator = self.generators.get(plan.backend)
@@ -417,12 +425,23 @@ class Answerer:
             return
         plan.messages, plan.prompt_evidence = self._prompt(plan)
 
+    def _compute(self, plan: _Plan) -> None:
+        """A comparison or calculation question (rag.questions): computed from the rows answer selection ranked
+        best (rag.table_answers); an item comparison reads the whole table, so the first candidate row's table is
+        completed first."""
+        sel = plan.selection
+        if sel.question.comparison is not None and sel.question.comparison.target == "row":
+            first_row = next((s.unit for s in sel.ranked[:CANDIDATE_UNITS] if s.unit.row is not None), None)
+            if first_row is not None:
+                self._complete_table(plan, first_row)
+        sel.computed = table_answer(sel.question, sel.ranked, lambda u: table_rows(u, plan.evidence),
+                                    sentence_answers=sel.answer)
+
     @staticmethod
-    def _complete_table(plan: _Plan) -> None:
-        """The answer will list a table by its key column (rag.extractive.unpicked_row): the passages of its
-        document that retrieval did not return but that hold more rows of that table join the evidence (and the
-        answer's passages, so their citations are valid), so that every reader's row is listed."""
-        best = plan.selection.ranked[0].unit
+    def _complete_table(plan: _Plan, best) -> None:
+        """The answer will read a whole table (a list by its key column, rag.extractive.unpicked_row, or an item
+        comparison): the passages of its document that retrieval did not return but that hold more rows of that
+        table join the evidence (and the answer's passages, so their citations are valid)."""
         doc = plan.evidence.passages[best.n].doc_id
         have = {p.chunk_id for p in plan.passages}
         for c in plan.snapshot.document_chunks(doc):
@@ -496,7 +515,7 @@ class Answerer:
             extract = extractive_answer(plan.selection, plan.evidence)
             if not extract.text:
                 return self._abstention(plan)
-            checked = check_text(extract.text, plan.evidence)
+            checked = check_text(extract.text, self._with_computed_figures(plan))
         plan.timings["check_ms"] = _ms(t)
         plan.timings["total_ms"] = _ms(plan.started)
         sel = plan.selection
@@ -507,6 +526,17 @@ class Answerer:
                       language=plan.language, generation_id=plan.snapshot.id, timings_ms=plan.timings,
                       unsupported_sentences=checked.unsupported, citations_added=checked.added, query=plan.query,
                       expects=sel.question.expects, answerable=round(sel.answerable, 4))
+
+    @staticmethod
+    def _with_computed_figures(plan: _Plan) -> Evidence:
+        """The checks' evidence: a computed answer's result is vouched for by its working (whose operands the
+        cited rows hold), so it counts as a figure of the passages the answer cites."""
+        computed = plan.selection.computed
+        if computed is None or not computed.figures:
+            return plan.evidence
+        cited = {r.n for r in computed.rows}
+        return plan.evidence.with_numbers({n: pu.numbers | (computed.figures if n in cited else set())
+                                           for n, pu in plan.evidence.units.items()})
 
     @staticmethod
     def _rejection(checked: Checked) -> str | None:

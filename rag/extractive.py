@@ -6,7 +6,8 @@ writes something the checks reject, and a backend of its own (the CPU default: s
 Answers: the unit answer selection ranked first (rag.answer_select): one sentence, list item or table row (with
 its header), cited. A list, steps or comparison question, or a unit that introduces a list ("... if:"), takes the
 neighbouring items of the same list too, up to LIST_WORDS. A table row the question does not single out gives way
-to the asked column of every row of its table, keyed by each row's first field (`unpicked_row`).
+to the asked column of every row of its table, keyed by each row's first field (`unpicked_row`). A comparison
+computed from table rows (rag.table_answers) answers with its result and the row(s) it read.
 
 Summaries: centroid selection (sentences closest to the mean meaning of the text, earlier sentences slightly
 preferred, near-duplicates penalized MMR-style) within a word budget.
@@ -90,6 +91,8 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
     if not selection.ranked:
         return Extract("", [])
     best = selection.ranked[0]
+    if selection.computed is not None:
+        return _computed_answer(selection.computed, best.score, selection.question.language)
     picks = [best.unit]
     if selection.question.wants_list or best.unit.text.rstrip().endswith((":", "：")):
         picks = _with_neighbours(best.unit, evidence)
@@ -104,6 +107,18 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
         # A list reads as a list: its rows and items one per line, each cited.
         return Extract("\n".join(cite(u.text, u.n) for u in picks), scored)
     return Extract(join_sentences([cite(u.text, u.n) for u in picks]), scored)
+
+
+def _computed_answer(computed, score: float, language: str) -> Extract:
+    """"2019 (Other assets — 2019: 4,406; 2018: 3,997) [1]": the result first, then the row that shows it (or the
+    working of a calculation), cited. An item comparison shows the winning row only: the one the answer names."""
+    rows = computed.rows
+    if computed.by_item or len(rows) > 1:
+        rows = [next((r for r in rows if computed.answer in r.text), rows[0])]
+    detail = [computed.working or r.text for r in rows]
+    shown = [f"{computed.answer}（{d}）" if language == "zh" else f"{computed.answer} ({d})" for d in detail]
+    return Extract(join_sentences([cite(t, r.n) for t, r in zip(shown, rows)]),
+                   [Scored(r.n, r.index, r.text, score) for r in rows])
 
 
 def _close_sibling(best, second) -> bool:
@@ -130,7 +145,7 @@ def _unpicked_table(best, question, evidence: Evidence) -> tuple[list[AnswerUnit
     if unit.row is None or (question.figure_spans and (best.features.get("in_range")
                                                        or not best.features.get("figure_missing"))):
         return None
-    rows = _table_rows(unit, evidence)
+    rows = table_rows(unit, evidence)
     shared = set.intersection(*(set(tokenize(u.text)) for u in rows))
     if question.terms & (set(tokenize(unit.text)) - shared):
         return None  # a word of the question picks this row
@@ -188,7 +203,7 @@ def _rows_by_key(best, question, evidence: Evidence) -> tuple[str, list[AnswerUn
     return (head, out) if len(out) >= KEYED_ROWS[0] else None
 
 
-def _table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+def table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     """The rows of the unit's table in every retrieved passage (the chunker splits a long table into passages that
     each repeat its header), in document order, once each: rows of the same document with the same columns."""
     doc = evidence.passages[unit.n].doc_id

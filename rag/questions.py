@@ -1,7 +1,8 @@
 """What a question asks for: the kind of answer it expects, the figures it states, the subject of a definition.
 
 Read by answer selection (a "how much" question wants a unit holding a quantity; a number in the question picks
-the table row whose range holds it) and by answer composition (a list question takes the neighbouring items).
+the table row whose range holds it), by answer composition (a list question takes the neighbouring items) and by
+table answers (a comparison, "in which year was revenue highest?", is answered by comparing a row's figures).
 English and Chinese; anything else falls back to "other", which constrains nothing.
 """
 
@@ -56,6 +57,87 @@ realli exact normal
 _FIGURE = re.compile(r"(?<![A-Za-z0-9_.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![A-Za-z0-9_.])\d+(?:\.\d+)?")
 
 
+# Comparisons over a table: which period (a column) or which item (a row) has the most or least of something, or
+# which periods lie beyond a bound ("In which year was R&D less than 10,000 thousands?").
+_PERIOD_ASKED = re.compile(r"\b(?:which|what) (?:fiscal )?(?:years?|fy|periods?|quarters?|months?|dates?)\b"
+                           r"|^\s*when\b|哪一?年|哪个?季度|哪个?月|哪一?期", re.IGNORECASE)
+_ITEM_ASKED = re.compile(r"\bwhich (?:of the )?(?:[a-z-]+ ){0,3}?[a-z-]+\b|\bwhat (?:is|was|are|were) the [a-z-]+"
+                         r"(?: [a-z-]+)? (?:that|which|with)\b|哪一?个|哪一?项|哪一?种|哪一?类|哪家|哪个部门",
+                         re.IGNORECASE)
+_MOST = re.compile(r"\b(?:larger|largest|higher|highest|greater|greatest|bigger|biggest|most|maximum|peak)\b"
+                   r"|最高|最多|最大|更高|更多|更大|较高|较多|较大", re.IGNORECASE)
+_LEAST = re.compile(r"\b(?:smaller|smallest|lower|lowest|least|fewer|fewest|minimum)\b|最低|最少|最小|更低|更少|更小"
+                    r"|较低|较少|较小", re.IGNORECASE)
+_BOUND = re.compile(r"(?P<op>less than|lower than|fewer than|smaller than|below|under|more than|greater than"
+                    r"|higher than|larger than|above|over|exceed(?:s|ed|ing)?|低于|少于|小于|不足|高于|多于|大于|超过)"
+                    r"\s*\$?\s*(?P<n>\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+_BELOW = ("less", "lower", "fewer", "smaller", "below", "under", "低于", "少于", "小于", "不足")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison question asks a table: `target` "column" (which period) or "row" (which item), and either
+    a `direction` ("max" / "min") or a `bound` ("<" or ">", the figure as written, scale words ignored: a question
+    saying "less than 600,000 thousands" reads a table kept in thousands)."""
+
+    target: str
+    direction: str | None = None
+    bound: tuple[str, float] | None = None
+
+
+def comparison_in(question: str) -> Comparison | None:
+    """The comparison a question asks for, or None ("In which year was revenue recognized?" compares nothing)."""
+    if _PERIOD_ASKED.search(question):
+        target = "column"
+    elif _ITEM_ASKED.search(question):
+        target = "row"
+    else:
+        return None
+    if target == "column" and (m := _BOUND.search(question)):
+        op = "<" if m.group("op").lower().startswith(_BELOW) else ">"
+        return Comparison(target, bound=(op, float(m.group("n").replace(",", ""))))
+    most, least = _MOST.search(question), _LEAST.search(question)
+    if bool(most) == bool(least):
+        return None  # neither, or both ("more ... than the lowest"): not one comparison
+    return Comparison(target, direction="max" if most else "min")
+
+
+_PERCENT_CHANGE = re.compile(r"\b(?:percentage|percent|%)\s*(?:change|increase|decrease|growth|decline|rise|drop)\b"
+                             r"|\bgrowth rate\b|增长率|增幅|降幅|变化率|变动率|百分比变化", re.IGNORECASE)
+_CHANGE = re.compile(r"\b(?:change|increase|decrease|growth|decline|rise|drop)\b|变化|变动|增加了?多少|减少了?多少",
+                     re.IGNORECASE)
+_AVERAGE = re.compile(r"\baverage\b|\bmean\b|平均", re.IGNORECASE)
+_EXPLANATION = re.compile(r"^\s*(?:why|what (?:caused|drove|led to|explains?)|explain|how (?:is|was|are|were) .* "
+                          r"(?:calculated|derived|determined|measured))\b|为什么|原因", re.IGNORECASE)
+_YEAR_AVERAGE = re.compile(r"(?<!\d)(?:19|20)\d\d\s+average\b", re.IGNORECASE)  # "the 2019 average X": a balance
+
+
+@dataclass(frozen=True)
+class Calculation:
+    """A figure a question asks to be worked out from one table row: "change" (the later period's figure minus the
+    earlier one's), "percent_change" (that change over the earlier figure, in %), or "average" (of the periods it
+    names; "the 2019 average" of a balance is the mean of its opening and closing figures: 2019's and 2018's)."""
+
+    kind: str
+
+
+def calculation_in(question: str) -> Calculation | None:
+    """The calculation a question asks for, or None. A change between two items ("the difference between A and
+    B") is not one of these: a calculation reads one row across periods."""
+    years = set(re.findall(r"(?<!\d)(?:19|20)\d\d(?!\d)", question))
+    if _EXPLANATION.search(question):
+        return None  # "Why did revenue increase?" asks for the reason, not the amount
+    if _AVERAGE.search(question) and _CHANGE.search(question):
+        return None  # the change of an average: two calculations, not one reading of a row
+    if _PERCENT_CHANGE.search(question):
+        return Calculation("percent_change")
+    if _AVERAGE.search(question) and (len(years) >= 2 or _YEAR_AVERAGE.search(question)):
+        return Calculation("average")
+    if _CHANGE.search(question):
+        return Calculation("change")
+    return None
+
+
 @dataclass
 class QuestionAnalysis:
     text: str
@@ -66,6 +148,8 @@ class QuestionAnalysis:
     figure_spans: list[tuple[float, int]] = field(default_factory=list)  # (value, offset just after it)
     subject: set[str] = field(default_factory=set)  # the X of "what is X"
     years: set[str] = field(default_factory=set)  # the years it names ("in 2015"): the period it asks about
+    comparison: Comparison | None = None  # a question a table answers by comparing its figures
+    calculation: Calculation | None = None  # ... or by working out a change or an average
 
     @property
     def wants_list(self) -> bool:
@@ -117,4 +201,6 @@ def analyse(question: str) -> QuestionAnalysis:
     spans = [(f, end) for f, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
     terms = set(tokenize(_AGE.sub(r"\1 years", _HOW.sub(" ", q)))) - FILLER
     years = set(re.findall(r"(?<!\d)(?:19|20)\d\d(?!\d)", q))
-    return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years)
+    comparison = comparison_in(q)
+    return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,
+                            comparison, None if comparison else calculation_in(q))

@@ -92,6 +92,34 @@ DOCS = {
         | 32.7–43.1 kg (72–95 lb) | 11 years | 300 mg | 480 mg |
         | 43.5 kg and above (96 lb and above) | 12 years and older | 400 mg | 640 mg |
         """),
+    "finance/northwind-report.md": ("fin-northwind", "finance", "en", """
+        # Northwind Tools annual report 2019
+        Northwind Tools makes hand tools for professional builders.
+
+        ## Selected financial data (in millions of US dollars)
+
+        |  | 2019 | 2018 | 2017 |
+        |---|---|---|---|
+        | Net sales | 1,496.5 | 1,202.9 | 1,107.7 |
+        | Operating cash flow | (41.2) | (88.6) | (12.0) |
+        | Research and development | 88.1 | 96.4 | 71.0 |
+
+        ## Net sales by region in 2019
+
+        | Region | Net sales 2019 |
+        |---|---|
+        | North America | 812.4 |
+        | Europe | 401.7 |
+        | Asia Pacific | 282.4 |
+        | Total | 1,496.5 |
+        """),
+    "finance/northwind-zh.md": ("fin-northwind-zh", "finance", "zh", """
+        # 北风工具公司年度财务摘要
+        | 项目 | 2019年 | 2018年 |
+        |---|---|---|
+        | 营业收入（万元） | 12,000 | 10,000 |
+        | 净利润（万元） | 1,500 | 1,800 |
+        """),
     "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
         # 个人养老金制度
         在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
@@ -477,6 +505,75 @@ def test_a_table_the_question_picks_no_row_of_is_listed_by_its_key(index):
     picked = answerer.answer(snapshot, "My child weighs 19 kg. How much ibuprofen can I give?", backend="extractive")
     assert "16.3–21.3 kg" in picked.answer and "150 mg" in picked.answer
     assert "10.9–15.9 kg" not in picked.answer and len(picked.answer.splitlines()) == 1
+
+
+def test_comparison_questions_are_answered_from_the_row_they_name(index):
+    """"In which year ...?" is answered by comparing the named row's figures; the answer shows the row, cited."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    ask = lambda q: answerer.answer(snapshot, q, backend="extractive")  # noqa: E731
+    highest = ask("In which year were Northwind's net sales the highest?")
+    assert strip_citations(highest.answer) == "2019 (Net sales — 2019: 1,496.5; 2018: 1,202.9; 2017: 1,107.7)"
+    assert highest.citations[0].doc_id == "fin-northwind" and highest.citations[0].span == (
+        "| Net sales | 1,496.5 | 1,202.9 | 1,107.7 |")
+    assert_citations_valid(highest)
+    assert ask("In which year was Northwind's research and development the lowest?").answer.startswith("2017 (")
+    # Brackets are outflows: the larger outflow is the larger amount.
+    assert ask("In which year was the operating cash flow outflow larger?").answer.startswith("2018 (")
+    below = ask("In which years was research and development less than 90 million?")
+    assert below.answer.startswith("2019, 2017 (")
+    region = ask("Which region had the largest net sales in 2019?")  # the total row is not a region
+    assert strip_citations(region.answer) == "North America (Region: North America; Net sales 2019: 812.4)"
+    assert_citations_valid(region)
+    zh = ask("北风工具公司哪一年的净利润更高？")
+    assert strip_citations(zh.answer).startswith("2018年（") and zh.citations[0].doc_id == "fin-northwind-zh"
+    # A row the documents do not have is not compared: the question is a near miss.
+    assert ask("In which year were Northwind's marketing expenses the highest?").abstained
+
+
+def test_calculations_show_their_working_from_the_named_row(index):
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    ask = lambda q: answerer.answer(snapshot, q, backend="extractive")  # noqa: E731
+    change = ask("What was the change in Northwind's net sales from 2018 to 2019?")
+    assert strip_citations(change.answer) == "293.6 (Net sales: 1,496.5 in 2019 - 1,202.9 in 2018)"
+    assert change.citations[0].doc_id == "fin-northwind" and change.unsupported_sentences == 0
+    assert_citations_valid(change)
+    percent = ask("What was the percentage change in net sales between 2018 and 2019?")
+    assert strip_citations(percent.answer) == "24.41% (Net sales: (1,496.5 in 2019 - 1,202.9 in 2018) / 1,202.9)"
+    average = ask("What was the average research and development spending from 2017 to 2019?")
+    assert strip_citations(average.answer) == ("85.17 (Research and development: (88.1 in 2019 + 96.4 in 2018 + "
+                                               "71.0 in 2017) / 3)")
+    assert average.unsupported_sentences == 0
+    # A reason is not an amount.
+    assert not ask("Why did Northwind's net sales increase from 2018 to 2019?").answer[:1].isdigit()
+
+
+def test_a_generative_backend_does_not_write_a_computed_answer(index):
+    settings, snapshot = index
+    stub = Stub("Net sales were highest in 2017 [1].")
+    ans = answerer_with(settings, stub).answer(snapshot, "In which year were Northwind's net sales the highest?",
+                                               backend="stub")
+    assert ans.answer.startswith("2019 (") and ans.backend == "stub" and stub.calls == []
+    assert ans.fallback == "the answer is computed from a table's figures, not generated"
+
+
+def test_table_cells_and_table_questions_are_read():
+    from rag.questions import Calculation, Comparison
+    from rag.table_answers import cell_value
+
+    assert [cell_value(c) for c in ("$ 1,452.4", "(114)", "$(2,780)", "23%", "—", "n/a", "12.0")] == [
+        1452.4, -114.0, -2780.0, 23.0, None, None, 12.0]
+    assert analyse("In which year was revenue less than 600,000 thousands?").comparison == Comparison(
+        "column", bound=("<", 600000.0))
+    assert analyse("Which segment had the highest revenue in 2019?").comparison == Comparison("row", "max")
+    assert analyse("哪一年的营业收入最低？").comparison == Comparison("column", "min")
+    assert analyse("In which year was revenue recognized?").comparison is None
+    assert analyse("What is the 2019 average inventory?").calculation == Calculation("average")
+    assert analyse("What is the percentage change in revenue from 2018 to 2019?").calculation == Calculation(
+        "percent_change")
+    assert analyse("What is the change between 2018 and 2019 average inventory?").calculation is None
+    assert analyse("Why did revenue increase in 2019?").calculation is None
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():

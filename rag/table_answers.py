@@ -1,0 +1,300 @@
+"""Answers a table gives by comparing or working out its figures: which period a row is highest in, which periods
+lie beyond a bound, which item of a column is largest; a row's change, percentage change or average over periods.
+
+"In which year was Other assets larger?" is answered by no sentence of a report: the row "Other assets — 2019:
+4,406; 2018: 3,997" holds the figures, and the answer (2019) is the label of the column with the larger one.
+Finding the row is answer selection's job (rag.answer_select ranks it); this module only compares, and it answers
+only when the comparison is well defined: the question names the row (or the table's column), at least two
+cells hold figures, no two compared columns share a label, and no tie decides the answer. A calculation shows its
+working with the figures as the table writes them ("-12.6 (Other: 44.1 in 2019 - 56.7 in 2018)"), so the reader
+checks it against the cited row.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rag.answer_units import AnswerUnit
+from rag.questions import Calculation, Comparison, QuestionAnalysis
+from rag.text import tokenize
+
+CANDIDATE_UNITS = 5  # the best-ranked units looked at for a row to compare
+ROW_NAMED = 0.5  # at least this share of a row's own words must be the question's for the question to name it
+TABLE_NAMED = 0.5  # an item comparison: at least this share of the question's subject words is in the table
+MIN_ROWS, MAX_ROWS = 2, 40  # an item comparison reads a table of this many data rows
+
+_CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)?)\s*\)?\s*(?:%|％)?\s*\)?$")
+_PERIOD_LABEL = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)|\b(?:q[1-4]|quarters?|months?|years?|fiscal|fy\d*|january"
+                           r"|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr"
+                           r"|jun|jul|aug|sep|sept|oct|nov|dec)\b|[一二三四]季度|\d+月|\d+年", re.IGNORECASE)
+_STATES_CHANGE = re.compile(r"\b(?:increase|decrease|change|grew|grow|rose|fell|decline|drop|up|down|higher|lower)"
+                            r"\w*\b|增长|下降|增加|减少|变化", re.IGNORECASE)
+_CHANGE_LABEL = re.compile(r"\b(?:change|increase|decrease|variance|growth)\b|变动|变化|增减", re.IGNORECASE)
+_TOTAL_KEY = re.compile(r"^\s*(?:total|subtotal|sub-total|net total|sum|合计|总计|小计|共计)\b", re.IGNORECASE)
+# The words that say how a comparison is asked; whatever else the question says names what is compared.
+_COMPARISON_WORDS = set(tokenize(
+    "larger largest higher highest greater greatest bigger biggest more most maximum peak smaller smallest lower "
+    "lowest less least fewer fewest minimum which what year years fy fiscal period periods quarter quarters month "
+    "months amount value number figure component item category segment type one respective respectively thousand "
+    "thousands million millions billion billions"))
+
+
+@dataclass
+class TableAnswer:
+    """A computed answer: what it says (`answer`: a column label, a row's key, several, or a worked-out figure),
+    the rows it read (each of which the answer cites), and for a calculation its working and the figures it
+    states that no passage holds (the result: the checks accept it because the working is shown)."""
+
+    answer: str
+    rows: list[AnswerUnit]
+    comparison: Comparison | None = None
+    calculation: Calculation | None = None
+    working: str = ""
+    figures: set[str] = field(default_factory=set)
+
+    @property
+    def by_item(self) -> bool:
+        """Whether the answer names a row (an item) rather than a period or a figure."""
+        return self.comparison is not None and self.comparison.target == "row"
+
+
+def cell_value(cell: str) -> float | None:
+    """The figure a table cell holds ("$ 1,452.4", "(114)" is negative, "23%"), or None for text and dashes."""
+    s = cell.strip().replace(" ", "")
+    m = _CELL_NUMBER.match(s)
+    if not m:
+        return None
+    value = float(m.group("n").replace(",", ""))
+    return -value if "(" in s[:m.start("n")] or "-" in s[:m.start("n")] else value
+
+
+def table_answer(q: QuestionAnalysis, ranked, table_rows, *, sentence_answers: bool = False) -> TableAnswer | None:
+    """The comparison or calculation `q` asks for, computed from the best-ranked table row the question names
+    (among the first CANDIDATE_UNITS of `ranked`, rag.answer_select.ScoredUnit) and, for an item comparison, the
+    other rows of its table (`table_rows(unit)`). None when the question asks for neither or no row answers it
+    well-defined, and for a calculation when the best unit is a sentence stating a change and answer selection
+    judged that it answers (`sentence_answers`)."""
+    if q.calculation is not None:
+        if sentence_answers and ranked and ranked[0].unit.kind != "row" and _STATES_CHANGE.search(ranked[0].unit.text):
+            return None  # the text states the change itself ("The $29.3 million increase in ...")
+        return next((found for s in ranked[:CANDIDATE_UNITS] if s.unit.row is not None and _names_row(s.unit, q)
+                     and (found := _calculate(s.unit, q, q.calculation)) is not None), None)
+    c = q.comparison
+    if c is None:
+        return None
+    for scored in ranked[:CANDIDATE_UNITS]:
+        unit = scored.unit
+        if unit.row is None:
+            continue
+        if c.target == "column" and _names_row(unit, q):
+            found = _across_columns(unit, q, c)
+            if found is not None:
+                return found
+        if c.target == "row" and _names_row(unit, q):  # a table whose columns are the items (segments)
+            found = _across_item_columns(unit, c)
+            if found is not None:
+                return found
+        if c.target == "row" or not _period_columns(unit, q):  # periods may be the rows: "Aug 2007 - Jan 2011"
+            found = _across_rows(unit, table_rows(unit), q, c)
+            if found is not None:
+                return found
+    return None
+
+
+def _key(unit: AnswerUnit) -> str:
+    lead, fields = unit.row
+    return lead or (fields[0][1] if fields else "")
+
+
+def _subject_terms(q: QuestionAnalysis) -> set[str]:
+    """The question's words that name what is compared (not how, not which period)."""
+    return {t for t in q.terms - _COMPARISON_WORDS if not re.fullmatch(r"[\d.,]+", t)}
+
+
+def _names_row(unit: AnswerUnit, q: QuestionAnalysis) -> bool:
+    """The question names this row: most of the words of its key are the question's ("Other assets")."""
+    key = set(tokenize(_key(unit).split(": ")[-1]))
+    return bool(key) and len(key & q.terms) / len(key) >= ROW_NAMED
+
+
+def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, float]]:
+    """(label, figure) of the row's cells under a period label (a year, a quarter, a month), restricted to the
+    years the question names when it names two or more; empty when a label repeats (a table giving "2019 $" and
+    "2019 %" side by side: which one is meant is not clear)."""
+    lead, fields = unit.row
+    key_label = "" if lead else fields[0][0]
+    cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label]
+    cells = [(label, v) for label, v in cells if v is not None and _PERIOD_LABEL.search(label)]
+    if len(q.years) >= 2:
+        cells = [(label, v) for label, v in cells if any(y in label for y in q.years)]
+    labels = [label for label, _ in cells]
+    return cells if len(set(labels)) == len(labels) else []
+
+
+def _across_columns(unit: AnswerUnit, q: QuestionAnalysis, c: Comparison) -> TableAnswer | None:
+    cells = _period_columns(unit, q)
+    if len(cells) < 2:
+        return None
+    picked = _pick(cells, c)
+    return TableAnswer(picked, [unit], comparison=c) if picked else None
+
+
+def _across_item_columns(unit: AnswerUnit, c: Comparison) -> TableAnswer | None:
+    """Which column of a named row is largest, when the columns are items rather than periods ("Net balances at
+    September 30, 2018 — Transportation: 49,786; Mission Solutions: 138,127; Global Defense: 145,713; Total: ...")."""
+    if _TOTAL_KEY.match(_key(unit).split(": ")[-1]):
+        return None  # the total of the items: they are the rows above it
+    lead, fields = unit.row
+    key_label = "" if lead else fields[0][0]
+    cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label
+             and not _TOTAL_KEY.match(label)]
+    cells = [(label, v) for label, v in cells if v is not None]
+    labels = [label for label, _ in cells]
+    if len(cells) < 2 or any(_PERIOD_LABEL.search(label) for label in labels) or len(set(labels)) < len(labels):
+        return None
+    picked = _pick(cells, c)
+    return TableAnswer(picked, [unit], comparison=c) if picked else None
+
+
+def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, c: Comparison
+                 ) -> TableAnswer | None:
+    """Which row's figure in the asked column is largest (smallest, beyond the bound). The asked column is the one
+    whose label the question names (a word of it, or its year); with one figure column, that one. The question
+    must name the table too (most of its subject words are in the caption, heading or rows), and total rows are
+    not items."""
+    if not MIN_ROWS <= len(rows) <= MAX_ROWS:
+        return None
+    subject = _subject_terms(q)
+    table_words = set(tokenize(unit.context)).union(*(tokenize(r.text) for r in rows))
+    if not subject or len(subject & table_words) / len(subject) < TABLE_NAMED:
+        return None
+    lead, fields = unit.row
+    key_label = "" if lead else fields[0][0]
+    labels = [label for label, _ in fields if label != key_label]
+    numeric = [label for label in labels if any(cell_value(v) is not None for r in rows for lb, v in r.row[1]
+                                                if lb == label)]
+    named = [label for label in numeric if (set(tokenize(label)) & subject)
+             or any(y in label for y in q.years)]
+    if len(named) > 1 and q.years:
+        named = [label for label in named if any(y in label for y in q.years)]
+    column = named[0] if len(named) == 1 else (numeric[0] if len(numeric) == 1 else None)
+    if column is None:
+        return None
+    cells, used = [], []
+    for r in rows:
+        key = _key(r)
+        if not key or _TOTAL_KEY.match(key.split(": ")[-1]):
+            continue
+        if c.target == "column" and not _PERIOD_LABEL.search(key):
+            return None  # a period was asked for, and this table's rows are not periods
+        value = next((cell_value(v) for lb, v in r.row[1] if lb == column), None)
+        if value is not None:
+            cells.append((key.split(": ")[-1], value))
+            used.append(r)
+    if len(cells) < MIN_ROWS or len({k for k, _ in cells}) < len(cells):
+        return None
+    picked = _pick(cells, c)
+    return TableAnswer(picked, used, comparison=c) if picked else None
+
+
+def _pick(cells: list[tuple[str, float]], c: Comparison) -> str | None:
+    """The label of the largest (smallest) figure, or the labels beyond the bound joined; None on a tie or when
+    none passes the bound."""
+    if c.bound is not None:
+        op, limit = c.bound
+        passed = [label for label, v in cells if (v < limit if op == "<" else v > limit)]
+        return ", ".join(passed) if passed and len(passed) < len(cells) else None
+    if all(v < 0 for _, v in cells):
+        # Every figure in brackets (cash used, a loss, a movement): "the larger loss" is the larger amount.
+        cells = [(label, -v) for label, v in cells]
+    values = sorted(v for _, v in cells)
+    best = values[-1] if c.direction == "max" else values[0]
+    winners = [label for label, v in cells if v == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
+
+
+def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
+    """year -> (the cell as written, its figure), for the row's columns labelled with exactly one year; empty when
+    two columns name the same year ("2019 $" and "2019 %")."""
+    lead, fields = unit.row
+    key_label = "" if lead else fields[0][0]
+    out: dict[int, tuple[str, float]] = {}
+    for label, value in fields:
+        years = set(_YEAR.findall(label))
+        v = cell_value(value)
+        if label == key_label or len(years) != 1 or v is None:
+            continue
+        year = int(years.pop())
+        if year in out:
+            return {}
+        out[year] = (value.strip(), v)
+    return out
+
+
+def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> TableAnswer | None:
+    """The change, percentage change or average of one row over the periods the question names (without a year
+    named, a change reads a row of exactly two years)."""
+    cells = _by_year(unit)
+    asked = sorted(int(y) for y in q.years)
+    if calc.kind == "average":
+        if len(asked) >= 2:
+            years = list(range(asked[0], asked[-1] + 1))
+        elif asked:  # "the 2019 average" of a balance: its opening (2018's closing) and closing figures
+            years = [asked[0], asked[0] - 1]
+        else:
+            return None
+        if any(y not in cells for y in years):
+            return None
+        years.sort(reverse=True)
+        result = sum(cells[y][1] for y in years) / len(years)
+        working = f"({' + '.join(f'{cells[y][0]} in {y}' for y in years)}) / {len(years)}"
+        text = _figure(result)
+    else:
+        if len(asked) >= 2:
+            earlier, later = asked[0], asked[-1]
+        elif not asked and len(cells) == 2:
+            earlier, later = sorted(cells)
+        else:
+            return None
+        if earlier not in cells or later not in cells:
+            return None
+        (new_text, new), (old_text, old) = cells[later], cells[earlier]
+        if (stated := _stated_change(unit, calc, len(cells))) is not None:
+            return stated
+        difference = f"{new_text} in {later} - {old_text} in {earlier}"
+        if calc.kind == "change":
+            result, working, text = new - old, difference, _figure(new - old)
+        else:
+            if old == 0:
+                return None
+            result = (new - old) / abs(old) * 100
+            working, text = f"({difference}) / {old_text}", _figure(result) + "%"
+    key = _key(unit).split(": ")[-1]
+    # The result and, for an average, the count it divides by are the working's own figures, not the table's.
+    figures = {text.rstrip("%").replace(",", "")} | ({str(len(years))} if calc.kind == "average" else set())
+    return TableAnswer(text, [unit], calculation=calc, working=f"{key}: {working}", figures=figures)
+
+
+def _stated_change(unit: AnswerUnit, calc: Calculation, periods: int) -> TableAnswer | None:
+    """The row's own change column ("$ CHANGE: 86; % CHANGE: 3.6%"), when the row compares two periods only: the
+    report's figure, as it rounds it. A "%" in the label or the cell says which of the two columns is which."""
+    if periods != 2:
+        return None
+    for label, value in unit.row[1]:
+        if not _CHANGE_LABEL.search(label) or cell_value(value) is None:
+            continue
+        percent = "%" in label or "%" in value
+        if percent == (calc.kind == "percent_change"):
+            shown = value.strip()
+            return TableAnswer(shown, [unit], calculation=calc, working=f"{_key(unit).split(': ')[-1]}: {label}")
+    return None
+
+
+def _figure(x: float) -> str:
+    """A worked-out figure as a report writes it: two decimals at most, thousands separated ("3,680", "-12.6")."""
+    s = f"{round(x, 2):,.2f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
