@@ -434,7 +434,9 @@ class Answerer:
             first_row = next((s.unit for s in sel.ranked[:CANDIDATE_UNITS] if s.unit.row is not None), None)
             if first_row is not None:
                 self._complete_table(plan, first_row)
-        sel.computed = table_answer(sel.question, sel.ranked, lambda u: table_rows(u, plan.evidence),
+        rows = [u for n in sorted(plan.evidence.units) for u in plan.evidence.units[n].units if u.row and u.answers]
+        sel.computed = table_answer(sel.question, sel.ranked, lambda u: table_rows(u, plan.evidence), rows=rows,
+                                    passage_terms=lambda n: plan.evidence.units[n].all_terms,
                                     sentence_answers=sel.answer)
 
     @staticmethod

@@ -111,14 +111,14 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
 
 def _computed_answer(computed, score: float, language: str) -> Extract:
     """"2019 (Other assets — 2019: 4,406; 2018: 3,997) [1]": the result first, then the row that shows it (or the
-    working of a calculation), cited. An item comparison shows the winning row only: the one the answer names."""
+    working of a calculation), cited; an item comparison names each item it picked with its own row."""
     rows = computed.rows
-    if computed.by_item or len(rows) > 1:
-        rows = [next((r for r in rows if computed.answer in r.text), rows[0])]
-    detail = [computed.working or r.text for r in rows]
-    shown = [f"{computed.answer}（{d}）" if language == "zh" else f"{computed.answer} ({d})" for d in detail]
-    return Extract(join_sentences([cite(t, r.n) for t, r in zip(shown, rows)]),
-                   [Scored(r.n, r.index, r.text, score) for r in rows])
+    names = computed.names or [computed.answer]
+    shown = [f"{name}（{computed.working or r.text}）" if language == "zh" else f"{name} ({computed.working or r.text})"
+             for name, r in zip(names, rows)]
+    scored = [Scored(r.n, r.index, r.text, score) for r in rows]
+    # Several rows named (the items beyond a bound) read as a list, one per line, each cited.
+    return Extract(("\n" if len(shown) > 1 else " ").join(cite(t, r.n) for t, r in zip(shown, rows)), scored)
 
 
 def _close_sibling(best, second) -> bool:

@@ -59,18 +59,24 @@ _FIGURE = re.compile(r"(?<![A-Za-z0-9_.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![A-Za-
 
 # Comparisons over a table: which period (a column) or which item (a row) has the most or least of something, or
 # which periods lie beyond a bound ("In which year was R&D less than 10,000 thousands?").
-_PERIOD_ASKED = re.compile(r"\b(?:which|what) (?:fiscal )?(?:years?|fy|periods?|quarters?|months?|dates?)\b"
-                           r"|^\s*when\b|哪一?年|哪个?季度|哪个?月|哪一?期", re.IGNORECASE)
+_PERIOD_ASKED = re.compile(r"\b(?:which|what) (?:fiscal )?(?P<period>years?|fy|periods?|quarters?|months?|dates?)\b"
+                           r"|^\s*when\b|(?P<zh>哪一?年)|哪个?季度|哪个?月|哪一?期", re.IGNORECASE)
 _ITEM_ASKED = re.compile(r"\bwhich (?:of the )?(?:[a-z-]+ ){0,3}?[a-z-]+\b|\bwhat (?:is|was|are|were) the [a-z-]+"
                          r"(?: [a-z-]+)? (?:that|which|with)\b|哪一?个|哪一?项|哪一?种|哪一?类|哪家|哪个部门",
                          re.IGNORECASE)
-_MOST = re.compile(r"\b(?:larger|largest|higher|highest|greater|greatest|bigger|biggest|most|maximum|peak)\b"
+_MOST = re.compile(r"\b(?:larger|largest|higher|highest|greater|greatest|bigger|biggest|most|peak)\b"
                    r"|最高|最多|最大|更高|更多|更大|较高|较多|较大", re.IGNORECASE)
-_LEAST = re.compile(r"\b(?:smaller|smallest|lower|lowest|least|fewer|fewest|minimum)\b|最低|最少|最小|更低|更少|更小"
+_LEAST = re.compile(r"\b(?:smaller|smallest|lower|lowest|least|fewer|fewest)\b|最低|最少|最小|更低|更少|更小"
                     r"|较低|较少|较小", re.IGNORECASE)
 _BOUND = re.compile(r"(?P<op>less than|lower than|fewer than|smaller than|below|under|more than|greater than"
                     r"|higher than|larger than|above|over|exceed(?:s|ed|ing)?|低于|少于|小于|不足|高于|多于|大于|超过)"
                     r"\s*\$?\s*(?P<n>\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+# The noun of "Which regions had ...?": what kind of item the answer names.
+_ITEM_NOUN = re.compile(r"\bwhich (?:of the )?(?P<noun>(?:[a-z-]+ ){0,3}?[a-z-]+) (?:is|was|are|were|has|had|have|did"
+                        r"|does|do|needs?|gets?|got|shows?|showed|pays?|paid|offers?|charges?|makes?|made|reports?"
+                        r"|reported|records?|recorded|contribute[sd]?|costs?|accounted|generate[sd]?|earn"
+                        r"|earns|earned|grows?|grew|spends?|spent|sees?|saw|produce[sd]?|requires?|required)\b",
+                        re.IGNORECASE)
 _BELOW = ("less", "lower", "fewer", "smaller", "below", "under", "低于", "少于", "小于", "不足")
 
 
@@ -83,23 +89,28 @@ class Comparison:
     target: str
     direction: str | None = None
     bound: tuple[str, float] | None = None
+    item: str = ""  # what kind of item the answer names ("regions"; "year" when only a year answers)
 
 
 def comparison_in(question: str) -> Comparison | None:
     """The comparison a question asks for, or None ("In which year was revenue recognized?" compares nothing)."""
-    if _PERIOD_ASKED.search(question):
+    if period := _PERIOD_ASKED.search(question):
         target = "column"
+        # "Which year" is answered by a year (not by "1-3 years"); "which period" by any period label.
+        item = "year" if period.group("zh") or (period.group("period") or "").lower() in ("year", "years", "fy") \
+            else ""
     elif _ITEM_ASKED.search(question):
         target = "row"
+        item = m.group("noun") if (m := _ITEM_NOUN.search(question)) else ""
     else:
         return None
-    if target == "column" and (m := _BOUND.search(question)):
+    if m := _BOUND.search(question):
         op = "<" if m.group("op").lower().startswith(_BELOW) else ">"
-        return Comparison(target, bound=(op, float(m.group("n").replace(",", ""))))
+        return Comparison(target, bound=(op, float(m.group("n").replace(",", ""))), item=item)
     most, least = _MOST.search(question), _LEAST.search(question)
     if bool(most) == bool(least):
         return None  # neither, or both ("more ... than the lowest"): not one comparison
-    return Comparison(target, direction="max" if most else "min")
+    return Comparison(target, direction="max" if most else "min", item=item)
 
 
 _PERCENT_CHANGE = re.compile(r"\b(?:percentage|percent|%)\s*(?:change|increase|decrease|growth|decline|rise|drop)\b"

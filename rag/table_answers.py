@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from rag.answer_units import AnswerUnit
-from rag.questions import Calculation, Comparison, QuestionAnalysis
+from rag.questions import FILLER, Calculation, Comparison, QuestionAnalysis
 from rag.text import tokenize
 
 CANDIDATE_UNITS = 5  # the best-ranked units looked at for a row to compare
@@ -28,16 +28,23 @@ _CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)
 _PERIOD_LABEL = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)|\b(?:q[1-4]|quarters?|months?|years?|fiscal|fy\d*|january"
                            r"|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr"
                            r"|jun|jul|aug|sep|sept|oct|nov|dec)\b|[一二三四]季度|\d+月|\d+年", re.IGNORECASE)
+_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 _STATES_CHANGE = re.compile(r"\b(?:increase|decrease|change|grew|grow|rose|fell|decline|drop|up|down|higher|lower)"
                             r"\w*\b|增长|下降|增加|减少|变化", re.IGNORECASE)
 _CHANGE_LABEL = re.compile(r"\b(?:change|increase|decrease|variance|growth)\b|变动|变化|增减", re.IGNORECASE)
 _TOTAL_KEY = re.compile(r"^\s*(?:total|subtotal|sub-total|net total|sum|合计|总计|小计|共计)\b", re.IGNORECASE)
-# The words that say how a comparison is asked; whatever else the question says names what is compared.
+# The words that say how a comparison or calculation is asked; whatever else the question says names what is
+# compared.
 _COMPARISON_WORDS = set(tokenize(
     "larger largest higher highest greater greatest bigger biggest more most maximum peak smaller smallest lower "
     "lowest less least fewer fewest minimum which what year years fy fiscal period periods quarter quarters month "
     "months amount value number figure component item category segment type one respective respectively thousand "
-    "thousands million millions billion billions"))
+    "thousands million millions billion billions percentage percent change increase decrease growth decline rise "
+    "drop average mean difference above below under over exceed exceeded exceeds"
+    " had got make made report reported record recorded show shown see between during over within across compared"
+    " versus vs since per each respectively"
+    " 哪 哪年 哪一年 年 年度 最高 最多 最大 最低 最少 最小 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
+)) | FILLER
 
 
 @dataclass
@@ -52,11 +59,7 @@ class TableAnswer:
     calculation: Calculation | None = None
     working: str = ""
     figures: set[str] = field(default_factory=set)
-
-    @property
-    def by_item(self) -> bool:
-        """Whether the answer names a row (an item) rather than a period or a figure."""
-        return self.comparison is not None and self.comparison.target == "row"
+    names: list[str] = field(default_factory=list)  # when rows are what the answer names: each row's name
 
 
 def cell_value(cell: str) -> float | None:
@@ -69,36 +72,56 @@ def cell_value(cell: str) -> float | None:
     return -value if "(" in s[:m.start("n")] or "-" in s[:m.start("n")] else value
 
 
-def table_answer(q: QuestionAnalysis, ranked, table_rows, *, sentence_answers: bool = False) -> TableAnswer | None:
-    """The comparison or calculation `q` asks for, computed from the best-ranked table row the question names
-    (among the first CANDIDATE_UNITS of `ranked`, rag.answer_select.ScoredUnit) and, for an item comparison, the
-    other rows of its table (`table_rows(unit)`). None when the question asks for neither or no row answers it
-    well-defined, and for a calculation when the best unit is a sentence stating a change and answer selection
-    judged that it answers (`sentence_answers`)."""
-    if q.calculation is not None:
-        if sentence_answers and ranked and ranked[0].unit.kind != "row" and _STATES_CHANGE.search(ranked[0].unit.text):
-            return None  # the text states the change itself ("The $29.3 million increase in ...")
-        return next((found for s in ranked[:CANDIDATE_UNITS] if s.unit.row is not None and _names_row(s.unit, q)
-                     and (found := _calculate(s.unit, q, q.calculation)) is not None), None)
-    c = q.comparison
-    if c is None:
+def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUnit] = (),
+                 passage_terms=lambda n: set(), sentence_answers: bool = False) -> TableAnswer | None:
+    """The comparison or calculation `q` asks for, computed from a table row: the best-ranked units first (the
+    first CANDIDATE_UNITS of `ranked`, rag.answer_select.ScoredUnit), then every other row of the passages
+    (`rows`) that the question names, the most fully named first ("Revenue" for "Northwind's revenue", though
+    answer selection ranked the ratio table's rows that mention Northwind above it). An item comparison reads the
+    other rows of its table too (`table_rows(unit)`). A row the question names only in part, whose passage lacks a
+    word the question says of what is compared (`passage_terms(n)`: "Interest expense" for "In which year were
+    marketing expenses highest?"), answers a neighbouring question: the near miss is left to abstention. None when the
+    question asks for neither or no row answers it well-defined, and for a calculation when the best unit is a
+    sentence stating a change and answer selection judged that it answers (`sentence_answers`)."""
+    if q.comparison is None and q.calculation is None:
         return None
-    for scored in ranked[:CANDIDATE_UNITS]:
-        unit = scored.unit
-        if unit.row is None:
-            continue
-        if c.target == "column" and _names_row(unit, q):
-            found = _across_columns(unit, q, c)
-            if found is not None:
-                return found
-        if c.target == "row" and _names_row(unit, q):  # a table whose columns are the items (segments)
-            found = _across_item_columns(unit, c)
-            if found is not None:
-                return found
-        if c.target == "row" or not _period_columns(unit, q):  # periods may be the rows: "Aug 2007 - Jan 2011"
-            found = _across_rows(unit, table_rows(unit), q, c)
-            if found is not None:
-                return found
+    if (q.calculation is not None and sentence_answers and ranked and ranked[0].unit.kind != "row"
+            and _STATES_CHANGE.search(ranked[0].unit.text)):
+        return None  # the text states the change itself ("The $29.3 million increase in ...")
+    first = [s.unit for s in ranked[:CANDIDATE_UNITS] if s.unit.row is not None]
+    seen = {(u.n, u.index) for u in first}
+    named = sorted((u for u in rows if u.row is not None and (u.n, u.index) not in seen and _names_row(u, q)),
+                   key=lambda u: (-_named_share(u, q), u.n, u.index))
+    if q.comparison is not None and q.comparison.target == "row":
+        # "Which letter grade ...?" names a table's column, not a row: each other table of the passages is read.
+        tables = {(u.n, u.block) for u in first + named}
+        for u in rows:
+            if u.row is not None and (u.n, u.block) not in tables:
+                tables.add((u.n, u.block))
+                named.append(u)
+    subject = _subject_terms(q)
+    for unit in first + named:
+        if _named_share(unit, q) < 1 and subject - passage_terms(unit.n):
+            continue  # a row named in part, and a word of the question its passage lacks: another item
+        found = (_calculate(unit, q, q.calculation) if q.calculation is not None and _names_row(unit, q)
+                 else _compare(unit, q, table_rows) if q.comparison is not None else None)
+        if found is not None:
+            return found
+    return None
+
+
+def _compare(unit: AnswerUnit, q: QuestionAnalysis, table_rows) -> TableAnswer | None:
+    c = q.comparison
+    if c.target == "column" and _names_row(unit, q):
+        found = _across_columns(unit, q, c)
+        if found is not None:
+            return found
+    if c.target == "row" and _names_row(unit, q):  # a table whose columns are the items (segments)
+        found = _across_item_columns(unit, c)
+        if found is not None:
+            return found
+    if c.target == "row" or not _period_columns(unit, q):  # periods may be the rows: "Aug 2007 - Jan 2011"
+        return _across_rows(unit, table_rows(unit), q, c)
     return None
 
 
@@ -112,10 +135,15 @@ def _subject_terms(q: QuestionAnalysis) -> set[str]:
     return {t for t in q.terms - _COMPARISON_WORDS if not re.fullmatch(r"[\d.,]+", t)}
 
 
+def _named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
+    """The share of the words of the row's key that the question says."""
+    key = set(tokenize(_key(unit).split(": ")[-1]))
+    return len(key & q.terms) / len(key) if key else 0.0
+
+
 def _names_row(unit: AnswerUnit, q: QuestionAnalysis) -> bool:
     """The question names this row: most of the words of its key are the question's ("Other assets")."""
-    key = set(tokenize(_key(unit).split(": ")[-1]))
-    return bool(key) and len(key & q.terms) / len(key) >= ROW_NAMED
+    return _named_share(unit, q) >= ROW_NAMED
 
 
 def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, float]]:
@@ -126,6 +154,8 @@ def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, fl
     key_label = "" if lead else fields[0][0]
     cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label]
     cells = [(label, v) for label, v in cells if v is not None and _PERIOD_LABEL.search(label)]
+    if q.comparison is not None and q.comparison.item == "year":
+        cells = [(label, v) for label, v in cells if _YEAR.search(label)]
     if len(q.years) >= 2:
         cells = [(label, v) for label, v in cells if any(y in label for y in q.years)]
     labels = [label for label, _ in cells]
@@ -137,7 +167,7 @@ def _across_columns(unit: AnswerUnit, q: QuestionAnalysis, c: Comparison) -> Tab
     if len(cells) < 2:
         return None
     picked = _pick(cells, c)
-    return TableAnswer(picked, [unit], comparison=c) if picked else None
+    return TableAnswer(", ".join(picked), [unit], comparison=c) if picked else None
 
 
 def _across_item_columns(unit: AnswerUnit, c: Comparison) -> TableAnswer | None:
@@ -154,7 +184,7 @@ def _across_item_columns(unit: AnswerUnit, c: Comparison) -> TableAnswer | None:
     if len(cells) < 2 or any(_PERIOD_LABEL.search(label) for label in labels) or len(set(labels)) < len(labels):
         return None
     picked = _pick(cells, c)
-    return TableAnswer(picked, [unit], comparison=c) if picked else None
+    return TableAnswer(", ".join(picked), [unit], comparison=c) if picked else None
 
 
 def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, c: Comparison
@@ -181,7 +211,14 @@ def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, 
     column = named[0] if len(named) == 1 else (numeric[0] if len(numeric) == 1 else None)
     if column is None:
         return None
-    cells, used = [], []
+    # "Which letter grade ...?" names the column that names the items: the answer is its cell, not the row's key.
+    item_label = next((label for label in labels if label not in numeric and (words := set(tokenize(label)))
+                       and words <= q.terms), None)
+    # "Which regions ...?" asks for items of a kind: the table's key column, item column or caption says so.
+    kind = set(tokenize(c.item)) - _COMPARISON_WORDS
+    if kind and not kind & set(tokenize(f"{key_label} {item_label or ''} {unit.context}")):
+        return None
+    cells, row_of = [], {}
     for r in rows:
         key = _key(r)
         if not key or _TOTAL_KEY.match(key.split(": ")[-1]):
@@ -189,32 +226,34 @@ def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, 
         if c.target == "column" and not _PERIOD_LABEL.search(key):
             return None  # a period was asked for, and this table's rows are not periods
         value = next((cell_value(v) for lb, v in r.row[1] if lb == column), None)
-        if value is not None:
-            cells.append((key.split(": ")[-1], value))
-            used.append(r)
-    if len(cells) < MIN_ROWS or len({k for k, _ in cells}) < len(cells):
+        name = next((v for lb, v in r.row[1] if lb == item_label), "") if item_label else key.split(": ")[-1]
+        if value is not None and name:
+            cells.append((name, value))
+            row_of.setdefault(name, r)
+    if len(cells) < MIN_ROWS or len(row_of) < len(cells):
         return None
     picked = _pick(cells, c)
-    return TableAnswer(picked, used, comparison=c) if picked else None
+    if not picked:
+        return None
+    names = [name for name, _ in cells if name in picked]
+    return TableAnswer(", ".join(names), [row_of[name] for name in names], comparison=c, names=names)
 
 
-def _pick(cells: list[tuple[str, float]], c: Comparison) -> str | None:
-    """The label of the largest (smallest) figure, or the labels beyond the bound joined; None on a tie or when
-    none passes the bound."""
+def _pick(cells: list[tuple[str, float]], c: Comparison) -> list[str]:
+    """The label of the largest (smallest) figure, or the labels beyond the bound in table order; none on a tie,
+    or when none or all pass the bound (all passing: the bound is likely in another unit than the table's)."""
     if c.bound is not None:
         op, limit = c.bound
         passed = [label for label, v in cells if (v < limit if op == "<" else v > limit)]
-        return ", ".join(passed) if passed and len(passed) < len(cells) else None
+        return passed if len(passed) < len(cells) else []
     if all(v < 0 for _, v in cells):
         # Every figure in brackets (cash used, a loss, a movement): "the larger loss" is the larger amount.
         cells = [(label, -v) for label, v in cells]
     values = sorted(v for _, v in cells)
     best = values[-1] if c.direction == "max" else values[0]
     winners = [label for label, v in cells if v == best]
-    return winners[0] if len(winners) == 1 else None
+    return winners if len(winners) == 1 else []
 
-
-_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 
 
 def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
