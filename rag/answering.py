@@ -437,7 +437,7 @@ class Answerer:
         rows = [u for n in sorted(plan.evidence.units) for u in plan.evidence.units[n].units if u.row and u.answers]
         sel.computed = table_answer(sel.question, sel.ranked, lambda u: table_rows(u, plan.evidence), rows=rows,
                                     passage_terms=lambda n: plan.evidence.units[n].all_terms,
-                                    sentence_answers=sel.answer)
+                                    answerable=sel.answer)
 
     @staticmethod
     def _complete_table(plan: _Plan, best) -> None:

@@ -72,7 +72,7 @@ def count_words(text: str) -> int:
 def cite(sentence: str, n: int) -> str:
     """`sentence [n].`: the marker goes before the final punctuation, as a reader expects it."""
     m = re.search(r"[.!?。！？；]+$", sentence)  # after a closing quote the marker simply follows
-    sep = "" if _CJK_RUN.search(sentence[-3:]) else " "
+    sep = "" if _CJK_RUN.search(sentence[-3:]) or sentence[-1:] in "）」』》】" else " "
     if m:
         return f"{sentence[:m.start()]}{sep}[{n}]{sentence[m.start():]}"
     return f"{sentence}{sep}[{n}]"

@@ -43,7 +43,7 @@ _COMPARISON_WORDS = set(tokenize(
     "drop average mean difference above below under over exceed exceeded exceeds"
     " had got make made report reported record recorded show shown see between during over within across compared"
     " versus vs since per each respectively"
-    " 哪 哪年 哪一年 年 年度 最高 最多 最大 最低 最少 最小 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
+    " 哪 哪年 哪一年 年 年度 月 月份 季度 第 最高 最多 最大 最低 最少 最小 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
 )) | FILLER
 
 
@@ -73,19 +73,22 @@ def cell_value(cell: str) -> float | None:
 
 
 def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUnit] = (),
-                 passage_terms=lambda n: set(), sentence_answers: bool = False) -> TableAnswer | None:
+                 passage_terms=lambda n: set(), answerable: bool = False) -> TableAnswer | None:
     """The comparison or calculation `q` asks for, computed from a table row: the best-ranked units first (the
     first CANDIDATE_UNITS of `ranked`, rag.answer_select.ScoredUnit), then every other row of the passages
     (`rows`) that the question names, the most fully named first ("Revenue" for "Northwind's revenue", though
     answer selection ranked the ratio table's rows that mention Northwind above it). An item comparison reads the
-    other rows of its table too (`table_rows(unit)`). A row the question names only in part, whose passage lacks a
-    word the question says of what is compared (`passage_terms(n)`: "Interest expense" for "In which year were
-    marketing expenses highest?"), answers a neighbouring question: the near miss is left to abstention. None when the
-    question asks for neither or no row answers it well-defined, and for a calculation when the best unit is a
-    sentence stating a change and answer selection judged that it answers (`sentence_answers`)."""
+    other rows of its table too (`table_rows(unit)`).
+
+    A word the question says of what is compared that the row's passage lacks (`passage_terms(n)`) may be a near
+    miss: with a row named only in part ("Interest expense" for "In which year were marketing expenses highest?")
+    the row is another item; with a row named in full ("R&D" for "R&D headcount", or for "R&D spending") the
+    abstention model decides (`answerable`, its decision on the best unit). None when the question asks for
+    neither or no row answers it well-defined, and for a calculation when the best unit is a sentence stating a
+    change that answer selection judged to answer (`answerable`)."""
     if q.comparison is None and q.calculation is None:
         return None
-    if (q.calculation is not None and sentence_answers and ranked and ranked[0].unit.kind != "row"
+    if (q.calculation is not None and answerable and ranked and ranked[0].unit.kind != "row"
             and _STATES_CHANGE.search(ranked[0].unit.text)):
         return None  # the text states the change itself ("The $29.3 million increase in ...")
     first = [s.unit for s in ranked[:CANDIDATE_UNITS] if s.unit.row is not None]
@@ -101,8 +104,9 @@ def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUn
                 named.append(u)
     subject = _subject_terms(q)
     for unit in first + named:
-        if _named_share(unit, q) < 1 and subject - passage_terms(unit.n):
-            continue  # a row named in part, and a word of the question its passage lacks: another item
+        share = _named_share(unit, q)
+        if share > 0 and subject - passage_terms(unit.n) and (share < 1 or not answerable):
+            continue
         found = (_calculate(unit, q, q.calculation) if q.calculation is not None and _names_row(unit, q)
                  else _compare(unit, q, table_rows) if q.comparison is not None else None)
         if found is not None:
@@ -137,7 +141,8 @@ def _subject_terms(q: QuestionAnalysis) -> set[str]:
 
 def _named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
     """The share of the words of the row's key that the question says."""
-    key = set(tokenize(_key(unit).split(": ")[-1]))
+    key = {t for t in tokenize(_key(unit).split(": ")[-1]) if t not in _COMPARISON_WORDS
+           and not re.fullmatch(r"[\d.,]+", t)}  # "第6月", "Q4 2019": periods, not names
     return len(key & q.terms) / len(key) if key else 0.0
 
 
@@ -208,6 +213,10 @@ def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, 
              or any(y in label for y in q.years)]
     if len(named) > 1 and q.years:
         named = [label for label in named if any(y in label for y in q.years)]
+    if len(named) > 1:  # the column the question names most fully ("买入份额" over "基金净值（元）" for 买入的份额)
+        share = {label: len(set(tokenize(label)) & subject) / len(set(tokenize(label))) for label in named}
+        best = max(share.values())
+        named = [label for label in named if share[label] == best]
     column = named[0] if len(named) == 1 else (numeric[0] if len(numeric) == 1 else None)
     if column is None:
         return None

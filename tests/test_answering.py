@@ -560,12 +560,15 @@ def test_calculations_show_their_working_from_the_named_row(index):
     assert_citations_valid(change)
     percent = ask("What was the percentage change in net sales between 2018 and 2019?")
     assert strip_citations(percent.answer) == "24.41% (Net sales: (1,496.5 in 2019 - 1,202.9 in 2018) / 1,202.9)"
-    average = ask("What was the average research and development spending from 2017 to 2019?")
+    average = ask("What was the average research and development expense from 2017 to 2019?")
     assert strip_citations(average.answer) == ("85.17 (Research and development: (88.1 in 2019 + 96.4 in 2018 + "
                                                "71.0 in 2017) / 3)")
     assert average.unsupported_sentences == 0
     # A reason is not an amount.
     assert not ask("Why did Northwind's net sales increase from 2018 to 2019?").answer[:1].isdigit()
+    # The row is named, but the question asks about something its passage never mentions: not computed, and the
+    # abstention model refuses it.
+    assert ask("What was the change in Northwind's research and development headcount from 2018 to 2019?").abstained
 
 
 def test_a_generative_backend_does_not_write_a_computed_answer(index):
