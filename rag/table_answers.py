@@ -43,7 +43,8 @@ _COMPARISON_WORDS = set(tokenize(
     "drop average mean difference above below under over exceed exceeded exceeds"
     " had got make made report reported record recorded show shown see between during over within across compared"
     " versus vs since per each respectively"
-    " 哪 哪年 哪一年 年 年度 月 月份 季度 第 最高 最多 最大 最低 最少 最小 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
+    " 哪 哪年 哪一年 年 年度 月 月份 季度 第 最高 最多 最大 最低 最少 最小"
+    " 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
 )) | FILLER
 
 
