@@ -346,7 +346,7 @@ class Selection:
     answerable: float  # the abstention model's probability that the best unit answers the question
     answer: bool  # answerable >= the fitted threshold
     features: dict[str, float]  # the question-level features (reported by evaluations)
-    computed: TableAnswer | None = None  # a comparison the answer states, computed from table rows (the Answerer)
+    computed: TableAnswer | None = None  # a comparison or calculation over table rows (set by the Answerer)
 
 
 class AnswerSelector:

@@ -6,8 +6,8 @@ writes something the checks reject, and a backend of its own (the CPU default: s
 Answers: the unit answer selection ranked first (rag.answer_select): one sentence, list item or table row (with
 its header), cited. A list, steps or comparison question, or a unit that introduces a list ("... if:"), takes the
 neighbouring items of the same list too, up to LIST_WORDS. A table row the question does not single out gives way
-to the asked column of every row of its table, keyed by each row's first field (`unpicked_row`). A comparison
-computed from table rows (rag.table_answers) answers with its result and the row(s) it read.
+to the asked column of every row of its table, keyed by each row's first field (`unpicked_row`). A comparison or
+calculation computed from table rows (rag.table_answers) answers with its result and the row(s) or working it read.
 
 Summaries: centroid selection (sentences closest to the mean meaning of the text, earlier sentences slightly
 preferred, near-duplicates penalized MMR-style) within a word budget.

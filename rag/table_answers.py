@@ -41,7 +41,7 @@ _COMPARISON_WORDS = set(tokenize(
     "months amount value number figure component item category segment type one respective respectively thousand "
     "thousands million millions billion billions percentage percent change increase decrease growth decline rise "
     "drop average mean difference above below under over exceed exceeded exceeds"
-    " had got make made report reported record recorded show shown see between during over within across compared"
+    " had got make made report reported record recorded show shown see between during within across compared"
     " versus vs since per each respectively"
     " 哪 哪年 哪一年 年 年度 月 月份 季度 第 最高 最多 最大 最低 最少 最小"
     " 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
@@ -263,7 +263,6 @@ def _pick(cells: list[tuple[str, float]], c: Comparison) -> list[str]:
     best = values[-1] if c.direction == "max" else values[0]
     winners = [label for label, v in cells if v == best]
     return winners if len(winners) == 1 else []
-
 
 
 def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
