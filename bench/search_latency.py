@@ -11,6 +11,7 @@ opened by `rag.snapshot.Generation`:
   keyword        gen.keyword(text, 100)                BM25 over in-memory CSR postings (once per size)
   hybrid         dense + keyword + rag.retriever.rrf + sort (RRF; Retriever's configured fusion is in 'retriever')
   retriever      rag.retriever.Retriever.search(mode="hybrid") end to end: + chunk fetch, per-doc cap
+  retriever_plain     the same with the phrase leg and feedback off: the retriever before issue 11 (its baseline)
   retriever_feedback  the same with every query paying hybrid feedback's second dense search (its worst case)
   recall@10      of each type's top 10 against exact search (numpy brute force over the same vectors,
                  same filter), computed in the parent process
@@ -250,7 +251,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def _build_key(n: int, args, settings) -> dict:
     return {"n": n, "seed": args.seed, "types": list(args.types), "queries": args.queries, "warmup": args.warmup,
             "hnsw_m": settings.hnsw_m, "efc": settings.hnsw_ef_construction, "nlist": settings.ivf_nlist,
-            "eval": str(args.eval_dir), "centroids": N_CENTROIDS, "chunk_words": CHUNK_WORDS, "version": 2}
+            "eval": str(args.eval_dir), "centroids": N_CENTROIDS, "chunk_words": CHUNK_WORDS, "version": 3}
 
 
 def _load_built(base: Path, key: dict) -> dict | None:
@@ -291,6 +292,7 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
 
     from indexer.writer import build_faiss, write_metadata
     from rag import snapshot_files
+    from rag.text import KEYWORD_TERMS
 
     faiss.omp_set_num_threads(args.build_threads)
     base = workdir / size_label(n)
@@ -403,7 +405,7 @@ def build_size(n: int, args, passages, queries_text, settings, workdir: Path) ->
                                 postings=info["postings"]),
             index_type=kind, checksums={}, source_fingerprint="bench", sources=[str(args.eval_dir)],
             chunking={"max_words": CHUNK_WORDS, "overlap_words": CHUNK_OVERLAP},
-            build_seconds=round(t_total, 3))
+            build_seconds=round(t_total, 3), keyword_terms=KEYWORD_TERMS)
         snapshot_files.write_manifest(gdir, manifest)
         info["index"][kind] = {"build_s": round(t_build, 2), "build_write_s": round(t_total, 2),
                                "file_mb": round((gdir / snapshot_files.FAISS_FILE).stat().st_size / 2**20, 1), **extra}
@@ -532,6 +534,13 @@ def child_main(spec_path: str) -> None:
             legs.setdefault(key, []).append(val)
         return r
 
+    # The retriever as it was before issue 11's additions (no phrase leg, no feedback): the baseline of its
+    # latency goal, measured on the same generation in the same process. Each run starts with the chunk cache
+    # empty, so neither reads the other's fetched rows from memory.
+    plain = Retriever(RetrievalSettings(phrase_weight=0.0, feedback_weight=0.0))
+    snapshot._chunk_cache.clear()
+    run("retriever_plain", lambda v, s: plain.search(snapshot, s, mode="hybrid"), vm, tm)
+    snapshot._chunk_cache.clear()
     run("retriever", full, vm, tm)
     out["notes"]["retriever_legs_mean_ms"] = {k: round(float(np.mean(v[warm:])), 3) for k, v in legs.items()}
     out["notes"]["retriever_feedback_share"] = round(len(legs.get("feedback_ms", [])) / max(1, len(legs["keyword_ms"])), 3)
@@ -545,6 +554,7 @@ def child_main(spec_path: str) -> None:
             return bool(dense and keyword)
 
     retr_fb = AlwaysFeedback(RetrievalSettings())
+    snapshot._chunk_cache.clear()
     run("retriever_feedback", lambda v, s: retr_fb.search(snapshot, s, mode="hybrid"), vm, tm)
     out["rss_after_queries_mb"] = round(rss_mb(), 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -825,7 +835,7 @@ def measure(n: int, built: dict, args) -> dict:
         nq = args.queries
         nd = min(nq, args.flat_queries) if (large and kind == "flat") else nq
         counts = {"dense": nd, "dense_all_threads": min(nd, 100), "filt30": nd, "filt1": nd, "keyword": nq,
-                  "keyword_filt30": nq, "hybrid": nd, "retriever": nd, "retriever_feedback": nd}
+                  "keyword_filt30": nq, "hybrid": nd, "retriever": nd, "retriever_plain": nd, "retriever_feedback": nd}
         spec = {"snapshot": str(gdir), "qfile": built["qfile"], "warmup": args.warmup, "n": counts,
                 "budget_s": args.config_budget_s if large else None, "keyword": j == 0,
                 "search_threads": args.search_threads, "all_threads": psutil.cpu_count() or 1,
@@ -909,7 +919,8 @@ def print_tables(results: dict, mach: dict) -> None:
                   f"{fmt(L['filt1']['p50_ms'], 7)} {fmt(L['filt1']['p95_ms'], 6)} {fmt(R['filt1'], 5, 3)} | "
                   f"{fmt(L['hybrid']['p50_ms'], 10)} {fmt(L['hybrid']['p95_ms'], 7)} | "
                   f"{fmt(L['retriever']['p50_ms'], 8)} {fmt(L['retriever']['p95_ms'], 7)}")
-        cols = ("dense", "dense_all_threads", "filt30", "filt1", "keyword", "hybrid", "retriever", "retriever_feedback")
+        cols = ("dense", "dense_all_threads", "filt30", "filt1", "keyword", "hybrid", "retriever", "retriever_plain",
+                "retriever_feedback")
         print("CPU ms p50 per query (process CPU, all threads; much less sensitive to other load on the machine):")
         for kind, t in r["types"].items():
             print(f"  {kind:5} " + ", ".join(f"{c} {t['lat'][c]['cpu_p50_ms']}" for c in cols

@@ -35,6 +35,7 @@ from rag.builds import BuildError, BuildLock, BuildLocked, BuildReport, Progress
 from rag.config import Settings
 from rag.models.embedders import Embedder, identity_of, load_embedder
 from rag.models.integrity import sha256_file
+from rag.text import KEYWORD_TERMS
 from rag.types import Chunk, Document, SkippedSource
 
 __all__ = ["BuildError", "BuildLock", "BuildLocked", "BuildReport", "Indexer", "build"]
@@ -82,7 +83,8 @@ def build_key(settings: Settings, docs, embedder_identity: str, loader_options: 
 
     h = hashlib.sha256()
     index = {k: v for k, v in msgspec.structs.asdict(settings.index).items() if k not in _RUNTIME_INDEX_SETTINGS}
-    h.update(repr((__version__, embedder_identity, sorted(index.items()), repr(loader_options))).encode())
+    h.update(repr((__version__, KEYWORD_TERMS, embedder_identity, sorted(index.items()), repr(loader_options))
+                  ).encode())
     for d in sorted(docs, key=lambda d: d.doc_id):
         h.update(f"{d.doc_id}\x00{d.content_hash}\x00".encode())
         h.update(msgspec.json.encode(d.metadata, order="sorted"))
@@ -238,6 +240,7 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
         build_seconds=0.0,
         parent=snapshot_files.read_pointer(run.home),
         build_key=key,
+        keyword_terms=KEYWORD_TERMS,
     )
     manifest.build_seconds = round(time.perf_counter() - run.started, 3)
     snapshot_files.write_manifest(tmp, manifest)

@@ -73,15 +73,17 @@ def write_metadata(path: Path, docs: list[Document], chunks: list[list[Chunk]], 
         row = 0
         for doc, doc_chunks in zip(docs, chunks):
             for ch in doc_chunks:
-                # Title and heading path are searchable words of every chunk, as they are for the embedder.
-                terms = Counter(textmod.tokenize(ch.embed_text(doc.title)))
+                # Title and heading path are searchable words of every chunk, as they are for the embedder; the
+                # terms' adjacent pairs are terms too (rag.text.KEYWORD_TERMS).
+                terms = Counter(textmod.keyword_terms(ch.embed_text(doc.title)))
                 for t, tf in terms.items():
                     post_term.append(t)
                     post_row.append(row)
                     post_tf.append(tf)
                 for k, v in (("row", row), ("chunk_id", ch.chunk_id), ("doc_id", doc.doc_id),
                              ("ordinal", ch.ordinal), ("text", ch.text), ("heading_path", list(ch.heading_path)),
-                             ("kind", ch.kind), ("n_tokens", ch.n_tokens), ("n_terms", sum(terms.values())),
+                             ("kind", ch.kind), ("n_tokens", ch.n_tokens),
+                             ("n_terms", sum(tf for t, tf in terms.items() if textmod.PAIR_JOIN not in t)),
                              ("content_hash", hashes[row]), ("start_char", ch.start_char),
                              ("end_char", ch.end_char), ("domain", doc.domain), ("language", doc.language),
                              ("audience", doc.audience), ("date", _iso_or_none(doc.date)),

@@ -1,6 +1,6 @@
 """Hybrid retrieval: dense (FAISS) and keyword (BM25) legs under the same filters, fused (standardized scores by
-default, Reciprocal Rank Fusion on request), optionally re-ranked by a cross-encoder and diversified with MMR, at
-most N chunks per document."""
+default, with a third leg for the question's phrases: BM25 over adjacent term pairs; Reciprocal Rank Fusion on
+request), optionally re-ranked by a cross-encoder and diversified with MMR, at most N chunks per document."""
 
 from __future__ import annotations
 
@@ -157,9 +157,12 @@ class Retriever:
             t = time.perf_counter()
             dense = snapshot.dense(qvec, n_cand, filters)
             timings["dense_ms"] = (time.perf_counter() - t) * 1000
+        phrases: list[tuple[int, float]] = []
         if mode in ("keyword", "hybrid"):
             t = time.perf_counter()
             keyword = snapshot.keyword(query, n_cand, filters)
+            if mode == "hybrid" and s.fusion == "zscore" and s.phrase_weight:
+                phrases = snapshot.keyword(query, n_cand, filters, pairs=True)
             timings["keyword_ms"] = (time.perf_counter() - t) * 1000
         top_dense = dense[0][1] if dense else None
         if mode == "hybrid" and s.feedback_weight and self._legs_agree(snapshot, dense, keyword):
@@ -183,7 +186,12 @@ class Retriever:
                 fused = rrf(legs, s.rrf_k)
             else:
                 w = 0.0 if keywords_only else s.fusion_dense_weight
-                fused = zscore_fuse([dense, keyword], [w, 1.0 - w])
+                # The phrase leg joins only when the query has a pair that some passage holds: a leg with no hits
+                # would put every passage at its floor and change nothing but the scale.
+                legs, weights = [dense, keyword], [w, 1.0 - w]
+                if phrases:
+                    legs, weights = legs + [phrases], weights + [s.phrase_weight]
+                fused = zscore_fuse(legs, weights)
             order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
         # Keep enough candidates for rerank / MMR / per-document capping to choose from.

@@ -108,6 +108,9 @@ class Snapshot:
                  query_batch_max: int = 32, query_cache_size: int = 0):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
+        # The query's term pairs are looked up only where the keyword index holds pairs (since KEYWORD_TERMS).
+        self._keyword_terms = (textmod.keyword_terms if self.manifest.keyword_terms == textmod.KEYWORD_TERMS
+                               else (lambda text: []))
         self.models_dir = Path(models_dir)
         self._con = duckdb.connect(str(self.path / META_DB), read_only=True)
         self.faiss_index = faiss.read_index(str(self.path / FAISS_FILE))
@@ -312,10 +315,14 @@ class Snapshot:
             p._sel_ref = sel  # keep the selector alive as long as the parameters
         return p
 
-    def keyword(self, query: str, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
-        """BM25 over the generation's postings (held in memory, see _KeywordIndex), filters before the top k."""
+    def keyword(self, query: str, k: int, filters: Filters | None = None, *, pairs: bool = False
+                ) -> list[tuple[int, float]]:
+        """BM25 over the generation's postings (held in memory, see _KeywordIndex), filters before the top k: of
+        the query's terms, or with `pairs` of its adjacent term pairs (none in a generation that holds none)."""
         terms: dict[str, int] = {}
-        for t in textmod.tokenize(query):
+        for t in self._keyword_terms(query) if pairs else textmod.tokenize(query):
+            if pairs and textmod.PAIR_JOIN not in t:
+                continue
             terms[t] = terms.get(t, 0) + 1
         if not terms or k <= 0:
             return []
@@ -425,8 +432,9 @@ class _KeywordIndex:
     weight idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * n_terms / avgdl)) precomputed (it depends only on the
     generation). A query is a few slices, one bincount and a partial sort: no per-query SQL, joins or scans.
 
-    Memory: 12 bytes per posting (int32 row + float64 weight): ~45 MB at 100k chunks, ~450 MB at 1M on the eval
-    corpora (float32 weights would halve that at ~1e-7 relative score noise)."""
+    Memory: 12 bytes per posting (int32 row + float64 weight): ~104 MB at 100k chunks on the eval corpora with
+    term pairs (~45 MB without them; ~450 MB at 1M without). float32 weights would halve that at ~1e-7 relative
+    score noise."""
 
     def __init__(self, snapshot: "Snapshot"):
         terms = snapshot.sql("SELECT term, df, idf FROM terms ORDER BY term").fetchnumpy()

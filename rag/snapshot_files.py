@@ -70,6 +70,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     # settings, code version), known before chunking: an unchanged rebuild compares it and stops early.
     build_key: str = ""
     format_version: int = 1
+    # What the keyword index holds (rag.text.KEYWORD_TERMS); generations written before pairs were indexed say
+    # "terms", and their keyword leg looks up single terms only.
+    keyword_terms: str = "terms"
 
 
 class SnapshotNotFound(NotFound):

@@ -41,19 +41,39 @@ def normalize(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Terms for BM25, in order, with repeats (term frequency matters)."""
+    return _terms(text, pairs=False)
+
+
+# What a generation's keyword index holds besides single terms (the manifest's `keyword_terms`): each pair of
+# adjacent terms of a Latin-script run, stop words skipped ("cost of revenue" -> "cost revenu"), searched as the
+# phrase leg of hybrid retrieval (rag.retriever; a chunk's BM25 length counts its single terms only, so the word
+# leg scores as before). A question that repeats a row label or a phrase of a passage ("Acquisition and
+# integration costs") then ranks the passage that holds the phrase above passages that hold its words apart.
+# Chinese runs add none: jieba's search mode emits overlapping words, so its adjacent pairs are not phrases.
+KEYWORD_TERMS = "terms+pairs"
+PAIR_JOIN = " "  # no term holds a space, so a pair never collides with a term
+
+
+def keyword_terms(text: str) -> list[str]:
+    """The terms the keyword index and the keyword leg use: `tokenize`'s, then the adjacent pairs of each Latin
+    run (KEYWORD_TERMS)."""
+    return _terms(text, pairs=True)
+
+
+def _terms(text: str, *, pairs: bool) -> list[str]:
     out: list[str] = []
+    joined: list[str] = []
     for part in _SPLIT.split(normalize(text)):
         if not part:
             continue
         if _CJK.fullmatch(part):
-            for tok in rjieba.cut_for_search(part):
-                if tok not in ZH_STOPWORDS:
-                    out.append(tok)
-        else:
-            for w in _WORD.findall(part):
-                if w not in STOPWORDS and len(w) < 40:
-                    out.append(_stem(w))
-    return out
+            out.extend(tok for tok in rjieba.cut_for_search(part) if tok not in ZH_STOPWORDS)
+            continue
+        words = [_stem(w) for w in _WORD.findall(part) if w not in STOPWORDS and len(w) < 40]
+        out.extend(words)
+        if pairs:
+            joined.extend(f"{a}{PAIR_JOIN}{b}" for a, b in zip(words, words[1:]))
+    return out + joined
 
 
 def cjk_ratio(text: str) -> float:

@@ -200,3 +200,84 @@ def test_feedback_searches_again_when_the_legs_agree_under_the_same_filters(appl
     assert "feedback_ms" not in plain.timings_ms
     assert all(abs(h.dense_score - float(np.dot(snapshot.chunk_vector(h.row), qvec))) < 1e-5
                for h in plain.hits if h.dense_score is not None)
+
+
+PHRASE_DOCS = {
+    "finance/deal-costs.md": ("fin-deal-costs", "finance", "en", ["costs"], "2024-01-01", """
+        # Deal costs in 2019
+        Acquisition and integration costs rose in 2019 after the company closed two deals.
+        """),
+    "finance/plant.md": ("fin-plant", "finance", "en", ["costs"], "2024-01-01", """
+        # The new plant
+        Integration work at the plant raised costs; the acquisition of land was delayed.
+        """),
+    "medical/clinic-costs.md": ("med-clinic-costs", "medical", "en", ["costs"], "2024-01-01", """
+        # Clinic mergers
+        Acquisition and integration costs of clinic mergers fall on patients.
+        """),
+    **{f"finance/other-{i}.md": (f"fin-other-{i}", "finance", "en", [], "2024-01-01", f"""
+        # Note {i}
+        {text}
+        """) for i, text in enumerate([
+            "Operating costs fell as freight prices eased.", "The acquisition closed in March.",
+            "Systems integration took longer than planned.", "Costs of capital rose with interest rates.",
+            "Customer acquisition spending doubled.", "Integration testing found no defects."])},
+}
+
+
+@pytest.fixture(scope="module")
+def phrase_application(tmp_path_factory, models_dir):
+    src = write_corpus(tmp_path_factory.mktemp("phrase-docs"), PHRASE_DOCS)
+    settings = make_settings(tmp_path_factory.mktemp("phrase-home"), models_dir)
+    build(settings, [src], show_progress=False)
+    return Application(settings)
+
+
+def test_phrase_leg_ranks_the_passage_that_holds_the_question_s_phrase(phrase_application):
+    """The keyword index holds adjacent term pairs; hybrid search adds a leg over the query's pairs, under the
+    same filters, so the passage with "acquisition and integration costs" outranks one holding the words apart
+    (more often), which the word leg alone prefers."""
+    import msgspec
+
+    from rag.retriever import Retriever
+    from rag.text import KEYWORD_TERMS, keyword_terms, tokenize
+
+    assert keyword_terms("Acquisition and integration costs, 个人所得税") == [
+        "acquisit", "integr", "cost", "个人", "所得", "所得税", "个人所得税", "acquisit integr", "integr cost"]
+    assert tokenize("Acquisition and integration costs") == ["acquisit", "integr", "cost"]
+    app = phrase_application
+    snapshot = app.snapshot()
+    assert snapshot.manifest.keyword_terms == KEYWORD_TERMS
+    query, finance = "What were the acquisition and integration costs?", Filters(domain=["finance"])
+    docs = lambda rows: [snapshot.chunks([r])[r]["doc_id"] for r, _ in rows]  # noqa: E731
+    assert docs(snapshot.keyword(query, 10, finance))[0] == "fin-plant"  # the words alone: a near tie
+    assert docs(snapshot.keyword(query, 10, finance, pairs=True)) == ["fin-deal-costs"]  # filters hold here too
+    assert sorted(docs(snapshot.keyword(query, 10, pairs=True))) == ["fin-deal-costs", "med-clinic-costs"]
+    margin = lambda res: res.hits[0].score - res.hits[1].score  # noqa: E731
+    hybrid = app.retriever.search(snapshot, query, filters=finance, top_k=2)
+    off = Retriever(msgspec.structs.replace(app.settings.retrieval, phrase_weight=0.0))
+    plain = off.search(snapshot, query, filters=finance, top_k=2)
+    assert [h.doc_id for h in hybrid.hits] == [h.doc_id for h in plain.hits] == ["fin-deal-costs", "fin-plant"]
+    assert margin(hybrid) > margin(plain) + 0.15  # the phrase leg's own lead (weight 0.4 x half a deviation)
+
+
+def test_a_generation_without_pairs_searches_its_terms(phrase_application, tmp_path):
+    """Generations written before term pairs were indexed say so in their manifest: no pair is looked up."""
+    import json
+
+    from rag.snapshot import Snapshot
+
+    snapshot = phrase_application.snapshot()
+    old = tmp_path / snapshot.id
+    shutil.copytree(snapshot.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["keyword_terms"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = Snapshot(old, phrase_application.settings.models_dir)
+    try:
+        query = "acquisition and integration costs"
+        assert legacy.manifest.keyword_terms == "terms"
+        assert legacy.keyword(query, 10, pairs=True) == []
+        assert legacy.keyword(query, 10) == snapshot.keyword(query, 10)
+    finally:
+        legacy.close()
