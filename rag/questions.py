@@ -113,6 +113,7 @@ def comparison_in(question: str) -> Comparison | None:
     return Comparison(target, direction="max" if most else "min", item=item)
 
 
+YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")  # a year as questions and table labels write it
 _PERCENT_CHANGE = re.compile(r"\b(?:percentage|percent|%)\s*(?:change|increase|decrease|growth|decline|rise|drop)\b"
                              r"|\bgrowth rate\b|增长率|增幅|降幅|变化率|变动率|百分比变化", re.IGNORECASE)
 _CHANGE = re.compile(r"\b(?:change|increase|decrease|growth|decline|rise|drop)\b|变化|变动|增加了?多少|减少了?多少",
@@ -135,7 +136,7 @@ class Calculation:
 def calculation_in(question: str) -> Calculation | None:
     """The calculation a question asks for, or None. A change between two items ("the difference between A and
     B") is not one of these: a calculation reads one row across periods."""
-    years = set(re.findall(r"(?<!\d)(?:19|20)\d\d(?!\d)", question))
+    years = set(YEAR.findall(question))
     if _EXPLANATION.search(question):
         return None  # "Why did revenue increase?" asks for the reason, not the amount
     if _AVERAGE.search(question) and _CHANGE.search(question):
@@ -211,7 +212,7 @@ def analyse(question: str) -> QuestionAnalysis:
     # A year names a period, not a value to bracket.
     spans = [(f, end) for f, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
     terms = set(tokenize(_AGE.sub(r"\1 years", _HOW.sub(" ", q)))) - FILLER
-    years = set(re.findall(r"(?<!\d)(?:19|20)\d\d(?!\d)", q))
+    years = set(YEAR.findall(q))
     comparison = comparison_in(q)
     return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,
                             comparison, None if comparison else calculation_in(q))

@@ -108,9 +108,8 @@ class Snapshot:
                  query_batch_max: int = 32, query_cache_size: int = 0):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
-        # The query's term pairs are looked up only where the keyword index holds pairs (since KEYWORD_TERMS).
-        self._keyword_terms = (textmod.keyword_terms if self.manifest.keyword_terms == textmod.KEYWORD_TERMS
-                               else (lambda text: []))
+        # Term pairs are looked up only where the keyword index holds them (generations since KEYWORD_TERMS).
+        self.holds_pairs = self.manifest.keyword_terms == textmod.KEYWORD_TERMS
         self.models_dir = Path(models_dir)
         self._con = duckdb.connect(str(self.path / META_DB), read_only=True)
         self.faiss_index = faiss.read_index(str(self.path / FAISS_FILE))
@@ -319,10 +318,12 @@ class Snapshot:
                 ) -> list[tuple[int, float]]:
         """BM25 over the generation's postings (held in memory, see _KeywordIndex), filters before the top k: of
         the query's terms, or with `pairs` of its adjacent term pairs (none in a generation that holds none)."""
+        if pairs:
+            query_terms = textmod.term_pairs(query) if self.holds_pairs else []
+        else:
+            query_terms = textmod.tokenize(query)
         terms: dict[str, int] = {}
-        for t in self._keyword_terms(query) if pairs else textmod.tokenize(query):
-            if pairs and textmod.PAIR_JOIN not in t:
-                continue
+        for t in query_terms:
             terms[t] = terms.get(t, 0) + 1
         if not terms or k <= 0:
             return []

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from rag.answer_units import AnswerUnit
-from rag.questions import FILLER, Calculation, Comparison, QuestionAnalysis
+from rag.questions import FILLER, YEAR, Calculation, Comparison, QuestionAnalysis
 from rag.text import tokenize
 
 CANDIDATE_UNITS = 5  # the best-ranked units looked at for a row to compare
@@ -28,7 +28,6 @@ _CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)
 _PERIOD_LABEL = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)|\b(?:q[1-4]|quarters?|months?|years?|fiscal|fy\d*|january"
                            r"|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr"
                            r"|jun|jul|aug|sep|sept|oct|nov|dec)\b|[一二三四]季度|\d+月|\d+年", re.IGNORECASE)
-_YEAR = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)")
 _STATES_CHANGE = re.compile(r"\b(?:increase|decrease|change|grew|grow|rose|fell|decline|drop|up|down|higher|lower)"
                             r"\w*\b|增长|下降|增加|减少|变化", re.IGNORECASE)
 _CHANGE_LABEL = re.compile(r"\b(?:change|increase|decrease|variance|growth)\b|变动|变化|增减", re.IGNORECASE)
@@ -42,7 +41,7 @@ _COMPARISON_WORDS = set(tokenize(
     "thousands million millions billion billions percentage percent change increase decrease growth decline rise "
     "drop average mean difference above below under over exceed exceeded exceeds"
     " had got make made report reported record recorded show shown see between during within across compared"
-    " versus vs since per each respectively"
+    " versus vs since per each"
     " 哪 哪年 哪一年 年 年度 月 月份 季度 第 最高 最多 最大 最低 最少 最小"
     " 更高 更多 更大 更低 更少 更小 较高 较低 变化 增长 平均 多少"
 )) | FILLER
@@ -161,7 +160,7 @@ def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, fl
     cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label]
     cells = [(label, v) for label, v in cells if v is not None and _PERIOD_LABEL.search(label)]
     if q.comparison is not None and q.comparison.item == "year":
-        cells = [(label, v) for label, v in cells if _YEAR.search(label)]
+        cells = [(label, v) for label, v in cells if YEAR.search(label)]
     if len(q.years) >= 2:
         cells = [(label, v) for label, v in cells if any(y in label for y in q.years)]
     labels = [label for label, _ in cells]
@@ -272,7 +271,7 @@ def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
     key_label = "" if lead else fields[0][0]
     out: dict[int, tuple[str, float]] = {}
     for label, value in fields:
-        years = set(_YEAR.findall(label))
+        years = set(YEAR.findall(label))
         v = cell_value(value)
         if label == key_label or len(years) != 1 or v is None:
             continue
@@ -298,9 +297,8 @@ def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> Tabl
         if any(y not in cells for y in years):
             return None
         years.sort(reverse=True)
-        result = sum(cells[y][1] for y in years) / len(years)
         working = f"({' + '.join(f'{cells[y][0]} in {y}' for y in years)}) / {len(years)}"
-        text = _figure(result)
+        text = _figure(sum(cells[y][1] for y in years) / len(years))
     else:
         if len(asked) >= 2:
             earlier, later = asked[0], asked[-1]
@@ -315,12 +313,11 @@ def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> Tabl
             return stated
         difference = f"{new_text} in {later} - {old_text} in {earlier}"
         if calc.kind == "change":
-            result, working, text = new - old, difference, _figure(new - old)
+            working, text = difference, _figure(new - old)
         else:
             if old == 0:
                 return None
-            result = (new - old) / abs(old) * 100
-            working, text = f"({difference}) / {old_text}", _figure(result) + "%"
+            working, text = f"({difference}) / {old_text}", _figure((new - old) / abs(old) * 100) + "%"
     key = _key(unit).split(": ")[-1]
     # The result and, for an average, the count it divides by are the working's own figures, not the table's.
     figures = {text.rstrip("%").replace(",", "")} | ({str(len(years))} if calc.kind == "average" else set())

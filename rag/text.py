@@ -41,7 +41,7 @@ def normalize(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Terms for BM25, in order, with repeats (term frequency matters)."""
-    return _terms(text, pairs=False)
+    return _terms(text, words=True, pairs=False)
 
 
 # What a generation's keyword index holds besides single terms (the manifest's `keyword_terms`): each pair of
@@ -55,24 +55,30 @@ PAIR_JOIN = " "  # no term holds a space, so a pair never collides with a term
 
 
 def keyword_terms(text: str) -> list[str]:
-    """The terms the keyword index and the keyword leg use: `tokenize`'s, then the adjacent pairs of each Latin
-    run (KEYWORD_TERMS)."""
-    return _terms(text, pairs=True)
+    """The terms the keyword index holds: `tokenize`'s, then the adjacent pairs of each Latin run (KEYWORD_TERMS)."""
+    return _terms(text, words=True, pairs=True)
 
 
-def _terms(text: str, *, pairs: bool) -> list[str]:
+def term_pairs(text: str) -> list[str]:
+    """Only the adjacent term pairs of `text`: what the phrase leg looks up (no Chinese segmentation needed)."""
+    return _terms(text, words=False, pairs=True)
+
+
+def _terms(text: str, *, words: bool, pairs: bool) -> list[str]:
     out: list[str] = []
     joined: list[str] = []
     for part in _SPLIT.split(normalize(text)):
         if not part:
             continue
         if _CJK.fullmatch(part):
-            out.extend(tok for tok in rjieba.cut_for_search(part) if tok not in ZH_STOPWORDS)
+            if words:
+                out.extend(tok for tok in rjieba.cut_for_search(part) if tok not in ZH_STOPWORDS)
             continue
-        words = [_stem(w) for w in _WORD.findall(part) if w not in STOPWORDS and len(w) < 40]
-        out.extend(words)
+        run = [_stem(w) for w in _WORD.findall(part) if w not in STOPWORDS and len(w) < 40]
+        if words:
+            out.extend(run)
         if pairs:
-            joined.extend(f"{a}{PAIR_JOIN}{b}" for a, b in zip(words, words[1:]))
+            joined.extend(f"{a}{PAIR_JOIN}{b}" for a, b in zip(run, run[1:]))
     return out + joined
 
 

@@ -209,6 +209,13 @@ def answerer_with(settings, stub: Stub | None = None, **pool_kw) -> Answerer:
     return Answerer(settings, Retriever(settings.retrieval), pool)
 
 
+def extractive_asker(index):
+    """ask(question) -> the extractive backend's Answer over the module's index."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    return lambda question: answerer.answer(snapshot, question, backend="extractive")
+
+
 def assert_citations_valid(answer):
     given = {p.n for p in answer.passages}
     assert set(cited_numbers(answer.answer)) <= given
@@ -521,9 +528,7 @@ def test_a_table_the_question_picks_no_row_of_is_listed_by_its_key(index):
 
 def test_comparison_questions_are_answered_from_the_row_they_name(index):
     """"In which year ...?" is answered by comparing the named row's figures; the answer shows the row, cited."""
-    settings, snapshot = index
-    answerer = answerer_with(settings)
-    ask = lambda q: answerer.answer(snapshot, q, backend="extractive")  # noqa: E731
+    ask = extractive_asker(index)
     highest = ask("In which year were Northwind's net sales the highest?")
     assert strip_citations(highest.answer) == "2019 (Net sales — 2019: 1,496.5; 2018: 1,202.9; 2017: 1,107.7)"
     assert highest.citations[0].doc_id == "fin-northwind" and highest.citations[0].span == (
@@ -551,9 +556,7 @@ def test_comparison_questions_are_answered_from_the_row_they_name(index):
 
 
 def test_calculations_show_their_working_from_the_named_row(index):
-    settings, snapshot = index
-    answerer = answerer_with(settings)
-    ask = lambda q: answerer.answer(snapshot, q, backend="extractive")  # noqa: E731
+    ask = extractive_asker(index)
     change = ask("What was the change in Northwind's net sales from 2018 to 2019?")
     assert strip_citations(change.answer) == "293.6 (Net sales: 1,496.5 in 2019 - 1,202.9 in 2018)"
     assert change.citations[0].doc_id == "fin-northwind" and change.unsupported_sentences == 0
