@@ -11,7 +11,8 @@ opened by `rag.snapshot.Generation`:
   keyword        gen.keyword(text, 100)                BM25 over in-memory CSR postings (once per size)
   hybrid         dense + keyword + rag.retriever.rrf + sort (RRF; Retriever's configured fusion is in 'retriever')
   retriever      rag.retriever.Retriever.search(mode="hybrid") end to end: + chunk fetch, per-doc cap
-  retriever_plain     the same with the phrase leg and feedback off: the retriever before issue 11 (its baseline)
+  retriever_plain     the same with the phrase leg, feedback and the neighbourhood re-ranking off: the retriever
+                      before issue 11 (its baseline)
   retriever_feedback  the same with every query paying hybrid feedback's second dense search (its worst case)
   recall@10      of each type's top 10 against exact search (numpy brute force over the same vectors,
                  same filter), computed in the parent process
@@ -534,10 +535,11 @@ def child_main(spec_path: str) -> None:
             legs.setdefault(key, []).append(val)
         return r
 
-    # The retriever as it was before issue 11's additions (no phrase leg, no feedback): the baseline of its
-    # latency goal, measured on the same generation in the same process. Each run starts with the chunk cache
-    # empty, so neither reads the other's fetched rows from memory.
-    plain = Retriever(RetrievalSettings(phrase_weight=0.0, feedback_weight=0.0))
+    # The retriever as it was before issue 11's additions (no phrase leg, no feedback, no neighbourhood re-ranking):
+    # the baseline of its latency goal, measured on the same generation in the same process. Each run starts with
+    # the chunk cache empty, so neither reads the other's fetched rows from memory.
+    plain = Retriever(RetrievalSettings(phrase_weight=0.0, feedback_weight=0.0, neighbour_weight=0.0,
+                                        centroid_weight=0.0))
     snapshot._chunk_cache.clear()
     run("retriever_plain", lambda v, s: plain.search(snapshot, s, mode="hybrid"), vm, tm)
     snapshot._chunk_cache.clear()

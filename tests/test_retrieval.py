@@ -281,3 +281,63 @@ def test_a_generation_without_pairs_searches_its_terms(phrase_application, tmp_p
         assert legacy.keyword(query, 10) == snapshot.keyword(query, 10)
     finally:
         legacy.close()
+
+
+def test_neighbourhood_rerank_lifts_the_company_of_the_best_and_keeps_the_head():
+    """A candidate whose nearest fellow candidates score well, and that resembles the best ones, rises past an
+    isolated candidate the legs scored a little higher; the first documents' passages keep their places."""
+    import numpy as np
+
+    from rag.retriever import neighbourhood_rerank
+
+    def unit(*xs):
+        v = np.zeros(8, dtype=np.float32)
+        for i, x in xs:
+            v[i] = x
+        return v / np.linalg.norm(v)
+
+    topic = [unit((0, 1.0), (j, 0.15)) for j in range(1, 6)]  # five passages on one topic
+    lone = unit((7, 1.0))  # a passage on nothing like them
+    fused = [(10, 3.0), (11, 2.9), (12, 1.0), (13, 0.9), (14, 0.8), (15, 0.7)]
+    vectors = np.stack([topic[0], topic[1], lone, topic[2], topic[3], topic[4]])
+    ranked = neighbourhood_rerank(fused, vectors, weight=0.75, neighbours=2, centroid_weight=1.0, keep_docs=[0, 1], depth=100)
+    rows = [r for r, _ in ranked]
+    assert rows[:2] == [10, 11]  # the head stays
+    assert rows.index(13) < rows.index(12) and rows.index(14) < rows.index(12)  # the topic's passages pass it
+    assert rows[-1] == 12
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)  # scores say the order
+    # with no weight nothing moves
+    still = neighbourhood_rerank(fused, vectors, weight=0.0, neighbours=2, centroid_weight=0.0, keep_docs=[0, 1], depth=100)
+    assert [r for r, _ in still] == [r for r, _ in fused]
+    # a head passage the neighbourhood would sink is lifted just above the rest, in its place
+    sunk = neighbourhood_rerank([(1, 3.0), (2, 2.9), (3, 2.8), (4, 2.7)],
+                                np.stack([lone, topic[0], topic[1], topic[2]]), weight=0.75, neighbours=2,
+                                centroid_weight=1.0, keep_docs=[0, 1], depth=100)
+    assert [r for r, _ in sunk][:2] == [1, 2]
+    assert sunk[0][1] > sunk[1][1] > sunk[2][1]
+
+
+def test_neighbourhood_reranking_keeps_filters_and_the_head_and_answers_skip_it(application):
+    """On the real index: the re-ranking reorders only the filtered candidates below the first two documents,
+    and `neighbourhood=False` (what answers ask for) is the fused order alone."""
+    import msgspec
+
+    from rag.retriever import Retriever
+
+    snapshot = application.snapshot()
+    query, filters = "how to lower blood pressure", Filters(domain=["medical"])
+    on = application.retriever.search(snapshot, query, filters=filters, top_k=50, max_per_doc=0)
+    off = application.retriever.search(snapshot, query, filters=filters, top_k=50, max_per_doc=0,
+                                       neighbourhood=False)
+    assert "neighbourhood_ms" in on.timings_ms and "neighbourhood_ms" not in off.timings_ms
+    assert {h.metadata["domain"] for h in on.hits} == {"medical"}
+    assert sorted(h.row for h in on.hits) == sorted(h.row for h in off.hits)  # the same candidates, reordered
+    head = lambda res: list(dict.fromkeys(h.doc_id for h in res.hits))[:2]  # noqa: E731
+    assert head(on) == head(off)
+    assert [h.score for h in on.hits] == sorted((h.score for h in on.hits), reverse=True)
+    unweighted = Retriever(msgspec.structs.replace(application.settings.retrieval, neighbour_weight=0.0,
+                                                   centroid_weight=0.0))
+    plain = unweighted.search(snapshot, query, filters=filters, top_k=50, max_per_doc=0)
+    assert [(h.row, h.score) for h in plain.hits] == [(h.row, h.score) for h in off.hits]
+    assert [h.row for h in on.hits] != [h.row for h in off.hits]  # it does reorder this query's candidates
