@@ -300,7 +300,8 @@ def test_neighbourhood_rerank_lifts_the_company_of_the_best_and_keeps_the_head()
     lone = unit((7, 1.0))  # a passage on nothing like them
     fused = [(10, 3.0), (11, 2.9), (12, 1.0), (13, 0.9), (14, 0.8), (15, 0.7)]
     vectors = np.stack([topic[0], topic[1], lone, topic[2], topic[3], topic[4]])
-    ranked = neighbourhood_rerank(fused, vectors, weight=0.75, neighbours=2, centroid_weight=1.0, keep_docs=[0, 1], depth=100)
+    ranked = neighbourhood_rerank(fused, vectors, weight=0.75, neighbours=2, centroid_weight=1.0, keep_docs=[0, 1],
+                                  depth=100)
     rows = [r for r, _ in ranked]
     assert rows[:2] == [10, 11]  # the head stays
     assert rows.index(13) < rows.index(12) and rows.index(14) < rows.index(12)  # the topic's passages pass it
@@ -308,7 +309,8 @@ def test_neighbourhood_rerank_lifts_the_company_of_the_best_and_keeps_the_head()
     scores = [s for _, s in ranked]
     assert scores == sorted(scores, reverse=True)  # scores say the order
     # with no weight nothing moves
-    still = neighbourhood_rerank(fused, vectors, weight=0.0, neighbours=2, centroid_weight=0.0, keep_docs=[0, 1], depth=100)
+    still = neighbourhood_rerank(fused, vectors, weight=0.0, neighbours=2, centroid_weight=0.0, keep_docs=[0, 1],
+                                 depth=100)
     assert [r for r, _ in still] == [r for r, _ in fused]
     # a head passage the neighbourhood would sink is lifted just above the rest, in its place
     sunk = neighbourhood_rerank([(1, 3.0), (2, 2.9), (3, 2.8), (4, 2.7)],
