@@ -292,6 +292,8 @@ class Retriever:
 
     def _neighbourhood(self, snapshot: Snapshot, order: list[tuple[int, float]]) -> list[tuple[int, float]]:
         s = self.settings
+        if len(order) <= KEEP_HEAD_DOCS + 1:  # nothing to reorder below the head (an empty result included)
+            return order
         head, rest = order[:NEIGHBOURHOOD_MAX], order[NEIGHBOURHOOD_MAX:]
         docs: list[int] = []
         keep: list[int] = []

@@ -312,6 +312,8 @@ def test_neighbourhood_rerank_lifts_the_company_of_the_best_and_keeps_the_head()
     still = neighbourhood_rerank(fused, vectors, weight=0.0, neighbours=2, centroid_weight=0.0, keep_docs=[0, 1],
                                  depth=100)
     assert [r for r, _ in still] == [r for r, _ in fused]
+    assert neighbourhood_rerank([], vectors[:0], weight=0.75, neighbours=2, centroid_weight=1.0, keep_docs=[],
+                                depth=100) == []
     # a head passage the neighbourhood would sink is lifted just above the rest, in its place
     sunk = neighbourhood_rerank([(1, 3.0), (2, 2.9), (3, 2.8), (4, 2.7)],
                                 np.stack([lone, topic[0], topic[1], topic[2]]), weight=0.75, neighbours=2,
@@ -343,3 +345,5 @@ def test_neighbourhood_reranking_keeps_filters_and_the_head_and_answers_skip_it(
     plain = unweighted.search(snapshot, query, filters=filters, top_k=50, max_per_doc=0)
     assert [(h.row, h.score) for h in plain.hits] == [(h.row, h.score) for h in off.hits]
     assert [h.row for h in on.hits] != [h.row for h in off.hits]  # it does reorder this query's candidates
+    # a filter nothing passes: no candidates, no error
+    assert application.retriever.search(snapshot, query, filters=Filters(domain=["medical"], language=["xx"])).hits == []
