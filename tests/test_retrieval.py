@@ -346,4 +346,5 @@ def test_neighbourhood_reranking_keeps_filters_and_the_head_and_answers_skip_it(
     assert [(h.row, h.score) for h in plain.hits] == [(h.row, h.score) for h in off.hits]
     assert [h.row for h in on.hits] != [h.row for h in off.hits]  # it does reorder this query's candidates
     # a filter nothing passes: no candidates, no error
-    assert application.retriever.search(snapshot, query, filters=Filters(domain=["medical"], language=["xx"])).hits == []
+    nothing = Filters(domain=["medical"], language=["xx"])
+    assert application.retriever.search(snapshot, query, filters=nothing).hits == []
