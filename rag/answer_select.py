@@ -59,8 +59,22 @@ _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + 
                    r"|早上|早晨|晚上|睡前|起床|饭前|饭后|每天|每年|每月|每周|岁|年|月|日|时|之前|以后|之后|期间",
                    re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
+DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
-                      r"|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
+                      r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
+
+
+def opens_with_definition(text: str, subject: set[str]) -> bool:
+    """The unit names the subject and then defines it: "Bloom's taxonomy is ...", "Avalanche: pay the highest
+    rate first", "个人养老金是指 ...". What comes before the defining word is the subject (one other word allowed:
+    "the avalanche approach is"), not just any words: "The two best-known strategies are the debt avalanche and
+    ..." mentions the subject without defining it."""
+    head = text[:80]
+    for m in _DEFINES.finditer(head):
+        before = set(tokenize(head[:m.start()]))
+        if before & subject and len(before - subject) <= 1:
+            return True
+    return False
 _RANGE = re.compile(
     r"(?P<a>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k)?\s*(?:–|—|-|to|through|至|到|~|～)\s*"
     r"\$?(?P<b>\d[\d,]*(?:\.\d+)?)"
@@ -291,7 +305,7 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
         window_missing = max((q_idf[t] for t in q.terms if t not in x.window[i]), default=0.0) / idf_max
         defines = 0.0
         if q.expects == DEFINITION and q.subject and q.subject <= (terms | ctx):
-            defines = float(bool(_DEFINES.search(u.text[:80])))
+            defines = float(opens_with_definition(u.text, q.subject))
         rows.append([
             share(terms), share(terms | ctx), share(x.window[i]),
             sum(local[t] for t in q.terms & x.window[i]) / local_total,
@@ -417,11 +431,28 @@ class AnswerSelector:
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
+        ranked = definition_first(q, ranked)
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period,
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
+    """"What is X?" wants the unit that defines X. The unit model weighs that (`defines`) beside word overlap, and
+    a sentence that repeats the subject's words without defining it ("The two best-known strategies are the debt
+    avalanche and the debt snowball") can outscore the definition ("Avalanche: direct extra payments to the debt
+    with the highest interest rate first"); within DEFINITION_MARGIN of the best, the defining unit answers. The
+    answer-or-abstain decision is the model's, made before (on its own ranking)."""
+    if q.expects != DEFINITION or not ranked or ranked[0].features.get("defines"):
+        return ranked
+    for i, su in enumerate(ranked[1:], 1):
+        if ranked[0].score - su.score > DEFINITION_MARGIN:
+            break
+        if su.features.get("defines"):
+            return [su, *ranked[:i], *ranked[i + 1:]]
+    return ranked
 
 
 def terms_of(text: str) -> set[str]:

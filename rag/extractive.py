@@ -126,7 +126,7 @@ def _close_sibling(best, second) -> bool:
     and over 60) both answer: the reader sees the two facts side by side rather than a coin toss."""
     a, b = best.unit, second.unit
     return (a.n == b.n and a.block == b.block and a.kind == b.kind and a.kind in ("row", "item")
-            and best.score - second.score < SIBLING_MARGIN
+            and 0 <= best.score - second.score < SIBLING_MARGIN
             and count_words(a.text) + count_words(b.text) <= SIBLING_WORDS)
 
 

@@ -59,6 +59,14 @@ DOCS = {
         分数教学应从具体的实物开始，例如把一个披萨平均分成四份，每份就是四分之一。
         学生理解分数的意义以后，再学习比较分数的大小和分数的加减法。
         """),
+    "finance/debt.md": ("fin-debt", "finance", "en", """
+        # Paying off debt: two methods
+        Which debt to pay off first changes how much interest you pay in total.
+        The two best-known strategies are the debt avalanche and the debt snowball.
+
+        - Avalanche: direct extra payments to the debt with the highest interest rate first.
+        - Snowball: direct extra payments to the debt with the smallest balance first.
+        """),
     "medical/sleep.md": ("med-sleep", "medical", "en", """
         # Sleep health
         Sleep lets the brain consolidate memories and regulate hormones.
@@ -615,6 +623,25 @@ def test_chinese_question_gets_the_chinese_fact_and_disclaimer(index):
     assert "12000元" in ans.answer and ans.citations[0].doc_id == "fin-pension-zh"
     assert ans.disclaimer == settings.generator.disclaimers["finance:zh"]
     assert_citations_valid(ans)
+
+
+def test_what_is_x_is_answered_by_the_unit_that_defines_x(index):
+    """A definition names its subject and then defines it ("Avalanche: direct extra payments to ..."); a sentence
+    that only mentions the subject ("The two best-known strategies are the debt avalanche and ...") does not."""
+    from rag.answer_select import opens_with_definition
+    from rag.text import tokenize
+
+    subject = set(tokenize("debt avalanche method"))
+    assert opens_with_definition("Avalanche: direct extra payments to the debt with the highest rate first.", subject)
+    assert opens_with_definition("The debt avalanche method is a way to repay debts.", subject)
+    assert not opens_with_definition("The two best-known strategies are the debt avalanche and the snowball.", subject)
+    pension = set(tokenize("个人养老金"))
+    assert opens_with_definition("个人养老金是指政府支持、个人自愿参加的补充养老保险制度。", pension)
+    settings, snapshot = index
+    ans = answerer_with(settings).answer(snapshot, "What is the debt avalanche method?", backend="extractive")
+    assert ans.expects == "definition" and not ans.abstained
+    assert "highest interest rate" in ans.answer and "best-known strategies" not in ans.answer
+    assert ans.citations[0].doc_id == "fin-debt"
 
 
 def test_near_miss_abstains_with_the_closest_passages(index):
