@@ -29,7 +29,7 @@ from rag.answer_units import AnswerUnit
 from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
 from rag.snapshot import bm25_idf
-from rag.table_answers import TableAnswer
+from rag.table_answers import TableAnswer, named_share
 from rag.text import tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
@@ -60,6 +60,7 @@ _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + 
                    re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
+ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
 
@@ -431,7 +432,7 @@ class AnswerSelector:
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
-        ranked = definition_first(q, ranked)
+        ranked = named_row_first(q, definition_first(q, ranked))
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
@@ -451,6 +452,20 @@ def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Scor
         if ranked[0].score - su.score > DEFINITION_MARGIN:
             break
         if su.features.get("defines"):
+            return [su, *ranked[:i], *ranked[i + 1:]]
+    return ranked
+
+
+def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
+    """A table row whose label the question says in full ("days sales outstanding") answers before a row whose
+    label shares only a word with it ("Diluted shares outstanding"), within ROW_NAME_MARGIN of the best: the
+    label says what the row's figures are, and the unit model sees words, not whose words they are."""
+    if not ranked or ranked[0].unit.row is None or named_share(ranked[0].unit, q) >= 1.0:
+        return ranked
+    for i, su in enumerate(ranked[1:], 1):
+        if ranked[0].score - su.score > ROW_NAME_MARGIN:
+            break
+        if su.unit.row is not None and named_share(su.unit, q) >= 1.0:
             return [su, *ranked[:i], *ranked[i + 1:]]
     return ranked
 

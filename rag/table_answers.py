@@ -94,7 +94,7 @@ def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUn
     first = [s.unit for s in ranked[:CANDIDATE_UNITS] if s.unit.row is not None]
     seen = {(u.n, u.index) for u in first}
     named = sorted((u for u in rows if u.row is not None and (u.n, u.index) not in seen and _names_row(u, q)),
-                   key=lambda u: (-_named_share(u, q), u.n, u.index))
+                   key=lambda u: (-named_share(u, q), u.n, u.index))
     if q.comparison is not None and q.comparison.target == "row":
         # "Which letter grade ...?" names a table's column, not a row: each other table of the passages is read.
         tables = {(u.n, u.block) for u in first + named}
@@ -104,7 +104,7 @@ def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUn
                 named.append(u)
     subject = _subject_terms(q)
     for unit in first + named:
-        share = _named_share(unit, q)
+        share = named_share(unit, q)
         if share > 0 and subject - passage_terms(unit.n) and (share < 1 or not answerable):
             continue
         found = (_calculate(unit, q, q.calculation) if q.calculation is not None and _names_row(unit, q)
@@ -139,7 +139,7 @@ def _subject_terms(q: QuestionAnalysis) -> set[str]:
     return {t for t in q.terms - _COMPARISON_WORDS if not re.fullmatch(r"[\d.,]+", t)}
 
 
-def _named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
+def named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
     """The share of the words of the row's key that the question says."""
     key = {t for t in tokenize(_key(unit).split(": ")[-1]) if t not in _COMPARISON_WORDS
            and not re.fullmatch(r"[\d.,]+", t)}  # "第6月", "Q4 2019": periods, not names
@@ -148,7 +148,7 @@ def _named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
 
 def _names_row(unit: AnswerUnit, q: QuestionAnalysis) -> bool:
     """The question names this row: most of the words of its key are the question's ("Other assets")."""
-    return _named_share(unit, q) >= ROW_NAMED
+    return named_share(unit, q) >= ROW_NAMED
 
 
 def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, float]]:

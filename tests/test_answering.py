@@ -611,6 +611,23 @@ def test_table_cells_and_table_questions_are_read():
     assert analyse("Why did revenue increase in 2019?").calculation is None
 
 
+def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
+    """Within a logit of the best, the row labelled with the question's own words ("Days sales outstanding")
+    answers before one that shares a word of it ("Diluted shares outstanding"); farther behind, it does not."""
+    from rag.answer_select import ScoredUnit, named_row_first
+    from rag.answer_units import passage_units
+
+    units = passage_units("Line item | 2024 | 2023\nDiluted shares outstanding (millions) | 100 | 102\n"
+                          "Days sales outstanding | 59 days | 55 days\nNet income | 243 | 184", 1)
+    diluted, dso, income = units
+    q = analyse("What were the days sales outstanding in 2024?")
+    ranked = [ScoredUnit(diluted, {}, 3.56), ScoredUnit(dso, {}, 3.21), ScoredUnit(income, {}, 2.87)]
+    assert [s.unit for s in named_row_first(q, ranked)] == [dso, diluted, income]
+    far = [ScoredUnit(diluted, {}, 4.5), ScoredUnit(dso, {}, 3.21)]
+    assert [s.unit for s in named_row_first(q, far)] == [diluted, dso]
+    assert named_row_first(analyse("How many diluted shares were outstanding?"), ranked) == ranked
+
+
 def test_a_plan_name_is_not_a_figure_of_the_question():
     q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
     assert q.figures == [61.0]
