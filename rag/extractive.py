@@ -95,7 +95,7 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
         return _computed_answer(selection.computed, best.score, selection.question.language)
     picks = [best.unit]
     if selection.question.wants_list or best.unit.text.rstrip().endswith((":", "：")):
-        picks = _with_neighbours(best.unit, evidence)
+        picks = _with_neighbours(best.unit, evidence, selection.question.terms)
     elif (keyed := _rows_by_key(best, selection.question, evidence)) is not None:
         head, rows = keyed
         scored = [Scored(u.n, u.index, u.text, best.score) for u in rows]
@@ -221,31 +221,68 @@ def table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     return rows
 
 
-def _with_neighbours(best: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[str]) -> list[AnswerUnit]:
     """The unit, plus the items or rows it introduces (a lead-in ending in ':') or the other items of its list,
-    in reading order. Past LIST_WORDS each item is cut to its label ("Content: ..." -> "Content"), so a long
-    list still shows every member."""
+    in reading order. Of a table's rows, those holding a word of the question that other rows lack ("High" for
+    "rated as having high utility"), when some do. Past LIST_WORDS each item is cut to its label ("Content: ..."
+    -> "Content"), so a long list still shows every member."""
     units = evidence.units[best.n].units
     if best.text.rstrip().endswith((":", "：")):
         lead = best.text.rstrip(" :：")
         members = [u for u in units[best.index + 1:] if u.answers and (
             u.block == best.block or lead in u.context or (u.block == best.block + 1 and u.kind in ("item", "row")))]
+        if not members and not any(u.answers for u in units[best.index + 1:]):
+            members = _continued(best, evidence)
     elif best.kind == "item":
         members = [u for u in units if u.block == best.block and u.answers and u.kind == "item"]
     else:
         return [best]
-    members = [u for u in members if u is not best]
+    members = _rows_picked(question_terms, [u for u in members if u is not best])
     if count_words(best.text) + sum(count_words(u.text) for u in members) > LIST_WORDS:
         members = [_labelled(u) for u in members]
     out, words = [best], count_words(best.text)
-    # Closest to the best unit first, so a list too long even as labels is cut around what answered.
-    for u in sorted(members, key=lambda u: abs(u.index - best.index)):
+    # Closest to the best unit first, so a list too long even as labels is cut around what answered; members
+    # continued in the next passage (_continued) follow the unit, in their order.
+    place = lambda u: (u.n != best.n, u.index if u.n != best.n else abs(u.index - best.index))  # noqa: E731
+    for u in sorted(members, key=place):
         size = count_words(u.text)
         if words + size > LIST_WORDS:
             break
         out.append(u)
         words += size
-    return sorted(out, key=lambda u: u.index)
+    return sorted(out, key=lambda u: (u.n != best.n, u.index))
+
+
+def _rows_picked(question_terms: set[str], members: list[AnswerUnit]) -> list[AnswerUnit]:
+    """The rows among `members` with a cell the question says in full ("High" of "rated as having high
+    utility"), when some rows have one and others do not: the value the question asks for. All of them
+    otherwise, or when they are not rows."""
+    if len(members) < 2 or any(u.kind != "row" or u.row is None for u in members):
+        return members
+
+    def says(u: AnswerUnit) -> bool:
+        cells = [set(tokenize(value)) for _, value in u.row[1]]
+        return any(c and c <= question_terms for c in cells)
+
+    picked = [u for u in members if says(u)]
+    return picked if 0 < len(picked) < len(members) else members
+
+
+def _continued(lead: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+    """The items or rows a lead-in ending its passage introduces, when the document's next chunk is among the
+    passages read: the first list or table there (a chunk boundary fell between "... rated their usefulness:"
+    and the table)."""
+    doc_id, _, ordinal = evidence.units[lead.n].passage.chunk_id.rpartition("#")
+    if not ordinal.isdigit():
+        return []
+    following = f"{doc_id}#{int(ordinal) + 1}"
+    for pu in evidence.units.values():
+        if pu.passage.chunk_id == following:
+            first = next((u for u in pu.units if u.answers), None)
+            if first is None or first.kind not in ("item", "row"):
+                return []
+            return [u for u in pu.units if u.block == first.block and u.answers and u.kind == first.kind]
+    return []
 
 
 _LABEL_END = re.compile(r"\s*(?:[:：;；]|\s[—–-]\s)")
@@ -255,7 +292,10 @@ def _labelled(u: AnswerUnit) -> AnswerUnit:
     """The item's label: what precedes its first ':' (or ' — '), a row's first cell, when that is short."""
     m = _LABEL_END.search(u.text)
     head = u.text[:m.start()] if m else u.text
-    if u.kind == "row" and ": " in head:
+    if u.kind == "row" and u.row is not None:  # a row's label is its key: the lead, else its first cell
+        lead, fields = u.row
+        head = lead or (fields[0][1] if fields else head)
+    elif u.kind == "row" and ": " in head:
         head = head.split(": ", 1)[1]
     if not m or count_words(head) > 8:
         return u

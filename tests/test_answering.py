@@ -628,6 +628,32 @@ def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
     assert named_row_first(analyse("How many diluted shares were outstanding?"), ranked) == ranked
 
 
+def test_a_lead_in_ending_its_passage_lists_the_rows_of_the_next_chunk_that_the_question_asks_for():
+    """A chunk boundary between "... rated their usefulness:" and its table: the rows come from the document's
+    next chunk when it was read, and of them the ones with the value the question says ("High")."""
+    from rag.extractive import _with_neighbours
+
+    lead_text = "In 2013, Dunlosky and colleagues reviewed ten study techniques and rated their usefulness:"
+    table = ("| Technique | Description | Rated utility |\n|---|---|---|\n"
+             "| Practice testing | Testing yourself on the material | High |\n"
+             "| Distributed practice | Spreading study sessions out over time | High |\n"
+             "| Highlighting | Marking important text | Low |\n| Rereading | Reading the text again | Low |")
+    passages = [Passage(1, "edu-study", "edu-study#0", "Study skills", f"Why testing works.\n\n{lead_text}", 1.0),
+                Passage(2, "edu-study", "edu-study#1", "Study skills", table, 0.9)]
+    evidence = Evidence(passages)
+    lead = evidence.units[1].units[-1]
+    assert lead.text == lead_text
+    terms = analyse("Which study techniques did the review rate as having high utility?").terms
+    picked = _with_neighbours(lead, evidence, terms)
+    assert [u.text.split(";")[0] for u in picked[1:]] == ["Technique: Practice testing",
+                                                          "Technique: Distributed practice"]
+    assert all(u.n == 2 for u in picked[1:])  # cited to the passage that holds them
+    # a question that picks no value: every row; and no next chunk read: the lead-in alone
+    every = _with_neighbours(lead, evidence, analyse("Which study techniques did the review rate?").terms)
+    assert len(every) == 5
+    assert _with_neighbours(lead, Evidence(passages[:1]), terms) == [lead]
+
+
 def test_a_plan_name_is_not_a_figure_of_the_question():
     q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
     assert q.figures == [61.0]
