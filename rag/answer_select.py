@@ -63,19 +63,6 @@ DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the be
 ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
-
-
-def opens_with_definition(text: str, subject: set[str]) -> bool:
-    """The unit names the subject and then defines it: "Bloom's taxonomy is ...", "Avalanche: pay the highest
-    rate first", "个人养老金是指 ...". What comes before the defining word is the subject (one other word allowed:
-    "the avalanche approach is"), not just any words: "The two best-known strategies are the debt avalanche and
-    ..." mentions the subject without defining it."""
-    head = text[:80]
-    for m in _DEFINES.finditer(head):
-        before = set(tokenize(head[:m.start()]))
-        if before & subject and len(before - subject) <= 1:
-            return True
-    return False
 _RANGE = re.compile(
     r"(?P<a>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k)?\s*(?:–|—|-|to|through|至|到|~|～)\s*"
     r"\$?(?P<b>\d[\d,]*(?:\.\d+)?)"
@@ -438,6 +425,19 @@ class AnswerSelector:
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period,
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def opens_with_definition(text: str, subject: set[str]) -> bool:
+    """The unit names the subject and then defines it: "Bloom's taxonomy is ...", "Avalanche: pay the highest
+    rate first", "个人养老金是指 ...". What comes before the defining word is the subject (one other word allowed:
+    "the avalanche approach is"), not just any words: "The two best-known strategies are the debt avalanche and
+    ..." mentions the subject without defining it."""
+    head = text[:80]
+    for m in _DEFINES.finditer(head):
+        before = set(tokenize(head[:m.start()]))
+        if before & subject and len(before - subject) <= 1:
+            return True
+    return False
 
 
 def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

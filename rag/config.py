@@ -104,7 +104,7 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     # Neighbourhood re-ranking of the fused hybrid candidates (rag.retriever.neighbourhood_rerank): a passage
     # gains neighbour_weight x the mean fused score of its `neighbours` nearest fellow candidates, and
     # centroid_weight x its standardized cosine to the centroid of the three best; the best passages of the first
-    # two documents keep their places. 0 / 0 = off. NFCorpus +0.019, QASC +0.006, TAT-QA -0.001 nDCG@10 (README).
+    # two documents keep their places. 0 / 0 = off. NFCorpus +0.019, QASC +0.005, TAT-QA -0.001 nDCG@10 (README).
     neighbour_weight: float = 0.75
     neighbours: int = 10
     centroid_weight: float = 1.0

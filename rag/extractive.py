@@ -223,9 +223,9 @@ def table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
 
 def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[str]) -> list[AnswerUnit]:
     """The unit, plus the items or rows it introduces (a lead-in ending in ':') or the other items of its list,
-    in reading order. Of a table's rows, those holding a word of the question that other rows lack ("High" for
-    "rated as having high utility"), when some do. Past LIST_WORDS each item is cut to its label ("Content: ..."
-    -> "Content"), so a long list still shows every member."""
+    in reading order (_rows_picked: of a table's rows, those with the value the question asks for). Past
+    LIST_WORDS each item is cut to its label ("Content: ..." -> "Content"), so a long list still shows every
+    member."""
     units = evidence.units[best.n].units
     if best.text.rstrip().endswith((":", "：")):
         lead = best.text.rstrip(" :：")
