@@ -51,7 +51,7 @@ from rag.snapshot import Snapshot
 from rag.state import StateDB
 from rag.state_engines import open_state
 from rag.summarize import Summarizer, Summary, UnknownDocument
-from rag.types import Filters
+from rag.types import SEARCH_RESULTS, Filters
 
 log = logging.getLogger(__name__)
 
@@ -313,15 +313,20 @@ class Application:
     # `visibility` (rag.access): what the caller may see; None (a library caller) sees every document. The
     # service passes its principal's, the CLI everything or `--as`'s.
     def search(self, query: str, *, mode: str = "hybrid", filters: Filters | None = None, top_k: int | None = None,
-               rerank: bool | None = None, mmr_lambda: float | None = None, snapshot: Snapshot | None = None,
-               visibility: Visibility | None = None) -> SearchResult:
+               rerank: bool | None = None, mmr_lambda: float | None = None, results: str = "chunks",
+               snapshot: Snapshot | None = None, visibility: Visibility | None = None) -> SearchResult:
+        """`results="documents"`: one hit per document, its best passage, documents ranked by it."""
         query = _nonblank(query, "query")
+        if results not in SEARCH_RESULTS:
+            raise InvalidInput(f"results must be one of {', '.join(SEARCH_RESULTS)}, not {results!r}",
+                               field="results")
         filters = restrict(filters, visibility)
         if rerank and not self.retriever.can_rerank:
             raise InvalidInput("no reranker configured (set retrieval.reranker to a cross-encoder folder)",
                                field="rerank")
         return self.retriever.search(snapshot or self.snapshot(), query, mode=mode, filters=filters, top_k=top_k,
-                                     rerank=rerank, mmr_lambda=mmr_lambda)
+                                     rerank=rerank, mmr_lambda=mmr_lambda,
+                                     max_per_doc=1 if results == "documents" else None)
 
     def ask(self, question: str, *, filters: Filters | None = None, top_k: int | None = None,
             history: list[dict] | None = None, backend: str | None = None, mode: str = "hybrid",

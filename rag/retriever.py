@@ -255,7 +255,7 @@ class Retriever:
 
         # Keep enough candidates for rerank / MMR / per-document capping to choose from.
         pool_size = max(top_k, s.rerank_top if rerank else 0, top_k * 4 if (mmr_lambda or max_per_doc) else 0)
-        pool = order[:pool_size]
+        pool = order[:pool_size] if max_per_doc != 1 or rerank else self._best_per_document(snapshot, order, pool_size)
         t = time.perf_counter()
         info = snapshot.chunks([row for row, _ in pool])
         timings["fetch_ms"] = (time.perf_counter() - t) * 1000
@@ -310,6 +310,21 @@ class Retriever:
         # Candidates beyond the neighbourhood stay below it, in their order.
         floor = ranked[-1][1] if ranked else 0.0
         return ranked + [(row, min(sc, floor)) for row, sc in rest]
+
+    @staticmethod
+    def _best_per_document(snapshot: Snapshot, order: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+        """The best passage of each of the first `n` documents in `order`: a document-level result reads only
+        their text, however many passages each document has among the candidates."""
+        seen: set[int] = set()
+        out = []
+        for row, sc in order:
+            doc = int(snapshot.chunk_doc_rows[row])
+            if doc not in seen:
+                seen.add(doc)
+                out.append((row, sc))
+                if len(out) == n:
+                    break
+        return out
 
     @staticmethod
     def _legs_agree(snapshot: Snapshot, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> bool:

@@ -18,6 +18,10 @@ Domain = Literal["finance", "medical", "education"]
 DOMAINS: tuple[str, ...] = typing.get_args(Domain)
 SearchMode = Literal["dense", "keyword", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = typing.get_args(SearchMode)
+# What a search returns: passages (chunks, at most `retrieval.max_per_doc` per document) or documents (each by its
+# best passage, ranked by it: how the retrieval figures rank documents).
+SearchResults = Literal["chunks", "documents"]
+SEARCH_RESULTS: tuple[str, ...] = typing.get_args(SearchResults)
 
 # Ids and short texts as every way in (HTTP bodies, the documents store) accepts them.
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"

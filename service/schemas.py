@@ -41,6 +41,7 @@ from rag.types import (
     Filters,
     Language,
     SearchMode,
+    SearchResults,
     Tag,
     UserId,
 )
@@ -140,10 +141,12 @@ class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     filters: FiltersIn | None = None
     top_k: TopK | None = None
     rerank: bool | None = msgspec.field(default=None)
+    # "documents": one hit per document (its best passage), documents ranked by it; "chunks": passages
+    results: SearchResults = "chunks"
 
     def arguments(self) -> dict[str, Any]:
         return {"query": self.query, "mode": self.mode, "filters": to_filters(self.filters, self.domain),
-                "top_k": self.top_k, "rerank": self.rerank}
+                "top_k": self.top_k, "rerank": self.rerank, "results": self.results}
 
 
 class LegRanks(Struct, kw_only=True):
@@ -168,13 +171,14 @@ class SearchHit(Struct, kw_only=True):
 class SearchResponse(Struct, kw_only=True):
     query: str
     mode: SearchMode
+    results: SearchResults
     hits: list[SearchHit]
     reranked: bool
     generation_id: str
     timings_ms: dict[str, float]
 
     @classmethod
-    def of(cls, res: SearchResult) -> "SearchResponse":
+    def of(cls, res: SearchResult, results: str = "chunks") -> "SearchResponse":
         """A search result with each hit's ranks and scores per leg grouped under `legs` (and no FAISS row)."""
         hits = [SearchHit(doc_id=h.doc_id, chunk_id=h.chunk_id, title=h.title, text=h.text, score=float(h.score),
                           heading_path=list(h.heading_path), metadata=dict(h.metadata),
@@ -182,7 +186,8 @@ class SearchResponse(Struct, kw_only=True):
                                         keyword_rank=h.keyword_rank, keyword_score=h.keyword_score,
                                         rerank_score=h.rerank_score))
                 for h in res.hits]
-        return cls(query=res.query, mode=res.mode, hits=hits, reranked=res.reranked, generation_id=res.generation_id,
+        return cls(query=res.query, mode=res.mode, results=results, hits=hits, reranked=res.reranked,
+                   generation_id=res.generation_id,
                    timings_ms={k: round(float(v), 3) for k, v in res.timings_ms.items()})
 
 

@@ -3,6 +3,7 @@ for this module with the real MiniLM embedder and the extractive generator backe
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -404,6 +405,32 @@ def test_search_modes(client, built, mode):
         assert legs["dense_rank"] >= 1 and "embed_ms" in body["timings_ms"]
     if mode in ("keyword", "hybrid"):
         assert legs["keyword_rank"] >= 1 and "keyword_ms" in body["timings_ms"]
+
+
+def test_search_returns_documents_ranked_by_their_best_passage(client, built, monkeypatch, capsys):
+    """`results: "documents"`: one hit per document, its best passage, in the order of the documents' first passages
+    among the chunk results; the CLI's --results gives the same."""
+    from service.cli import main
+
+    query = "vaccination schedule for children"
+    chunks = client.post("/v1/search", json={"query": query, "top_k": 30}, headers=READER).json()
+    docs = client.post("/v1/search", json={"query": query, "top_k": 4, "results": "documents"}, headers=READER).json()
+    assert chunks["results"] == "chunks" and docs["results"] == "documents"
+    ids = [h["doc_id"] for h in docs["hits"]]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    firsts = {}
+    for h in chunks["hits"]:
+        firsts.setdefault(h["doc_id"], h["chunk_id"])
+    assert list(firsts)[:4] == ids  # documents in the order of their best passage
+    assert [h["chunk_id"] for h in docs["hits"]] == [firsts[d] for d in ids]  # each by that passage
+    assert any(n > 1 for n in collections.Counter(h["doc_id"] for h in chunks["hits"]).values())  # chunks repeat
+    settings, _ = built
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(settings.models_dir))
+    assert main(["--home", str(settings.home_path), "search", query, "--top-k", "4", "--results", "documents",
+                 "--json"]) == 0
+    assert [h["doc_id"] for h in json.loads(capsys.readouterr().out)["hits"]] == ids
+    r = client.post("/v1/search", json={"query": query, "results": "pages"}, headers=READER)
+    assert r.status_code == 400 and err(r)["field"] == "results"
 
 
 def test_search_filters_are_respected(client):

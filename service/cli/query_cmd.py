@@ -9,7 +9,7 @@ from datetime import date
 
 from rag.generators import BACKENDS
 from rag.summarize import STYLES
-from rag.types import SEARCH_MODES, Filters
+from rag.types import SEARCH_MODES, SEARCH_RESULTS, Filters
 from service.cli.common import add_as, open_application, print_json, visibility_from
 
 SNIPPET_CHARS = 200
@@ -46,6 +46,8 @@ def register(sub) -> None:
     s = sub.add_parser("search", help="hybrid search over the published index")
     s.add_argument("query")
     s.add_argument("--mode", choices=SEARCH_MODES, default="hybrid")
+    s.add_argument("--results", choices=SEARCH_RESULTS, default="chunks",
+                   help="passages (chunks), or documents: one hit per document, its best passage")
     _add_filters(s)
     s.set_defaults(func=run_search)
 
@@ -84,7 +86,7 @@ def _snippet(text: str) -> str:
 def run_search(args) -> int:
     with open_application(args) as app:
         result = app.search(args.query, mode=args.mode, filters=_filters(args), top_k=args.top_k,
-                            visibility=visibility_from(args))
+                            results=args.results, visibility=visibility_from(args))
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0

@@ -23,4 +23,4 @@ class SearchController(Controller):
         """Hybrid search: dense (FAISS) + keyword (BM25) under the same metadata filters, fused (z-score by
         default); `rerank: true` needs a cross-encoder configured (`retrieval.reranker`)."""
         result = application.search(**data.arguments(), snapshot=snapshot, visibility=visibility)
-        return SearchResponse.of(metrics.observe("search", result))
+        return SearchResponse.of(metrics.observe("search", result), data.results)
