@@ -431,6 +431,20 @@ def test_search_shows_three_modes_side_by_side_with_leg_ranks(tab):
     chips = page.locator("#search-results .hit .chips li:first-child").all_inner_texts()
     assert chips and {c.split(":")[-1].strip() for c in chips} == {"medical"}, chips
 
+    # one hit per document: each mode lists distinct documents
+    tab.responses.clear()
+    page.get_by_label("One hit per document (its best passage)").check()
+    page.get_by_role("button", name="Search all three modes").click()
+    for section in modes.values():
+        expect(section).to_have_attribute("data-state", "done")
+    posts = [json.loads(r.request.post_data) for r in tab.responses if r.url.endswith("/v1/search")]
+    assert len(posts) == 3 and all(p["results"] == "documents" for p in posts), posts
+    for mode, section in modes.items():
+        ids = [t.split(" · ")[0] for t in section.locator(".hit .meta code").all_inner_texts()]
+        assert ids and len(ids) == len(set(ids)), (mode, ids)
+        if mode != "keyword":  # only one medical document holds the word "vaccines"
+            assert len(ids) >= 2, (mode, ids)
+
 
 # --- recommendations ----------------------------------------------------------------------------------------
 

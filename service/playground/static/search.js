@@ -1,5 +1,5 @@
 // Search: the same query in the three modes (dense, keyword, hybrid) side by side, three POST /v1/search calls,
-// each hit with its legs' ranks and scores and its metadata.
+// each hit with its legs' ranks and scores and its metadata; passages, or one hit per document on request.
 
 import { api } from "./api.js";
 import { $, $$, beginSubmit, clearError, h, metaChips, num, setStatus, showError } from "./dom.js";
@@ -52,6 +52,7 @@ async function search() {
   if (query === null) return;
   const base = { query, ...filters.read() };
   if ($("#search-rerank").checked) base.rerank = true;
+  if ($("#search-documents").checked) base.results = "documents";
   const status = $("#search-status");
   setStatus(status, "Searching in three modes…");
   const sections = $$("#search-results .mode");
