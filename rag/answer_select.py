@@ -446,26 +446,29 @@ def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Scor
     avalanche and the debt snowball") can outscore the definition ("Avalanche: direct extra payments to the debt
     with the highest interest rate first"); within DEFINITION_MARGIN of the best, the defining unit answers. The
     answer-or-abstain decision is the model's, made before (on its own ranking)."""
-    if q.expects != DEFINITION or not ranked or ranked[0].features.get("defines"):
+    if q.expects != DEFINITION:
         return ranked
-    for i, su in enumerate(ranked[1:], 1):
-        if ranked[0].score - su.score > DEFINITION_MARGIN:
-            break
-        if su.features.get("defines"):
-            return [su, *ranked[:i], *ranked[i + 1:]]
-    return ranked
+    return _first_within(ranked, DEFINITION_MARGIN, lambda su: bool(su.features.get("defines")))
 
 
 def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
     """A table row whose label the question says in full ("days sales outstanding") answers before a row whose
     label shares only a word with it ("Diluted shares outstanding"), within ROW_NAME_MARGIN of the best: the
     label says what the row's figures are, and the unit model sees words, not whose words they are."""
-    if not ranked or ranked[0].unit.row is None or named_share(ranked[0].unit, q) >= 1.0:
+    if not ranked or ranked[0].unit.row is None:
+        return ranked
+    return _first_within(ranked, ROW_NAME_MARGIN, lambda su: su.unit.row is not None and named_share(su.unit, q) >= 1.0)
+
+
+def _first_within(ranked: list[ScoredUnit], margin: float, wanted) -> list[ScoredUnit]:
+    """`ranked` with its first unit that is `wanted` moved to the front, when the best is not wanted and that
+    one scores within `margin` of it; otherwise as it is."""
+    if not ranked or wanted(ranked[0]):
         return ranked
     for i, su in enumerate(ranked[1:], 1):
-        if ranked[0].score - su.score > ROW_NAME_MARGIN:
+        if ranked[0].score - su.score > margin:
             break
-        if su.unit.row is not None and named_share(su.unit, q) >= 1.0:
+        if wanted(su):
             return [su, *ranked[:i], *ranked[i + 1:]]
     return ranked
 

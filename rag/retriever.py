@@ -107,18 +107,20 @@ def neighbourhood_rerank(fused: list[tuple[int, float]], vectors: np.ndarray, *,
     """The fused candidates (best first) re-scored by the company they keep: relevant passages resemble each
     other more than they resemble the rest (the cluster hypothesis), so each of the first `depth` candidates gains
     `weight` times the similarity-weighted mean fused score of its `neighbours` nearest fellow candidates (among
-    all of `fused`), and `centroid_weight` times its standardized cosine to the centroid of the CENTROID_SIZE
-    best. The candidates at `keep_docs` (indices into `fused`: the best of the first documents) keep their places
-    at the head, their scores lifted just above the rest: the legs' agreement on the very top is the strongest
-    evidence there is, and on a question with one answer the neighbourhood can only pull a look-alike past it.
+    those `vectors` covers), and `centroid_weight` times its standardized cosine to the centroid of the
+    CENTROID_SIZE best. The candidates at `keep_docs` (indices into `fused`: the best of the first documents) keep
+    their places at the head, their scores lifted just above the rest: the legs' agreement on the very top is the
+    strongest evidence there is, and on a question with one answer the neighbourhood can only pull a look-alike
+    past it.
     Candidates beyond `depth` follow in their fused order, below every re-scored one.
 
-    `vectors` are the candidates' unit vectors in `fused` order. Returns (row, score) best first."""
-    n = len(fused)
+    `vectors` are the unit vectors of the first candidates of `fused`, in order: the pool neighbours are drawn
+    from. Returns (row, score) best first."""
+    n = len(vectors)
     r = min(depth, n)
     if r <= len(keep_docs) + 1:
         return fused
-    base = np.array([sc for _, sc in fused], dtype=np.float64)
+    base = np.array([sc for _, sc in fused[:n]], dtype=np.float64)
     vecs = np.asarray(vectors, dtype=np.float32)
     sims = vecs[:r] @ vecs.T
     sims[np.arange(r), np.arange(r)] = -np.inf  # a candidate is not its own neighbour
@@ -255,7 +257,11 @@ class Retriever:
 
         # Keep enough candidates for rerank / MMR / per-document capping to choose from.
         pool_size = max(top_k, s.rerank_top if rerank else 0, top_k * 4 if (mmr_lambda or max_per_doc) else 0)
-        pool = order[:pool_size] if max_per_doc != 1 or rerank else self._best_per_document(snapshot, order, pool_size)
+        if max_per_doc == 1 and not rerank:
+            # Documents, not passages: only each document's best passage is fetched, however many it has here.
+            pool = [order[i] for i in self._firsts_of_documents(snapshot, order, pool_size)]
+        else:
+            pool = order[:pool_size]
         t = time.perf_counter()
         info = snapshot.chunks([row for row, _ in pool])
         timings["fetch_ms"] = (time.perf_counter() - t) * 1000
@@ -294,34 +300,22 @@ class Retriever:
         s = self.settings
         if len(order) <= KEEP_HEAD_DOCS + 1:  # nothing to reorder below the head (an empty result included)
             return order
-        head, rest = order[:NEIGHBOURHOOD_MAX], order[NEIGHBOURHOOD_MAX:]
-        docs: list[int] = []
-        keep: list[int] = []
-        for i, (row, _) in enumerate(head):
-            doc = int(snapshot.chunk_doc_rows[row])
-            if doc not in docs:
-                docs.append(doc)
-                keep.append(i)
-                if len(keep) == KEEP_HEAD_DOCS:
-                    break
-        vectors = np.asarray(snapshot.vectors[np.array([row for row, _ in head])])
-        ranked = neighbourhood_rerank(head, vectors, weight=s.neighbour_weight, neighbours=s.neighbours,
-                                      centroid_weight=s.centroid_weight, keep_docs=keep, depth=NEIGHBOURHOOD_DEPTH)
-        # Candidates beyond the neighbourhood stay below it, in their order.
-        floor = ranked[-1][1] if ranked else 0.0
-        return ranked + [(row, min(sc, floor)) for row, sc in rest]
+        pool = np.array([row for row, _ in order[:NEIGHBOURHOOD_MAX]])
+        return neighbourhood_rerank(order, np.asarray(snapshot.vectors[pool]), weight=s.neighbour_weight,
+                                    neighbours=s.neighbours, centroid_weight=s.centroid_weight,
+                                    keep_docs=self._firsts_of_documents(snapshot, order, KEEP_HEAD_DOCS),
+                                    depth=NEIGHBOURHOOD_DEPTH)
 
     @staticmethod
-    def _best_per_document(snapshot: Snapshot, order: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
-        """The best passage of each of the first `n` documents in `order`: a document-level result reads only
-        their text, however many passages each document has among the candidates."""
+    def _firsts_of_documents(snapshot: Snapshot, order: list[tuple[int, float]], n: int) -> list[int]:
+        """Indices into `order` of the first (best) passage of each of its first `n` documents."""
         seen: set[int] = set()
         out = []
-        for row, sc in order:
+        for i, (row, _) in enumerate(order):
             doc = int(snapshot.chunk_doc_rows[row])
             if doc not in seen:
                 seen.add(doc)
-                out.append((row, sc))
+                out.append(i)
                 if len(out) == n:
                     break
         return out

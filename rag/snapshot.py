@@ -319,7 +319,7 @@ class Snapshot:
         """BM25 over the generation's postings (held in memory, see _KeywordIndex), filters before the top k: of
         the query's terms, or with `pairs` of its adjacent term pairs (none in a generation that holds none)."""
         if pairs:
-            query_terms = textmod.term_pairs(query) if self.holds_pairs else []
+            query_terms = textmod.phrase_terms(query) if self.holds_pairs else []
         else:
             query_terms = textmod.tokenize(query)
         terms: dict[str, int] = {}

@@ -59,7 +59,7 @@ def keyword_terms(text: str) -> list[str]:
     return _terms(text, words=True, pairs=True)
 
 
-def term_pairs(text: str) -> list[str]:
+def phrase_terms(text: str) -> list[str]:
     """Only the adjacent term pairs of `text`: what the phrase leg looks up (no Chinese segmentation needed)."""
     return _terms(text, words=False, pairs=True)
 
