@@ -45,6 +45,23 @@ class AnswerUnit:
     answers: bool  # False for text that cannot answer on its own (a question, a restated title)
     row: tuple[str, tuple[tuple[str, str], ...]] | None = None  # a table row's (lead, ((label, value), ...))
 
+    @property
+    def row_key(self) -> str:
+        """What a table row is about: its lead ("Net sales — 2019: ...") or else its first cell's value; ""
+        for a unit that is not a row."""
+        if not self.row:
+            return ""
+        lead, fields = self.row
+        return lead or (fields[0][1] if fields else "")
+
+    @property
+    def row_key_label(self) -> str:
+        """The label of the column the key sits in ("Technique"); "" when the row has a lead (the key is no cell)."""
+        if not self.row:
+            return ""
+        lead, fields = self.row
+        return "" if lead or not fields else fields[0][0]
+
 
 def _words(text: str) -> int:
     return len(text.split()) + len(_CJK.findall(text)) // 2

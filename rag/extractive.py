@@ -149,8 +149,7 @@ def _unpicked_table(best, question, evidence: Evidence) -> tuple[list[AnswerUnit
     shared = set.intersection(*(set(tokenize(u.text)) for u in rows))
     if question.terms & (set(tokenize(unit.text)) - shared):
         return None  # a word of the question picks this row
-    lead, fields = unit.row
-    if _spelled_numbers(question.text) & set(re.findall(r"\d+", lead or fields[0][1])):
+    if _spelled_numbers(question.text) & set(re.findall(r"\d+", unit.row_key)):
         return None  # "a third grader" picks the row of grade 3
     asked = _asked_columns(unit, question)
     return (rows, asked) if asked else None
@@ -169,8 +168,8 @@ def _spelled_numbers(text: str) -> set[str]:
 def _asked_columns(unit: AnswerUnit, question) -> set[str]:
     """The labels of the row's columns that the question names by a word, its key column aside (a year names the
     period asked about, not what is asked: "2019" heads every column of a financial table)."""
-    lead, fields = unit.row
-    key = "" if lead else fields[0][0]
+    key = unit.row_key_label
+    fields = unit.row[1]
     words = {t for t in question.terms if not NUMERIC_TERM.fullmatch(t)}
     return {label for label, _ in fields if label and label != key and set(tokenize(label)) & words}
 
@@ -195,10 +194,9 @@ def _rows_by_key(best, question, evidence: Evidence) -> tuple[str, list[AnswerUn
     head = "; ".join(names) + ("" if lead else f", by {fields[0][0]}") + ":"
     out = []
     for u in rows:
-        row_lead, row_fields = u.row
-        values = [value for label, value in row_fields if label in asked]
+        values = [value for label, value in u.row[1] if label in asked]
         if values:
-            key = row_lead or row_fields[0][1]
+            key = u.row_key
             out.append(dataclasses.replace(u, text=f"{key}: {'; '.join(values)}"))
     return (head, out) if len(out) >= KEYED_ROWS[0] else None
 
@@ -292,9 +290,8 @@ def _labelled(u: AnswerUnit) -> AnswerUnit:
     """The item's label: what precedes its first ':' (or ' — '), a row's first cell, when that is short."""
     m = _LABEL_END.search(u.text)
     head = u.text[:m.start()] if m else u.text
-    if u.kind == "row" and u.row is not None:  # a row's label is its key: the lead, else its first cell
-        lead, fields = u.row
-        head = lead or (fields[0][1] if fields else head)
+    if u.kind == "row" and u.row is not None and any(u.row):  # a row's label is its key (AnswerUnit.row_key)
+        head = u.row_key
     elif u.kind == "row" and ": " in head:
         head = head.split(": ", 1)[1]
     if not m or count_words(head) > 8:

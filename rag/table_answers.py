@@ -129,11 +129,6 @@ def _compare(unit: AnswerUnit, q: QuestionAnalysis, table_rows) -> TableAnswer |
     return None
 
 
-def _key(unit: AnswerUnit) -> str:
-    lead, fields = unit.row
-    return lead or (fields[0][1] if fields else "")
-
-
 def _subject_terms(q: QuestionAnalysis) -> set[str]:
     """The question's words that name what is compared (not how, not which period)."""
     return {t for t in q.terms - _COMPARISON_WORDS if not re.fullmatch(r"[\d.,]+", t)}
@@ -141,7 +136,7 @@ def _subject_terms(q: QuestionAnalysis) -> set[str]:
 
 def named_share(unit: AnswerUnit, q: QuestionAnalysis) -> float:
     """The share of the words of the row's key that the question says."""
-    key = {t for t in tokenize(_key(unit).split(": ")[-1]) if t not in _COMPARISON_WORDS
+    key = {t for t in tokenize(unit.row_key.split(": ")[-1]) if t not in _COMPARISON_WORDS
            and not re.fullmatch(r"[\d.,]+", t)}  # "第6月", "Q4 2019": periods, not names
     return len(key & q.terms) / len(key) if key else 0.0
 
@@ -155,8 +150,8 @@ def _period_columns(unit: AnswerUnit, q: QuestionAnalysis) -> list[tuple[str, fl
     """(label, figure) of the row's cells under a period label (a year, a quarter, a month), restricted to the
     years the question names when it names two or more; empty when a label repeats (a table giving "2019 $" and
     "2019 %" side by side: which one is meant is not clear)."""
-    lead, fields = unit.row
-    key_label = "" if lead else fields[0][0]
+    fields = unit.row[1]
+    key_label = unit.row_key_label
     cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label]
     cells = [(label, v) for label, v in cells if v is not None and _PERIOD_LABEL.search(label)]
     if q.comparison is not None and q.comparison.item == "year":
@@ -178,10 +173,10 @@ def _across_columns(unit: AnswerUnit, q: QuestionAnalysis, c: Comparison) -> Tab
 def _across_item_columns(unit: AnswerUnit, c: Comparison) -> TableAnswer | None:
     """Which column of a named row is largest, when the columns are items rather than periods ("Net balances at
     September 30, 2018 — Transportation: 49,786; Mission Solutions: 138,127; Global Defense: 145,713; Total: ...")."""
-    if _TOTAL_KEY.match(_key(unit).split(": ")[-1]):
+    if _TOTAL_KEY.match(unit.row_key.split(": ")[-1]):
         return None  # the total of the items: they are the rows above it
-    lead, fields = unit.row
-    key_label = "" if lead else fields[0][0]
+    fields = unit.row[1]
+    key_label = unit.row_key_label
     cells = [(label, cell_value(value)) for label, value in fields if label and label != key_label
              and not _TOTAL_KEY.match(label)]
     cells = [(label, v) for label, v in cells if v is not None]
@@ -204,8 +199,8 @@ def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, 
     table_words = set(tokenize(unit.context)).union(*(tokenize(r.text) for r in rows))
     if not subject or len(subject & table_words) / len(subject) < TABLE_NAMED:
         return None
-    lead, fields = unit.row
-    key_label = "" if lead else fields[0][0]
+    fields = unit.row[1]
+    key_label = unit.row_key_label
     labels = [label for label, _ in fields if label != key_label]
     numeric = [label for label in labels if any(cell_value(v) is not None for r in rows for lb, v in r.row[1]
                                                 if lb == label)]
@@ -229,7 +224,7 @@ def _across_rows(unit: AnswerUnit, rows: list[AnswerUnit], q: QuestionAnalysis, 
         return None
     cells, row_of = [], {}
     for r in rows:
-        key = _key(r)
+        key = r.row_key
         if not key or _TOTAL_KEY.match(key.split(": ")[-1]):
             continue
         if c.target == "column" and not _PERIOD_LABEL.search(key):
@@ -267,8 +262,8 @@ def _pick(cells: list[tuple[str, float]], c: Comparison) -> list[str]:
 def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
     """year -> (the cell as written, its figure), for the row's columns labelled with exactly one year; empty when
     two columns name the same year ("2019 $" and "2019 %")."""
-    lead, fields = unit.row
-    key_label = "" if lead else fields[0][0]
+    fields = unit.row[1]
+    key_label = unit.row_key_label
     out: dict[int, tuple[str, float]] = {}
     for label, value in fields:
         years = set(YEAR.findall(label))
@@ -318,7 +313,7 @@ def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> Tabl
             if old == 0:
                 return None
             working, text = f"({difference}) / {old_text}", _figure((new - old) / abs(old) * 100) + "%"
-    key = _key(unit).split(": ")[-1]
+    key = unit.row_key.split(": ")[-1]
     # The result and, for an average, the count it divides by are the working's own figures, not the table's.
     figures = {text.rstrip("%").replace(",", "")} | ({str(len(years))} if calc.kind == "average" else set())
     return TableAnswer(text, [unit], calculation=calc, working=f"{key}: {working}", figures=figures)
@@ -335,7 +330,7 @@ def _stated_change(unit: AnswerUnit, calc: Calculation, periods: int) -> TableAn
         percent = "%" in label or "%" in value
         if percent == (calc.kind == "percent_change"):
             shown = value.strip()
-            return TableAnswer(shown, [unit], calculation=calc, working=f"{_key(unit).split(': ')[-1]}: {label}")
+            return TableAnswer(shown, [unit], calculation=calc, working=f"{unit.row_key.split(': ')[-1]}: {label}")
     return None
 
 
