@@ -144,6 +144,11 @@ def meets(expects: str, text: str, question: str = "") -> bool | None:
     return None
 
 
+def _held(figure: str, ranges: list[tuple[float, float, str | None]]) -> bool:
+    value = _num(figure)
+    return value is not None and any(lo <= value <= hi for lo, hi, _ in ranges)
+
+
 def exact_time(text: str, question: str) -> bool:
     """A year, a month or a date the question does not already state."""
     asked = {m.group(0).lower() for m in _EXACT_TIME.finditer(question)}
@@ -286,11 +291,13 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
         in_tightest = float(widths[i] is not None and widths[i] == tightest)
         # A figure the question names (a year, an age, an amount) that neither the unit, its heading or title nor
         # a range of the unit holds: the fact asked about is for something else ("the limit in 2015" vs 2025).
-        figure_missing = float(any(a not in x.window_numbers[i]
-                                   and not any(lo <= _num(a) <= hi for lo, hi, _ in ranges[i]) for a in asked))
+        figure_missing = float(any(a not in x.window_numbers[i] and not _held(a, ranges[i]) for a in asked))
         # The rarest words of a question name what it is about ("dengue", "UCAS"): a unit whose window lacks
         # them answers a neighbouring question.
-        window_missing = max((q_idf[t] for t in q.terms if t not in x.window[i]), default=0.0) / idf_max
+        # A figure of the question that a range of the unit holds ("68" in "67–69") is not missing: it is how a
+        # banded table answers.
+        window_missing = max((q_idf[t] for t in q.terms if t not in x.window[i]
+                              and not (NUMERIC_TERM.fullmatch(t) and _held(t, ranges[i]))), default=0.0) / idf_max
         defines = 0.0
         if q.expects == DEFINITION and q.subject and q.subject <= (terms | ctx):
             defines = float(opens_with_definition(u.text, q.subject))

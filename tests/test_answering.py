@@ -654,6 +654,20 @@ def test_a_lead_in_ending_its_passage_lists_the_rows_of_the_next_chunk_that_the_
     assert _with_neighbours(lead, Evidence(passages[:1]), terms) == [lead]
 
 
+def test_a_figure_a_range_holds_is_not_a_missing_word():
+    """"68" is not among the words of the row "67–69", but the row answers the question: the range holds it. The
+    feature of the question's rarest word missing from a unit's window (a near miss's sign) must not count it."""
+    from rag.answer_select import CHEAP_FEATURES, AnswerSelector, cheap_features
+
+    table = "| Percentage | Letter grade |\n|---|---|\n| 67–69 | D+ |\n| 70–72 | C- |"
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "edu-grades", "edu-grades#0", "Grades", table, 1.0)]))
+    features = cheap_features(analyse("What letter grade is a percentage of 68?"), x, {})
+    by_text = dict(zip((u.text for u in x.units), features))
+    missing, held = CHEAP_FEATURES.index("window_missing"), CHEAP_FEATURES.index("in_tightest")
+    assert by_text["Percentage: 67–69; Letter grade: D+"][[missing, held]].tolist() == [0.0, 1.0]
+    assert by_text["Percentage: 70–72; Letter grade: C-"][[missing, held]].tolist() == [1.0, 0.0]
+
+
 def test_a_plan_name_is_not_a_figure_of_the_question():
     q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
     assert q.figures == [61.0]
