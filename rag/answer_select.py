@@ -30,7 +30,7 @@ from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
-from rag.text import tokenize
+from rag.text import CJK_RUN, tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
 
@@ -374,20 +374,21 @@ class AnswerSelector:
     def inputs(self, evidence, passage_cos: dict[int, float] | None = None) -> UnitInputs:
         ns = sorted(evidence.units)[: self.max_passages]
         best_score = max((evidence.passages[n].score for n in ns), default=0.0)
-        out = UnitInputs(passages_terms=[evidence.units[n].all_terms for n in ns])
+        out = UnitInputs(passages_terms=[with_characters(evidence.units[n].all_terms) for n in ns])
         for rank, n in enumerate(ns, 1):
             pu = evidence.units[n]
-            title = terms_of(pu.passage.title)
+            title = with_characters(terms_of(pu.passage.title))
+            unit_terms = [with_characters(t) for t in pu.terms]
             tokens = [tokenize(u.text) for u in pu.units]
             for i, u in enumerate(pu.units):
                 if not u.answers:
                     continue
-                ctx = pu.context_terms[i] | title
-                near = set().union(*(pu.terms[j] for j in (i - 1, i + 1) if 0 <= j < len(pu.units)))
+                ctx = with_characters(pu.context_terms[i]) | title
+                near = set().union(*(unit_terms[j] for j in (i - 1, i + 1) if 0 <= j < len(pu.units)))
                 out.units.append(u)
-                out.terms.append(pu.terms[i])
+                out.terms.append(unit_terms[i])
                 out.context.append(ctx)
-                out.window.append(pu.terms[i] | near | ctx)
+                out.window.append(unit_terms[i] | near | ctx)
                 out.window_numbers.append(numbers_in(f"{u.text}\n{u.context}\n{pu.passage.title}"))
                 out.title.append(title | terms_of(pu.passage.heading))
                 out.leads.append(u.text.rstrip().endswith((":", "：")) and i + 1 < len(pu.units)
@@ -478,6 +479,12 @@ def _first_within(ranked: list[ScoredUnit], margin: float, wanted) -> list[Score
         if wanted(su):
             return [su, *ranked[:i], *ranked[i + 1:]]
     return ranked
+
+
+def with_characters(terms: set[str]) -> set[str]:
+    """A passage's terms with the single characters of its Chinese words: a question's one-character word ("缴" of
+    "可以缴多少") then matches the passage's "缴费" or "缴纳", which segmentation keeps whole."""
+    return terms | {c for t in terms if len(t) > 1 and CJK_RUN.fullmatch(t) for c in t}
 
 
 def terms_of(text: str) -> set[str]:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import rjieba
 import Stemmer
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")  # a run of Chinese characters
 _WORD = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
 _SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
 
@@ -70,7 +70,7 @@ def _terms(text: str, *, words: bool, pairs: bool) -> list[str]:
     for part in _SPLIT.split(normalize(text)):
         if not part:
             continue
-        if _CJK.fullmatch(part):
+        if CJK_RUN.fullmatch(part):
             if words:
                 out.extend(tok for tok in rjieba.cut_for_search(part) if tok not in ZH_STOPWORDS)
             continue
@@ -86,7 +86,7 @@ def cjk_ratio(text: str) -> float:
     letters = sum(1 for c in text if c.isalpha())
     if not letters:
         return 0.0
-    return sum(len(m) for m in _CJK.findall(text)) / letters
+    return sum(len(m) for m in CJK_RUN.findall(text)) / letters
 
 
 def detect_language(text: str) -> str:

@@ -22,6 +22,7 @@ from rag.grounding import (
 )
 from rag.questions import analyse
 from rag.retriever import Retriever
+from rag.text import tokenize
 
 DOCS = {
     "finance/etf.md": ("fin-etf", "finance", "en", """
@@ -666,6 +667,22 @@ def test_a_figure_a_range_holds_is_not_a_missing_word():
     missing, held = CHEAP_FEATURES.index("window_missing"), CHEAP_FEATURES.index("in_tightest")
     assert by_text["Percentage: 67–69; Letter grade: D+"][[missing, held]].tolist() == [0.0, 1.0]
     assert by_text["Percentage: 70–72; Letter grade: C-"][[missing, held]].tolist() == [1.0, 0.0]
+
+
+def test_a_one_character_chinese_word_of_the_question_matches_the_word_that_holds_it():
+    """Segmentation cuts "可以缴多少钱" to "缴" but keeps "缴费" whole: without the characters of the passage's
+    words the unit that states the limit shares only "每年" with the question."""
+    from rag.answer_select import CHEAP_FEATURES, AnswerSelector, cheap_features, with_characters
+
+    assert with_characters({"缴费", "fee", "多"}) == {"缴费", "缴", "费", "fee", "多"}
+    text = "每人每年缴费上限为12000元。领取时按照3%的税率计税。"
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "fin-pension", "fin-pension#0", "个人养老金", text, 1.0)]))
+    q = analyse("个人养老金每年最多可以缴多少钱？")
+    assert "缴" in q.terms and "缴" not in tokenize(text)
+    limit = [u.text for u in x.units].index("每人每年缴费上限为12000元。")
+    assert q.terms & x.terms[limit] == {"每年", "缴"}  # "缴" through "缴费"
+    kw = cheap_features(q, x, {})[limit, CHEAP_FEATURES.index("kw")]
+    assert kw == pytest.approx(2 / len(q.terms))
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
