@@ -99,7 +99,9 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
         # A sentence that only restates the title (the first line of a plain-text file) says nothing new.
         if terms and title_terms and terms <= title_terms:
             answers = False
-        if shown.rstrip().endswith(("?", "？")):
+        # A question cannot answer, but a table row whose last cell is one ("Apply | What if there had been no
+        # fog?") still answers with its other cells.
+        if kind != "row" and shown.rstrip().endswith(("?", "？")):
             answers = False
         units.append(AnswerUnit(n, len(units), kind, shown, span, start, end, ctx, block, answers, row))
 

@@ -791,6 +791,18 @@ def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
     assert [u.block for u in units[1:]] == [units[1].block] * 3  # one list: a list answer takes its neighbours
 
 
+
+def test_a_table_row_ending_in_a_question_still_answers():
+    """A table of example questions ("Level | Example question"): the row answers "which level is this question?"
+    with its other cell; a question as a list item answers nothing."""
+    from rag.answer_units import passage_units
+
+    text = ("| 认知层次 | 问题示例 |\n|---|---|\n| 应用 | 如果那天没有大雾，诸葛亮的计划还能成功吗？ |\n\n"
+            "- 你能举个例子吗？")
+    units = passage_units(text, 1)
+    assert [(u.kind, u.answers) for u in units] == [("row", True), ("item", False)]
+    assert units[0].text == "认知层次: 应用; 问题示例: 如果那天没有大雾，诸葛亮的计划还能成功吗？"
+
 # --- the real local model (slow) ----------------------------------------------------------------------------
 
 @pytest.mark.slow
