@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.cache import EmbeddingCache
-from indexer.chunking import Chunker
+from indexer.chunking import CHUNKING_RULES, Chunker
 from indexer.loaders import LoaderOptions, LoadResult, load_sources
 from indexer.progress import Progress
 from indexer.redaction import RedactionPolicy
@@ -83,7 +83,7 @@ def build_key(settings: Settings, docs, embedder_identity: str, loader_options: 
 
     h = hashlib.sha256()
     index = {k: v for k, v in msgspec.structs.asdict(settings.index).items() if k not in _RUNTIME_INDEX_SETTINGS}
-    h.update(repr((__version__, KEYWORD_TERMS, embedder_identity, sorted(index.items()), repr(loader_options))
+    h.update(repr((__version__, KEYWORD_TERMS, CHUNKING_RULES, embedder_identity, sorted(index.items()), repr(loader_options))
                   ).encode())
     for d in sorted(docs, key=lambda d: d.doc_id):
         h.update(f"{d.doc_id}\x00{d.content_hash}\x00".encode())
@@ -222,7 +222,7 @@ def _write_snapshot(run: _Run, tmp: Path, loaded: LoadResult, key: str) -> Build
     hashes = [ch.content_hash(doc.title) for doc, chunks in zip(docs, per_doc) for ch in chunks]
     vectors = _embed_with_cache(settings, emb, texts, hashes, run.progress, _encoder(run, emb))
     kind, kw = _write_files(run, tmp, docs, per_doc, hashes, vectors.array)
-    chunking = {"max_tokens": chunker.max_tokens, "overlap": chunker.overlap}
+    chunking = {"max_tokens": chunker.max_tokens, "overlap": chunker.overlap, "rules": CHUNKING_RULES}
     manifest = snapshot_files.Manifest(
         id=run.snapshot_id,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -22,6 +22,9 @@ from rag.models.tokenization import counting_copy
 from rag.tables import parse_table
 from rag.types import Chunk, Document
 
+# Which rules cut documents into chunks: part of a build's key and manifest, so that a change of them rebuilds a
+# corpus an unchanged-build check would otherwise keep. 2: capitalised stand-alone lines of plain text are headings.
+CHUNKING_RULES = 2
 BATCH_DOCS = 64  # documents per tokenizer call in chunk_many
 MIN_TOKENS = 20  # a trailing fragment smaller than this joins the previous chunk of its section when it fits
 
@@ -115,7 +118,7 @@ class Chunker:
     # --- internals -----------------------------------------------------------------------------------------
 
     def _chunk_batch(self, docs: list[Document]) -> list[list[Chunk]]:
-        parsed = [_parse(doc.text) for doc in docs]
+        parsed = [_parse(doc.text, plain=doc.format == "txt") for doc in docs]
         spans = [(doc.text, u) for doc, blocks in zip(docs, parsed) for b in blocks for u in _units_of(b)]
         if spans:
             encodings = self._tokenizer.encode_batch([text[u.start:u.end] for text, u in spans],
@@ -216,8 +219,10 @@ class Chunker:
 
 # --- parsing -------------------------------------------------------------------------------------------------
 
-def _parse(text: str) -> list[_Heading | _TextRun | _Table]:
-    """Headings, pipe tables and the runs of text between them, in document order."""
+def _parse(text: str, plain: bool = False) -> list[_Heading | _TextRun | _Table]:
+    """Headings, pipe tables and the runs of text between them, in document order. In `plain` text (a .txt file)
+    a line in capitals standing alone between blank lines ("WHAT TO DO") is a heading too: plain text has no
+    other way to mark one, and a section cut in the middle loses the lead-in of its list."""
     lines = text.split("\n")
     starts = [0] * len(lines)
     for i in range(1, len(lines)):
@@ -241,6 +246,11 @@ def _parse(text: str) -> list[_Heading | _TextRun | _Table]:
             blocks.append(_Heading(len(m.group(1)), m.group(2).strip()))
             i += 1
             continue
+        elif plain and _plain_heading(lines, i):
+            close_run(starts[i])
+            blocks.append(_Heading(2, line.strip()))
+            i += 1
+            continue
         elif not in_fence and "|" in line and i + 1 < len(lines) and "|" in lines[i + 1]:
             close_run(starts[i])
             j = i
@@ -258,6 +268,17 @@ def _parse(text: str) -> list[_Heading | _TextRun | _Table]:
         i += 1
     close_run(len(text))
     return blocks
+
+
+PLAIN_HEADING_MAX_WORDS = 12
+
+
+def _plain_heading(lines: list[str], i: int) -> bool:
+    """A short line in capitals with blank lines (or the text's edge) on both sides."""
+    line = lines[i].strip()
+    alone = (i == 0 or not lines[i - 1].strip()) and (i + 1 == len(lines) or not lines[i + 1].strip())
+    return (alone and line.isupper() and sum(c.isalpha() for c in line) >= 3
+            and len(line.split()) <= PLAIN_HEADING_MAX_WORDS and not line.endswith((".", ":")))
 
 
 def _units_of(block: _Heading | _TextRun | _Table) -> list[_Unit]:

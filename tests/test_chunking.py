@@ -97,6 +97,24 @@ def test_heading_path_keeps_h1_that_is_not_the_title(tokenizer):
     assert [c.heading_path for c in chunks] == [["Part one"], ["Part one", "Detail"]]
 
 
+def test_plain_text_headings_in_capitals_open_sections(tokenizer):
+    """A .txt file marks its headings the only way plain text can: a short line in capitals standing alone. The
+    list under one stays in the section's chunk, headed by it, instead of being cut after the intro's budget."""
+    intro = prose("strokes", 6)
+    signs = "\n".join(f"{c} - {w}: sudden trouble with {w.lower()}." for c, w in zip("BEFAST", (
+        "Balance", "Eyes", "Face", "Arms", "Speech", "Time")))
+    text = f"{intro}\n\nTHE BE FAST CHECK\n\nUse BE FAST to recognise the signs:\n\n{signs}\n\nWHAT TO DO\n\nCall 911."
+    chunker = Chunker(tokenizer, max_tokens=120, overlap=20)
+    chunks = chunker.chunk(Document(doc_id="stroke", text=text, format="txt"))
+    assert [c.heading_path for c in chunks] == [[], ["THE BE FAST CHECK"], ["WHAT TO DO"]]
+    assert chunks[1].text == f"Use BE FAST to recognise the signs:\n\n{signs}"
+    # Markdown keeps its own headings only; capitals in it are text, and so is a capitalised sentence.
+    assert [c.heading_path for c in chunker.chunk(Document(doc_id="md", text=text, format="md"))][0] == []
+    assert len(chunker.chunk(Document(doc_id="md", text=text, format="md"))) < len(chunks)
+    shout = Chunker(tokenizer).chunk(Document(doc_id="s", text="Intro.\n\nDO NOT STOP TAKING IT.\n\nMore.", format="txt"))
+    assert [c.heading_path for c in shout] == [[]]
+
+
 def test_overlap_between_consecutive_chunks_of_a_section(tokenizer, count):
     text = prose("emergency funds", 30)
     chunks = Chunker(tokenizer, max_tokens=60, overlap=15).chunk(make_doc(text))
