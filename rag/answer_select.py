@@ -60,6 +60,7 @@ _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + 
                    re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
+LIST_MARGIN = 1.0  # selector logits: a list item or lead-in this close to a best sentence answers a list question
 ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
@@ -427,7 +428,7 @@ class AnswerSelector:
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
-        ranked = named_row_first(q, definition_first(q, ranked))
+        ranked = named_row_first(q, list_first(q, definition_first(q, ranked)))
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
@@ -457,6 +458,15 @@ def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Scor
     if q.expects != DEFINITION:
         return ranked
     return _first_within(ranked, DEFINITION_MARGIN, lambda su: bool(su.features.get("defines")))
+
+
+def list_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
+    """"What are the symptoms of X?" wants the list of them: a sentence that names one more symptom ("Other
+    sudden symptoms include ...") can outscore each item of the list on words, and then answers alone. Within
+    LIST_MARGIN of the best, a list item or the lead-in of one answers (the extractive answer shows its list)."""
+    if q.expects != LIST or not ranked or ranked[0].unit.kind != "sentence":
+        return ranked
+    return _first_within(ranked, LIST_MARGIN, lambda su: su.unit.kind == "item" or bool(su.features.get("list_lead")))
 
 
 def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

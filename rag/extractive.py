@@ -39,7 +39,7 @@ FIGURE_WEIGHT = 5.0  # z-units taken per unit share of the sentence's words that
 OPENING_WEIGHT = 1.0  # z-units of closeness to the text's first two candidate sentences (one document only)
 PART_MIN_WORDS = 12  # a part's representative sentence is chosen within max(this, budget / parts) words
 PART_CHOICES = 3  # a part whose best sentence no longer fits the budget is represented by its next best
-LIST_WORDS = 70  # a list answer stops adding items at this many words
+LIST_WORDS = 100  # a list answer stops adding items at this many words
 SIBLING_MARGIN = 0.3  # selector logits: closer than this, two sibling rows both answer
 SIBLING_WORDS = 45
 KEYED_ROWS = (3, 12)  # a table the question does not pick a row of is listed by key within these row counts
@@ -227,12 +227,12 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
     units = evidence.units[best.n].units
     if best.text.rstrip().endswith((":", "：")):
         lead = best.text.rstrip(" :：")
-        members = [u for u in units[best.index + 1:] if u.answers and (
+        members = [u for u in units[best.index + 1:] if _listed(u) and (
             u.block == best.block or lead in u.context or (u.block == best.block + 1 and u.kind in ("item", "row")))]
         if not members and not any(u.answers for u in units[best.index + 1:]):
             members = _continued(best, evidence)
     elif best.kind == "item":
-        members = [u for u in units if u.block == best.block and u.answers and u.kind == "item"]
+        members = [u for u in units if u.block == best.block and _listed(u) and u.kind == "item"]
     else:
         return [best]
     members = _rows_picked(question_terms, [u for u in members if u is not best])
@@ -249,6 +249,12 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
         out.append(u)
         words += size
     return sorted(out, key=lambda u: (u.n != best.n, u.index))
+
+
+def _listed(u: AnswerUnit) -> bool:
+    """Whether a member of a list shows in the list's answer: an item that asks something ("F - Face: ... Does
+    one side of the face droop?") answers nothing alone but is one of the list's members."""
+    return u.answers or u.text.rstrip().endswith(("?", "？"))
 
 
 def _rows_picked(question_terms: set[str], members: list[AnswerUnit]) -> list[AnswerUnit]:
@@ -283,12 +289,16 @@ def _continued(lead: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     return []
 
 
-_LABEL_END = re.compile(r"\s*(?:[:：;；]|\s[—–-]\s)")
+_LABEL_END = re.compile(r"\s*[:：;；]")
+_LABEL_DASH = re.compile(r"\s[—–-]\s")
 
 
 def _labelled(u: AnswerUnit) -> AnswerUnit:
-    """The item's label: what precedes its first ':' (or ' — '), a row's first cell, when that is short."""
+    """The item's label: what precedes its first ':' (else its first ' — '; "B - Balance: sudden loss of balance"
+    -> "B - Balance"), a row's first cell, when that is short."""
     m = _LABEL_END.search(u.text)
+    if m is None or count_words(u.text[:m.start()]) > 8:
+        m = _LABEL_DASH.search(u.text) or m
     head = u.text[:m.start()] if m else u.text
     if u.kind == "row" and u.row is not None and any(u.row):  # a row's label is its key (AnswerUnit.row_key)
         head = u.row_key

@@ -629,6 +629,30 @@ def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
     assert named_row_first(analyse("How many diluted shares were outstanding?"), ranked) == ranked
 
 
+def test_a_list_question_is_answered_by_the_list_not_a_sentence_beside_it():
+    """"What are the symptoms of a stroke?" Within a logit of a sentence naming one more symptom, an item of the
+    BE FAST list answers, and the answer shows every item (the ones that ask something too), each by its text
+    while the list fits, by its label ("B - Balance") beyond that."""
+    from rag.answer_select import ScoredUnit, list_first
+    from rag.extractive import _labelled, _with_neighbours
+
+    signs = ["B - Balance: sudden loss of balance or trouble walking.", "E - Eyes: sudden loss of vision.",
+             "F - Face: ask the person to smile. Does one side of the face droop?",
+             "S - Speech: is speech slurred? Can the person repeat a sentence?", "T - Time: call 911 at once."]
+    text = "Use BE FAST to recognise the signs:\n\n" + "\n".join(f"- {s}" for s in signs) + (
+        "\n\nOther sudden symptoms include numbness on one side of the body and confusion.")
+    evidence = Evidence([Passage(1, "med-stroke", "med-stroke#0", "Recognising a stroke", text, 1.0)])
+    units = evidence.units[1].units
+    other, time_item = units[-1], units[5]
+    q = analyse("What are the symptoms of a stroke?")
+    ranked = [ScoredUnit(other, {}, 5.35), ScoredUnit(time_item, {}, 4.63)]
+    assert [s.unit for s in list_first(q, ranked)] == [time_item, other]
+    assert list_first(q, [ScoredUnit(other, {}, 6.0), ScoredUnit(time_item, {}, 4.63)])[0].unit is other
+    assert list_first(analyse("How many strokes happen a year?"), ranked) == ranked  # not a list question
+    assert [u.text for u in _with_neighbours(time_item, evidence, q.terms)] == signs
+    assert _labelled(units[1]).text == "B - Balance"
+
+
 def test_a_lead_in_ending_its_passage_lists_the_rows_of_the_next_chunk_that_the_question_asks_for():
     """A chunk boundary between "... rated their usefulness:" and its table: the rows come from the document's
     next chunk when it was read, and of them the ones with the value the question says ("High")."""
