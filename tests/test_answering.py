@@ -709,6 +709,12 @@ def test_a_one_character_chinese_word_of_the_question_matches_the_word_that_hold
     assert kw == pytest.approx(2 / len(q.terms))
 
 
+def test_inflected_function_words_are_not_what_a_question_is_about():
+    """"having" is not a stop word as "have" is, and its stem is rare in an index that drops "have": counted as a
+    term it would be the question's rarest word, missing from the passage that answers."""
+    assert analyse("What should I do if someone is having a stroke?").terms == {"stroke"}
+
+
 def test_a_plan_name_is_not_a_figure_of_the_question():
     q = analyse("How much can I put into a 401(k) or a 403(b) at age 61?")
     assert q.figures == [61.0]
