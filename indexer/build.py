@@ -83,8 +83,8 @@ def build_key(settings: Settings, docs, embedder_identity: str, loader_options: 
 
     h = hashlib.sha256()
     index = {k: v for k, v in msgspec.structs.asdict(settings.index).items() if k not in _RUNTIME_INDEX_SETTINGS}
-    h.update(repr((__version__, KEYWORD_TERMS, CHUNKING_RULES, embedder_identity, sorted(index.items()), repr(loader_options))
-                  ).encode())
+    h.update(repr((__version__, KEYWORD_TERMS, CHUNKING_RULES, embedder_identity, sorted(index.items()),
+                   repr(loader_options))).encode())
     for d in sorted(docs, key=lambda d: d.doc_id):
         h.update(f"{d.doc_id}\x00{d.content_hash}\x00".encode())
         h.update(msgspec.json.encode(d.metadata, order="sorted"))

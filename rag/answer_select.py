@@ -60,7 +60,8 @@ _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + 
                    re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
-LIST_MARGIN = 1.0  # selector logits: a list item or lead-in this close to a best sentence answers a list question
+LIST_MARGIN = 2.0  # selector logits: a member of a list the question names this close to the best answers
+LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentence answers a list question
 ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
@@ -461,12 +462,26 @@ def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Scor
 
 
 def list_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
-    """"What are the symptoms of X?" wants the list of them: a sentence that names one more symptom ("Other
-    sudden symptoms include ...") can outscore each item of the list on words, and then answers alone. Within
-    LIST_MARGIN of the best, a list item or the lead-in of one answers (the extractive answer shows its list)."""
-    if q.expects != LIST or not ranked or ranked[0].unit.kind != "sentence":
+    """"What are the symptoms of X?" wants the members of a set, and the set is named by a heading or a lead-in
+    ("Side effects: what is real?", "Red flags: Almost every scam uses ..."), not by each member: a sentence
+    that repeats the question's words ("Any promise of guaranteed returns is a red flag", "If side effects
+    occur, ...") outscores the members on words and then answers alone. Within LIST_MARGIN of the best, a list
+    member (item, row or lead-in) whose heading or lead-in says at least half of the question's terms answers,
+    unless the best is one (the extractive answer then shows its list). A list named in other words ("Use BE
+    FAST to recognise the most common signs:" for symptoms) answers from within LIST_NEAR of a best sentence."""
+    if q.expects != LIST or not ranked:
         return ranked
-    return _first_within(ranked, LIST_MARGIN, lambda su: su.unit.kind == "item" or bool(su.features.get("list_lead")))
+
+    def listed(su: ScoredUnit) -> bool:
+        return su.unit.kind in ("item", "row") or bool(su.features.get("list_lead"))
+
+    def named(su: ScoredUnit) -> bool:
+        return listed(su) and 2 * len(terms_of(su.unit.context) & q.terms) >= len(q.terms)
+
+    out = _first_within(ranked, LIST_MARGIN, named)
+    if out is ranked and ranked[0].unit.kind == "sentence":
+        out = _first_within(ranked, LIST_NEAR, listed)
+    return out
 
 
 def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

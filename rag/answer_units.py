@@ -159,6 +159,9 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
                     ctx = f"{context}: {shown}".strip(": ")  # the items after it in this paragraph are its list
                 continue
             pending: tuple[str, int] | None = None  # a too-short sentence waiting for the next one
+            # A list item too long to answer whole is its sentences; its first one still stands for it in the
+            # list ("Muscle symptoms are the most common complaint."), so a list answer shows every member.
+            kind = "item" if listed else "sentence"
             for s in split_sentences(line_k):
                 start = starts[k] + s.start
                 if pending is not None:
@@ -169,10 +172,11 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
                 if len(set(tokenize(shown))) < SHORT_TERMS and not shown.endswith((":", "：")):
                     pending = (shown, start)
                     continue
-                add("sentence", shown, _display(text[start:starts[k] + s.end]), start, starts[k] + s.end, ctx)
+                add(kind, shown, _display(text[start:starts[k] + s.end]), start, starts[k] + s.end, ctx)
+                kind = "sentence"
                 new_lead = shown if shown.endswith((":", "：")) else ""
             if pending is not None:
-                add("sentence", pending[0], pending[0], pending[1], starts[k] + len(line_k.rstrip()), ctx)
+                add(kind, pending[0], pending[0], pending[1], starts[k] + len(line_k.rstrip()), ctx)
         lead_in = new_lead
         i = j
     return units

@@ -413,6 +413,9 @@ class Answerer:
         if not plan.abstain and not plan.selection.computed and unpicked_row(plan.selection.ranked[0], q,
                                                                               plan.evidence):
             self._complete_table(plan, plan.selection.ranked[0].unit)
+        elif not plan.abstain and not plan.selection.computed and q.wants_list \
+                and plan.selection.ranked[0].unit.kind == "item":
+            self._complete_list(plan, plan.selection.ranked[0].unit)
         plan.timings["select_ms"] = _ms(t)
         if plan.abstain or plan.backend == EXTRACTIVE:
             return
@@ -456,6 +459,22 @@ class Answerer:
             units = passage_units(p.text, p.n, title=p.title, heading=p.heading)
             if any(same_table(best, u) for u in units):
                 plan.evidence.add(p, units)
+                plan.passages.append(p)
+
+    @staticmethod
+    def _complete_list(plan: _Plan, best) -> None:
+        """The answer will show a list (rag.extractive.list_items): the chunks next to the best item's under the
+        same heading that retrieval did not return join the evidence and the answer's passages, so a list the
+        chunker cut in two is shown whole (list_items takes from them only what continues the list)."""
+        passage = plan.evidence.passages[best.n]
+        doc_id, _, ordinal = passage.chunk_id.rpartition("#")
+        if not ordinal.isdigit():
+            return
+        near = {f"{doc_id}#{int(ordinal) + k}" for k in (-2, -1, 1, 2)} - {p.chunk_id for p in plan.passages}
+        for c in plan.snapshot.document_chunks(doc_id):
+            p = chunk_passage(len(plan.passages) + 1, c)
+            if p.chunk_id in near and p.heading == passage.heading:
+                plan.evidence.add(p)
                 plan.passages.append(p)
 
     def _prompt(self, plan: _Plan) -> tuple[list[dict], Evidence]:

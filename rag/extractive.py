@@ -232,7 +232,7 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
         if not members and not any(u.answers for u in units[best.index + 1:]):
             members = _continued(best, evidence)
     elif best.kind == "item":
-        members = [u for u in units if u.block == best.block and _listed(u) and u.kind == "item"]
+        members = list_items(best, evidence)
     else:
         return [best]
     members = _rows_picked(question_terms, [u for u in members if u is not best])
@@ -248,7 +248,51 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
             break
         out.append(u)
         words += size
+    if best.kind == "item":  # members may come from the chunks before the best's: document order
+        return sorted(out, key=lambda u: (_chunk_place(evidence.passages[u.n])[1], u.index))
     return sorted(out, key=lambda u: (u.n != best.n, u.index))
+
+
+def _chunk_place(p) -> tuple[str, int]:
+    """(document, ordinal) of a passage's chunk ("fin-fees#3" -> ("fin-fees", 3))."""
+    doc_id, _, ordinal = p.chunk_id.rpartition("#")
+    return (doc_id, int(ordinal)) if ordinal.isdigit() else (p.chunk_id, 0)
+
+
+def list_items(item: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
+    """The items of the item's list in document order, once each: its block, continued into the document's
+    neighbouring chunks among the passages while the list runs to the edge of one and the next one under the
+    same heading starts (or the previous one ends) with items: the chunker cuts a long list into passages, and
+    overlapping chunks repeat a few items."""
+    doc, ordinal = _chunk_place(evidence.passages[item.n])
+    heading = evidence.passages[item.n].heading
+    near = {_chunk_place(p)[1]: n for n, p in evidence.passages.items()
+            if _chunk_place(p)[0] == doc and p.heading == heading}
+
+    def block_of(n: int, unit: AnswerUnit) -> list[AnswerUnit]:
+        return [u for u in evidence.units[n].units if u.block == unit.block and u.kind == "item" and _listed(u)]
+
+    def edge(n: int, last: bool) -> AnswerUnit | None:
+        """The passage's last (or first) answering unit when it is a list item."""
+        units = [u for u in evidence.units[n].units if _listed(u)]
+        u = (units[-1] if last else units[0]) if units else None
+        return u if u is not None and u.kind == "item" else None
+
+    out = block_of(item.n, item)
+    for step in (-1, 1):
+        k, block = ordinal, out
+        while (step < 0 and block and edge(near[k], last=False) is block[0]) \
+                or (step > 0 and block and edge(near[k], last=True) is block[-1]):
+            if k + step not in near or (u := edge(near[k + step], last=step < 0)) is None:
+                break
+            k += step
+            block = block_of(near[k], u)
+            out = block + out if step < 0 else out + block
+    kept: list[AnswerUnit] = []
+    for u in out:  # an overlap repeats an item, or the tail of one cut at a sentence
+        if not any(u.text in v.text for v in kept):
+            kept.append(u)
+    return kept
 
 
 def _listed(u: AnswerUnit) -> bool:

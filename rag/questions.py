@@ -38,6 +38,9 @@ _LIST = re.compile(
     r"\bwhat are (the )?(main |common |key |most common |typical |early |warning )?(signs|symptoms|steps|types"
     r"|kinds|levels|stages|ways|benefits|risks|causes|options|components|parts|rules|tips|strategies|features"
     r"|requirements|categories|principles|elements|examples|side effects|differences)\b"
+    # "What are the most common scams?", "What are the red flags of a scam?": a set of things, not a definition
+    r"|\bwhat are (the )?(most |main |common |key |typical |early |warning |best |biggest |major |important )+\w+s\b"
+    r"|\bwhat are the (\w+ )?\w+s (of|for|to|in|when|after|before|during)\b"
     r"|^\s*(list|name|describe|explain|compare|summari[sz]e)\b|\bhow (do|can|should|to) (i |we |you )?\w+"
     r"|\bwhat should (i|we|you|a|the)\b|\bwhat can (i|we|you)\b|\bwhich steps\b|\bdifference between\b"
     r"|有哪些|哪些|步骤|如何|怎么|怎样|为什么|区别",

@@ -24,6 +24,24 @@ from rag.questions import analyse
 from rag.retriever import Retriever
 from rag.text import tokenize
 
+# A list long enough for the chunker to cut it (200 tokens a chunk).
+SCAMS = [
+    ("Phishing", "emails pretending to be from a bank or a delivery company ask you to click a link and sign in on "
+                 "a fake page that steals passwords."),
+    ("Bank impersonation calls", "a caller claiming to be from the fraud team says your account is at risk and "
+                                 "talks you into moving money to a safe account."),
+    ("Investment scams", "promises of high, guaranteed returns in currencies or coins, with fake dashboards that "
+                         "show profits until you try to withdraw."),
+    ("Romance scams", "a fake online partner builds trust over weeks or months and then asks for money for a "
+                      "ticket, a visa or a medical emergency."),
+    ("Tech support scams", "a pop-up or a call claims your computer is infected and asks for remote access or for "
+                           "payment in gift cards."),
+    ("Job scams", "easy work-from-home tasks that require the victim to deposit money first to unlock earnings "
+                  "that never arrive."),
+    ("Fake shops", "websites with prices far below the market take payment for goods that never arrive and vanish "
+                   "within weeks."),
+]
+
 DOCS = {
     "finance/etf.md": ("fin-etf", "finance", "en", """
         # Exchange-traded funds
@@ -141,6 +159,8 @@ DOCS = {
         | 营业收入（万元） | 12,000 | 10,000 |
         | 净利润（万元） | 1,500 | 1,800 |
         """),
+    "finance/scams.md": ("fin-scams", "finance", "en", "# Scams and fraud\n\n## The most common scams\n\n" + "\n".join(
+        f"- **{name}:** {what}" for name, what in SCAMS)),
     "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
         # 个人养老金制度
         在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
@@ -651,6 +671,46 @@ def test_a_list_question_is_answered_by_the_list_not_a_sentence_beside_it():
     assert list_first(analyse("How many strokes happen a year?"), ranked) == ranked  # not a list question
     assert [u.text for u in _with_neighbours(time_item, evidence, q.terms)] == signs
     assert _labelled(units[1]).text == "B - Balance"
+
+
+def test_a_list_the_question_names_by_its_heading_answers_over_a_sentence_repeating_its_words():
+    """"What are the red flags of a scam?" asks for a set: a sentence saying "... is a red flag" holds the words,
+    the list under "Red flags" holds the members. Within 2 logits a member of a list whose heading or lead-in
+    says half of the question's terms answers; a long item's first sentence stands for it in the list."""
+    from rag.answer_select import ScoredUnit, list_first
+    from rag.answer_units import passage_units
+
+    q = analyse("What are the red flags of a scam?")
+    assert q.expects == "list" and analyse("What are the most common scams?").expects == "list"
+    assert analyse("What are index funds?").expects == "definition"
+    flags = passage_units("Almost every scam uses one of these tactics:\n\n- Urgency: act now.\n- Secrecy: hide it.", 1,
+                          heading="Red flags")
+    mention = passage_units("Any promise of guaranteed returns is a red flag.", 2, heading="Investment fraud")[0]
+    urgency = flags[1]
+    assert urgency.kind == "item" and urgency.context.startswith("Red flags")
+    ranked = [ScoredUnit(mention, {}, 7.51), ScoredUnit(urgency, {}, 6.50)]
+    assert [s.unit for s in list_first(q, ranked)] == [urgency, mention]
+    assert list_first(q, [ScoredUnit(mention, {}, 9.0), ScoredUnit(urgency, {}, 6.5)])[0].unit is mention
+
+    long_item = "- Muscle symptoms are the most common complaint. " + " ".join(["In blinded trials they were as "
+                                                                               "common with placebo."] * 12)
+    units = passage_units(long_item + "\n- Liver enzymes may rise mildly.", 1)
+    assert [u.kind for u in units[:2]] == ["item", "sentence"]
+    assert units[0].text == "Muscle symptoms are the most common complaint."
+
+
+def test_a_list_cut_into_two_chunks_is_answered_whole(index):
+    """The chunker cuts a long list into passages; retrieval returns one of them (top_k=1). The answer shows every
+    member, those of the other chunk joined from the document and cited to it."""
+    settings, snapshot = index
+    chunks = snapshot.document_chunks("fin-scams")
+    assert len(chunks) >= 2  # the list spans chunks
+    ans = answerer_with(settings).answer(snapshot, "What are the most common scams?", backend="extractive", top_k=1)
+    assert not ans.abstained
+    shown = [strip_citations(line).split(":")[0] for line in ans.answer.splitlines()]
+    assert shown == [name for name, _ in SCAMS]
+    assert len({c.chunk_id for c in ans.citations}) >= 2 and len(ans.passages) >= 2
+    assert_citations_valid(ans)
 
 
 def test_a_lead_in_ending_its_passage_lists_the_rows_of_the_next_chunk_that_the_question_asks_for():

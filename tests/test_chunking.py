@@ -111,7 +111,8 @@ def test_plain_text_headings_in_capitals_open_sections(tokenizer):
     # Markdown keeps its own headings only; capitals in it are text, and so is a capitalised sentence.
     assert [c.heading_path for c in chunker.chunk(Document(doc_id="md", text=text, format="md"))][0] == []
     assert len(chunker.chunk(Document(doc_id="md", text=text, format="md"))) < len(chunks)
-    shout = Chunker(tokenizer).chunk(Document(doc_id="s", text="Intro.\n\nDO NOT STOP TAKING IT.\n\nMore.", format="txt"))
+    shouted = "Intro.\n\nDO NOT STOP TAKING IT.\n\nMore."
+    shout = Chunker(tokenizer).chunk(Document(doc_id="s", text=shouted, format="txt"))
     assert [c.heading_path for c in shout] == [[]]
 
 
