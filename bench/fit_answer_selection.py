@@ -17,8 +17,9 @@ question runs through the production retriever; the units of its top passages ge
 `--answerable-only` keeps the unit models of the weights file and fits only the abstention model (after a change
 of QUESTION_FEATURES, so that the picks the report measured stay as they were).
 
-Features are cached per (set, embedder, passages) under the eval home, so refitting is instant. Prints top-1
-accuracy and the two rates on the fit data, writes the weights, and saves a report to bench/results/.
+Features are cached per (set and its questions, embedder, passages, retrieval settings, generation) under the eval
+home, so refitting is instant. Prints top-1 accuracy and the two rates on the fit data, writes the weights, and
+saves a report to bench/results/.
 """
 
 from __future__ import annotations
@@ -68,12 +69,16 @@ from rag.retriever import Retriever  # noqa: E402
 L2 = 1e-2
 
 
-def dump(settings, qset, passages: int, cache: Path) -> list[dict]:
+def dump(settings, qset, passages: int, cache_dir: Path, key: str) -> list[dict]:
     """Per question: its retrieved passages, the query vector and the vectors of every unit text, so that
-    features (and unit segmentation) can be recomputed by the library's own code without retrieving again."""
+    features (and unit segmentation) can be recomputed by the library's own code without retrieving again.
+    Cached under `key` plus the generation the questions ran over and the questions themselves: a corpus, chunking
+    or question change is a new file."""
+    home, snapshot_id, _ = ensure_generation(settings, qset)
+    asked = hashlib.sha256(repr([(q.id, q.question, q.answers) for q in qset.questions]).encode()).hexdigest()[:8]
+    cache = cache_dir / f"{key}-{snapshot_id}-q{asked}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
-    home, snapshot_id, _ = ensure_generation(settings, qset)
     snapshot = open_generation(settings, home, snapshot_id)
     retriever = Retriever(settings.retrieval)
     selector = AnswerSelector(None, max_passages=passages)  # only its inputs are used
@@ -291,9 +296,8 @@ def main() -> None:
     # cosines included, come from the vectors the product will score with.
     backend = resolve_backend(settings.embedder_backend)
     for qs in sets:
-        cache = settings.home_path / "eval" / "answer-features" / \
-            f"{qs.name}-{settings.embedder}-{backend}-p{args.passages}-r{retrieval}.pkl"
-        part = dump(settings, qs, args.passages, cache)
+        part = dump(settings, qs, args.passages, settings.home_path / "eval" / "answer-features",
+                    f"{qs.name}-{settings.embedder}-{backend}-p{args.passages}-r{retrieval}")
         for r in part:
             r["set"] = qs.name
         rows += part
