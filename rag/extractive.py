@@ -288,11 +288,11 @@ def list_items(item: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
             k += step
             block = block_of(near[k], u)
             out = block + out if step < 0 else out + block
-    kept: list[AnswerUnit] = []
-    for u in out:  # an overlap repeats an item, or the tail of one cut at a sentence
+    kept = [item]  # an overlap repeats an item, or the tail of one cut at a sentence: once, the item's own first
+    for u in out:
         if not any(u.text in v.text for v in kept):
             kept.append(u)
-    return kept
+    return sorted(kept, key=lambda u: (_chunk_place(evidence.passages[u.n])[1], u.index))
 
 
 def _listed(u: AnswerUnit) -> bool:

@@ -699,6 +699,22 @@ def test_a_list_the_question_names_by_its_heading_answers_over_a_sentence_repeat
     assert units[0].text == "Muscle symptoms are the most common complaint."
 
 
+def test_list_items_join_overlapping_chunks_once_each():
+    """Chunks overlap: the item at the cut appears in both passages; the list shows it once, as the best item's own
+    passage has it, in document order."""
+    from rag.extractive import list_items
+
+    first = "- Phishing: fake emails.\n- Romance: fake partners.\n- Tech support: fake pop-ups."
+    second = "- Tech support: fake pop-ups.\n- Job scams: fake tasks."
+    evidence = Evidence([Passage(1, "fin-scams", "fin-scams#0", "Scams", first, 1.0, heading="Common scams"),
+                         Passage(2, "fin-scams", "fin-scams#1", "Scams", second, 0.9, heading="Common scams"),
+                         Passage(3, "fin-scams", "fin-scams#2", "Scams", "- Other: a list of another section.", 0.8,
+                                 heading="Protective habits")])
+    best = evidence.units[2].units[0]
+    assert [(u.n, u.text.split(":")[0]) for u in list_items(best, evidence)] == [
+        (1, "Phishing"), (1, "Romance"), (2, "Tech support"), (2, "Job scams")]
+
+
 def test_a_list_cut_into_two_chunks_is_answered_whole(index):
     """The chunker cuts a long list into passages; retrieval returns one of them (top_k=1). The answer shows every
     member, those of the other chunk joined from the document and cited to it."""
