@@ -52,7 +52,7 @@ _HOW = re.compile(r"\bhow (much|many|long|old|far|big|large|high|tall|soon|often
 _AGE = re.compile(r"(\d+)[- ]years?[- ]olds?\b", re.IGNORECASE)  # "a 35-year-old": an age in years
 FILLER = frozenset("""
 mani much often typic usual general my me say tell know want need get happen kind way mean someth ever actual
-realli exact normal have do be someon anyon everyon
+realli exact normal have do be someon anyon everyon myself yourself himself herself itself ourselv yourselv themselv
 什么 意思 多大 常说 一般 通常 应该 需要 可以 怎么 怎么样 为什么 哪个 哪些 属于 多久 多长 大概 主要 一些 请问 多少
 几 吗 呢 能 能否 是否 如何 哪里 谁 时候 什么时候
 """.split())

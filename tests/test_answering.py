@@ -789,6 +789,7 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     """"having" is not a stop word as "have" is, and its stem is rare in an index that drops "have": counted as a
     term it would be the question's rarest word, missing from the passage that answers."""
     assert analyse("What should I do if someone is having a stroke?").terms == {"stroke"}
+    assert analyse("How can I protect myself from scams?").terms == {"protect", "scam"}
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
