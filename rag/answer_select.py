@@ -59,6 +59,9 @@ _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + 
                    r"|早上|早晨|晚上|睡前|起床|饭前|饭后|每天|每年|每月|每周|岁|年|月|日|时|之前|以后|之后|期间",
                    re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
+# Head nouns many defined terms share ("the 50/30/20 rule", "the avalanche method"), as stems.
+GENERIC_HEADS = frozenset("rule method approach strategi system plan model process program scheme techniqu "
+                          "principl law theori".split())
 DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
 LIST_MARGIN = 2.0  # selector logits: a member of a list the question names this close to the best answers
 LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentence answers a list question
@@ -443,9 +446,12 @@ def opens_with_definition(text: str, subject: set[str]) -> bool:
     "the avalanche approach is"), not just any words: "The two best-known strategies are the debt avalanche and
     ..." mentions the subject without defining it."""
     head = text[:80]
+    # "The rule's strength is ..." names only the subject's head noun, which many subjects share ("the 50/30/20
+    # rule"): the words that tell this subject from the others must be there.
+    telling = subject - GENERIC_HEADS or subject
     for m in _DEFINES.finditer(head):
         before = set(tokenize(head[:m.start()]))
-        if before & subject and len(before - subject) <= 1:
+        if before & telling and len(before - subject) <= 1:
             return True
     return False
 

@@ -25,6 +25,7 @@ import rjieba
 from rag.answer_select import NUMERIC_TERM
 from rag.answer_units import AnswerUnit
 from rag.grounding import Evidence, Passage, content_terms
+from rag.questions import DEFINITION
 from rag.text import tokenize
 
 MMR_LAMBDA = 0.7
@@ -94,7 +95,7 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
     if selection.computed is not None:
         return _computed_answer(selection.computed, best.score, selection.question.language)
     picks = [best.unit]
-    if selection.question.wants_list or best.unit.text.rstrip().endswith((":", "：")):
+    if shows_list(selection.question, best.unit):
         picks = _with_neighbours(best.unit, evidence, selection.question.terms)
     elif (keyed := _rows_by_key(best, selection.question, evidence)) is not None:
         head, rows = keyed
@@ -251,6 +252,16 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
     if best.kind == "item":  # members may come from the chunks before the best's: document order
         return sorted(out, key=lambda u: (_chunk_place(evidence.passages[u.n])[1], u.index))
     return sorted(out, key=lambda u: (u.n != best.n, u.index))
+
+
+def shows_list(question, unit: AnswerUnit) -> bool:
+    """Whether the answer is the unit's list: the question asks for a list, the unit leads one in, or the question
+    asks what X is and X is the item's own heading or lead-in ("What is the rule of 15?" -> its steps; not a
+    heading further up the path, which the list only sits under)."""
+    if question.wants_list or unit.text.rstrip().endswith((":", "：")):
+        return True
+    return question.expects == DEFINITION and unit.kind == "item" and bool(question.subject) \
+        and question.subject <= set(tokenize(unit.context.split(" > ")[-1]))
 
 
 def _chunk_place(p) -> tuple[str, int]:

@@ -715,6 +715,26 @@ def test_list_items_join_overlapping_chunks_once_each():
         (1, "Phishing"), (1, "Romance"), (2, "Tech support"), (2, "Job scams")]
 
 
+def test_what_is_x_is_answered_by_the_list_x_heads_and_not_by_its_head_noun():
+    """"What is the rule of 15?" over a heading "The rule of 15" and its steps: the answer is the steps. "The
+    rule's strength is simplicity" does not define "the 50/30/20 rule": "rule" is the head noun of many terms."""
+    from rag.answer_select import opens_with_definition
+    from rag.answer_units import passage_units
+    from rag.extractive import shows_list
+
+    rule = analyse("What is the 50/30/20 rule?").subject
+    assert not opens_with_definition("The rule's strength is simplicity: you track only three numbers.", rule)
+    assert opens_with_definition("The 50/30/20 rule is a way to split take-home pay.", rule)
+    assert opens_with_definition("Avalanche: direct extra payments to the debt with the highest rate first.",
+                                 analyse("What is the debt avalanche method?").subject)
+    steps = passage_units("1. Take 15 g of fast-acting carbohydrate.\n2. Recheck after 15 minutes.", 1,
+                          heading="Hypoglycaemia > The rule of 15")
+    q = analyse("What is the rule of 15?")
+    assert shows_list(q, steps[1]) and not shows_list(analyse("What is hypoglycaemia?"), steps[1])
+    sentence = passage_units("The rule of 15 is simple.", 1, heading="The rule of 15")[0]
+    assert not shows_list(q, sentence)
+
+
 def test_a_list_cut_into_two_chunks_is_answered_whole(index):
     """The chunker cuts a long list into passages; retrieval returns one of them (top_k=1). The answer shows every
     member, those of the other chunk joined from the document and cited to it."""
