@@ -65,6 +65,7 @@ GENERIC_HEADS = frozenset("rule method approach strategi system plan model proce
 DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the best answers "what is X?"
 LIST_MARGIN = 2.0  # selector logits: a member of a list the question names this close to the best answers
 LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentence answers a list question
+KEYED_ROW_MARGIN = 2.0  # selector logits: a row the question names by key column and key this close answers
 ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
@@ -432,7 +433,7 @@ class AnswerSelector:
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
-        ranked = named_row_first(q, list_first(q, definition_first(q, ranked)))
+        ranked = keyed_row_first(q, named_row_first(q, list_first(q, definition_first(q, ranked))))
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
@@ -488,6 +489,22 @@ def list_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit
     if out is ranked and ranked[0].unit.kind == "sentence":
         out = _first_within(ranked, LIST_NEAR, listed)
     return out
+
+
+def keyed_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
+    """"How much of payment number 60 goes to principal?" names a row by its key column and key: the row
+    "Payment number: 60; ...; Principal portion: $373.01" answers before the example sentence that shares more of
+    the question's other words, within KEYED_ROW_MARGIN of the best."""
+    if not q.figures or not ranked:
+        return ranked
+
+    def keyed(su: ScoredUnit) -> bool:
+        u = su.unit
+        label = set(tokenize(u.row_key_label))
+        key = _num(u.row_key.strip()) if u.row is not None else None
+        return bool(label) and label <= q.terms and key is not None and key in q.figures
+
+    return _first_within(ranked, KEYED_ROW_MARGIN, keyed)
 
 
 def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

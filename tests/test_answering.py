@@ -749,6 +749,23 @@ def test_a_list_cut_into_two_chunks_is_answered_whole(index):
     assert_citations_valid(ans)
 
 
+def test_a_row_named_by_its_key_column_and_key_answers_before_a_sentence_sharing_more_words():
+    """"How much of payment number 60 goes to principal?": the row "Payment number: 60" answers, not the example
+    sentence that shares the loan's figures, within 2 logits; a figure alone (no key column named) does not."""
+    from rag.answer_select import ScoredUnit, keyed_row_first
+    from rag.answer_units import passage_units
+
+    units = passage_units("Example: a $300,000 loan at 6.5% for 30 years costs $1,896.20 a month.\n\n"
+                          "| Payment number | Interest portion | Principal portion |\n|---|---|---|\n"
+                          "| 12 | $1,608.40 | $287.81 |\n| 60 | $1,523.20 | $373.01 |", 1)
+    example, row12, row60 = units
+    q = analyse("In the $300,000, 6.5%, 30-year example, how much of payment number 60 goes to principal?")
+    ranked = [ScoredUnit(example, {}, 1.87), ScoredUnit(row12, {}, 0.9), ScoredUnit(row60, {}, 0.5)]
+    assert [s.unit for s in keyed_row_first(q, ranked)] == [row60, example, row12]
+    assert keyed_row_first(analyse("How much of the 60th payment goes to principal?"), ranked) == ranked
+    assert keyed_row_first(q, [ScoredUnit(example, {}, 3.0), ScoredUnit(row60, {}, 0.5)])[0].unit is example
+
+
 def test_a_lead_in_ending_its_passage_lists_the_rows_of_the_next_chunk_that_the_question_asks_for():
     """A chunk boundary between "... rated their usefulness:" and its table: the rows come from the document's
     next chunk when it was read, and of them the ones with the value the question says ("High")."""
