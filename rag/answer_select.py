@@ -380,16 +380,17 @@ class AnswerSelector:
     def inputs(self, evidence, passage_cos: dict[int, float] | None = None) -> UnitInputs:
         ns = sorted(evidence.units)[: self.max_passages]
         best_score = max((evidence.passages[n].score for n in ns), default=0.0)
-        out = UnitInputs(passages_terms=[with_characters(evidence.units[n].all_terms) for n in ns])
+        out = UnitInputs(passages_terms=[with_characters(evidence.units[n].all_terms)
+                                         | _cjk_pairs(evidence.units[n].passage.text) for n in ns])
         for rank, n in enumerate(ns, 1):
             pu = evidence.units[n]
-            title = with_characters(terms_of(pu.passage.title))
-            unit_terms = [with_characters(t) for t in pu.terms]
+            title = with_characters(terms_of(pu.passage.title)) | _cjk_pairs(pu.passage.title)
+            unit_terms = [with_characters(t) | _cjk_pairs(u.text) for t, u in zip(pu.terms, pu.units)]
             tokens = [tokenize(u.text) for u in pu.units]
             for i, u in enumerate(pu.units):
                 if not u.answers:
                     continue
-                ctx = with_characters(pu.context_terms[i]) | title
+                ctx = with_characters(pu.context_terms[i]) | _cjk_pairs(u.context) | title
                 near = set().union(*(unit_terms[j] for j in (i - 1, i + 1) if 0 <= j < len(pu.units)))
                 out.units.append(u)
                 out.terms.append(unit_terms[i])
@@ -533,6 +534,10 @@ def with_characters(terms: set[str]) -> set[str]:
     """A passage's terms with the single characters of its Chinese words: a question's one-character word ("缴" of
     "可以缴多少") then matches the passage's "缴费" or "缴纳", which segmentation keeps whole."""
     return terms | {c for t in terms if len(t) > 1 and CJK_RUN.fullmatch(t) for c in t}
+
+
+def _cjk_pairs(text: str) -> set[str]:
+    return {run[i:i + 2] for run in CJK_RUN.findall(text) for i in range(len(run) - 1)}
 
 
 def terms_of(text: str) -> set[str]:

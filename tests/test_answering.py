@@ -820,6 +820,11 @@ def test_a_one_character_chinese_word_of_the_question_matches_the_word_that_hold
     assert q.terms & x.terms[limit] == {"每年", "缴"}  # "缴" through "缴费"
     kw = cheap_features(q, x, {})[limit, CHEAP_FEATURES.index("kw")]
     assert kw == pytest.approx(2 / len(q.terms))
+    # Segmentation cuts "比腋温高" into "比腋" / "温高": the question's "腋温" still matches the passage's text.
+    fever = "肛温通常比腋温高0.5℃左右。"
+    assert "腋温" not in tokenize(fever)
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "med-fever", "med-fever#0", "发热", fever, 1.0)]))
+    assert "腋温" in x.terms[0]
 
 
 def test_inflected_function_words_are_not_what_a_question_is_about():
