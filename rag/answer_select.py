@@ -380,17 +380,17 @@ class AnswerSelector:
     def inputs(self, evidence, passage_cos: dict[int, float] | None = None) -> UnitInputs:
         ns = sorted(evidence.units)[: self.max_passages]
         best_score = max((evidence.passages[n].score for n in ns), default=0.0)
-        out = UnitInputs(passages_terms=[with_characters(evidence.units[n].all_terms)
-                                         | _cjk_pairs(evidence.units[n].passage.text) for n in ns])
+        out = UnitInputs(passages_terms=[_matchable(evidence.units[n].all_terms, evidence.units[n].passage.text)
+                                         for n in ns])
         for rank, n in enumerate(ns, 1):
             pu = evidence.units[n]
-            title = with_characters(terms_of(pu.passage.title)) | _cjk_pairs(pu.passage.title)
-            unit_terms = [with_characters(t) | _cjk_pairs(u.text) for t, u in zip(pu.terms, pu.units)]
+            title = _matchable(terms_of(pu.passage.title), pu.passage.title)
+            unit_terms = [_matchable(t, u.text) for t, u in zip(pu.terms, pu.units)]
             tokens = [tokenize(u.text) for u in pu.units]
             for i, u in enumerate(pu.units):
                 if not u.answers:
                     continue
-                ctx = with_characters(pu.context_terms[i]) | _cjk_pairs(u.context) | title
+                ctx = _matchable(pu.context_terms[i], u.context) | title
                 near = set().union(*(unit_terms[j] for j in (i - 1, i + 1) if 0 <= j < len(pu.units)))
                 out.units.append(u)
                 out.terms.append(unit_terms[i])
@@ -501,9 +501,8 @@ def keyed_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Score
 
     def keyed(su: ScoredUnit) -> bool:
         u = su.unit
-        label = set(tokenize(u.row_key_label))
-        key = _num(u.row_key.strip()) if u.row is not None else None
-        return bool(label) and label <= q.terms and key is not None and key in q.figures
+        label = set(tokenize(u.row_key_label))  # empty for a unit that is no row, or a row with a lead
+        return bool(label) and label <= q.terms and _num(u.row_key.strip()) in q.figures
 
     return _first_within(ranked, KEYED_ROW_MARGIN, keyed)
 
@@ -536,8 +535,11 @@ def with_characters(terms: set[str]) -> set[str]:
     return terms | {c for t in terms if len(t) > 1 and CJK_RUN.fullmatch(t) for c in t}
 
 
-def _cjk_pairs(text: str) -> set[str]:
-    return {run[i:i + 2] for run in CJK_RUN.findall(text) for i in range(len(run) - 1)}
+def _matchable(terms: set[str], text: str) -> set[str]:
+    """What a question's terms are matched against in `text` (whose terms are `terms`): the terms, the characters
+    of its Chinese words (`with_characters`) and the character pairs of its Chinese runs, so that a question's
+    two-character word matches where segmentation cut the text differently ("比腋温高" -> "比腋" / "温高")."""
+    return with_characters(terms) | {run[i:i + 2] for run in CJK_RUN.findall(text) for i in range(len(run) - 1)}
 
 
 def terms_of(text: str) -> set[str]:

@@ -467,13 +467,13 @@ class Answerer:
         same heading that retrieval did not return join the evidence and the answer's passages, so a list the
         chunker cut in two is shown whole (list_items takes from them only what continues the list)."""
         passage = plan.evidence.passages[best.n]
-        doc_id, _, ordinal = passage.chunk_id.rpartition("#")
-        if not ordinal.isdigit():
+        if passage.ordinal is None:
             return
-        near = {f"{doc_id}#{int(ordinal) + k}" for k in (-2, -1, 1, 2)} - {p.chunk_id for p in plan.passages}
-        for c in plan.snapshot.document_chunks(doc_id):
+        have = {p.chunk_id for p in plan.passages}
+        for c in plan.snapshot.document_chunks(passage.doc_id):
             p = chunk_passage(len(plan.passages) + 1, c)
-            if p.chunk_id in near and p.heading == passage.heading:
+            if p.chunk_id not in have and p.ordinal is not None and 0 < abs(p.ordinal - passage.ordinal) <= 2 \
+                    and p.heading == passage.heading:
                 plan.evidence.add(p)
                 plan.passages.append(p)
 

@@ -208,8 +208,7 @@ def table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     doc = evidence.passages[unit.n].doc_id
 
     def order(n: int) -> tuple[int, int]:
-        ordinal = evidence.passages[n].chunk_id.rpartition("#")[2]
-        return (int(ordinal) if ordinal.isdigit() else 0, n)
+        return (evidence.passages[n].ordinal or 0, n)
 
     rows, seen = [], set()
     for n in sorted((n for n, p in evidence.passages.items() if p.doc_id == doc), key=order):
@@ -250,7 +249,7 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
         out.append(u)
         words += size
     if best.kind == "item":  # members may come from the chunks before the best's: document order
-        return sorted(out, key=lambda u: (_chunk_place(evidence.passages[u.n])[1], u.index))
+        return sorted(out, key=lambda u: (evidence.passages[u.n].ordinal or 0, u.index))
     return sorted(out, key=lambda u: (u.n != best.n, u.index))
 
 
@@ -264,21 +263,15 @@ def shows_list(question, unit: AnswerUnit) -> bool:
         and question.subject <= set(tokenize(unit.context.split(" > ")[-1]))
 
 
-def _chunk_place(p) -> tuple[str, int]:
-    """(document, ordinal) of a passage's chunk ("fin-fees#3" -> ("fin-fees", 3))."""
-    doc_id, _, ordinal = p.chunk_id.rpartition("#")
-    return (doc_id, int(ordinal)) if ordinal.isdigit() else (p.chunk_id, 0)
-
-
 def list_items(item: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     """The items of the item's list in document order, once each: its block, continued into the document's
     neighbouring chunks among the passages while the list runs to the edge of one and the next one under the
     same heading starts (or the previous one ends) with items: the chunker cuts a long list into passages, and
     overlapping chunks repeat a few items."""
-    doc, ordinal = _chunk_place(evidence.passages[item.n])
-    heading = evidence.passages[item.n].heading
-    near = {_chunk_place(p)[1]: n for n, p in evidence.passages.items()
-            if _chunk_place(p)[0] == doc and p.heading == heading}
+    own = evidence.passages[item.n]
+    ordinal = own.ordinal or 0
+    near = {p.ordinal or 0: n for n, p in evidence.passages.items()
+            if p.doc_id == own.doc_id and p.heading == own.heading}
 
     def block_of(n: int, unit: AnswerUnit) -> list[AnswerUnit]:
         return [u for u in evidence.units[n].units if u.block == unit.block and u.kind == "item" and _listed(u)]
@@ -303,7 +296,7 @@ def list_items(item: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     for u in out:
         if not any(u.text in v.text for v in kept):
             kept.append(u)
-    return sorted(kept, key=lambda u: (_chunk_place(evidence.passages[u.n])[1], u.index))
+    return sorted(kept, key=lambda u: (evidence.passages[u.n].ordinal or 0, u.index))
 
 
 def _listed(u: AnswerUnit) -> bool:
@@ -331,12 +324,11 @@ def _continued(lead: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     """The items or rows a lead-in ending its passage introduces, when the document's next chunk is among the
     passages read: the first list or table there (a chunk boundary fell between "... rated their usefulness:"
     and the table)."""
-    doc_id, _, ordinal = evidence.units[lead.n].passage.chunk_id.rpartition("#")
-    if not ordinal.isdigit():
+    own = evidence.passages[lead.n]
+    if own.ordinal is None:
         return []
-    following = f"{doc_id}#{int(ordinal) + 1}"
     for pu in evidence.units.values():
-        if pu.passage.chunk_id == following:
+        if pu.passage.doc_id == own.doc_id and pu.passage.ordinal == own.ordinal + 1:
             first = next((u for u in pu.units if u.answers), None)
             if first is None or first.kind not in ("item", "row"):
                 return []

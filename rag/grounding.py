@@ -51,6 +51,12 @@ class Passage:
     language: str | None = None
     heading: str = ""  # the chunk's heading path ("Dosing > Children"): what its units are about
 
+    @property
+    def ordinal(self) -> int | None:
+        """The chunk's place in its document ("fin-fees#3" -> 3); None for an id that carries none."""
+        tail = self.chunk_id.rpartition("#")[2]
+        return int(tail) if tail.isdigit() else None
+
 
 @dataclass
 class Citation:
