@@ -55,6 +55,7 @@ mani much often typic usual general my me say tell know want need get happen kin
 realli exact normal have do be someon anyon everyon myself yourself himself herself itself ourselv yourselv themselv
 什么 意思 多大 常说 一般 通常 应该 需要 可以 怎么 怎么样 为什么 哪个 哪些 属于 多久 多长 大概 主要 一些 请问 多少
 几 吗 呢 能 能否 是否 如何 哪里 谁 时候 什么时候
+我 我们 你 你们 他 她 它 他们 她们 咱们 自己 多 个 到 要 才 里 时 该 做 不 不能 哪 有 会 还 得 让 给
 """.split())
 # Figures a question states ("a 35-year-old", "an income of $50,000", "a score of 85%"): not years.
 _FIGURE = re.compile(r"(?<![A-Za-z0-9_.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![A-Za-z0-9_.])\d+(?:\.\d+)?")

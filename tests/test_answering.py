@@ -832,6 +832,9 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     term it would be the question's rarest word, missing from the passage that answers."""
     assert analyse("What should I do if someone is having a stroke?").terms == {"stroke"}
     assert analyse("How can I protect myself from scams?").terms == {"protect", "scam"}
+    # Chinese alike: the pronoun, "多" of "最多", the modal "该" are what "my", "much" and "should" are in English.
+    assert analyse("我的孩子发烧了该吃什么药？").terms == {"孩子", "发烧", "吃", "药"}
+    assert "多" not in analyse("个人养老金每年最多可以缴多少钱？").terms
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
