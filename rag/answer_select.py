@@ -27,7 +27,7 @@ import numpy as np
 
 from rag.answer_units import AnswerUnit
 from rag.grounding import numbers_in
-from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis
+from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
 from rag.text import CJK_RUN, tokenize
@@ -67,6 +67,7 @@ LIST_MARGIN = 2.0  # selector logits: a member of a list the question names this
 LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentence answers a list question
 KEYED_ROW_MARGIN = 2.0  # selector logits: a row the question names by key column and key this close answers
 ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
+HEADING_MARGIN = 1.0  # selector logits: a unit under a heading that asks the question this close answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
 _RANGE = re.compile(
@@ -434,7 +435,9 @@ class AnswerSelector:
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
-        ranked = keyed_row_first(q, named_row_first(q, list_first(q, definition_first(q, ranked))))
+        place = {n: (p.doc_id, p.ordinal or 0) for n, p in evidence.passages.items()}
+        ranked = keyed_row_first(q, named_row_first(q, list_first(q, definition_first(q, asked_by_heading_first(
+            q, ranked, place)))))
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
@@ -467,6 +470,43 @@ def definition_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Scor
     if q.expects != DEFINITION:
         return ranked
     return _first_within(ranked, DEFINITION_MARGIN, lambda su: bool(su.features.get("defines")))
+
+
+def asked_by_heading_first(q: QuestionAnalysis, ranked: list[ScoredUnit],
+                           place: dict[int, tuple[str, int]]) -> list[ScoredUnit]:
+    """A document that asks a question in a heading ("HOW MUCH IS ENOUGH?", "How long negative items last")
+    answers it at the top of the section below; the unit model sees the heading's words, not that it asks, and
+    "How much should I keep in an emergency fund?" was answered by the section's worked example ("Example: if
+    essential expenses are 2,800 dollars a month, ...") instead of its first sentence ("The most common guideline
+    is three to six months of essential expenses."). A unit is asked for when its heading asks what the question
+    asks (a quantity, a time, a name), its window (itself, its neighbours, heading and title) holds every term of
+    the question and it states that kind of answer. Within HEADING_MARGIN of the best, the first asked unit in
+    reading order of the best-scored asked unit's section answers. `place`: passage number -> (document, its
+    place in the document)."""
+    if q.expects not in (QUANTITY, TIME, NAME) or not ranked:
+        return ranked
+
+    def asked(su: ScoredUnit) -> bool:
+        u = su.unit
+        return (bool(u.heading) and _asks(u.heading) == q.expects and su.features.get("kw_window", 0.0) >= 1.0 - 1e-9
+                and meets(q.expects, u.text, q.text) is True)
+
+    near = [su for su in ranked if ranked[0].score - su.score <= HEADING_MARGIN and asked(su)]
+    if not near:
+        return ranked
+
+    def section(su: ScoredUnit) -> tuple[str, str]:
+        return place[su.unit.n][0], su.unit.heading
+
+    first = min((su for su in near if section(su) == section(near[0])),
+                key=lambda su: (place[su.unit.n][1], su.unit.index))
+    return [first, *(su for su in ranked if su is not first)]
+
+
+@lru_cache(maxsize=4096)
+def _asks(heading: str) -> str:
+    """What a heading asks for, read as a question (rag.questions' kinds; "other" for a heading that asks nothing)."""
+    return analyse(heading).expects
 
 
 def list_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

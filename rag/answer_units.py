@@ -44,6 +44,7 @@ class AnswerUnit:
     block: int  # units of one paragraph, list or table share a block
     answers: bool  # False for text that cannot answer on its own (a question, a restated title)
     row: tuple[str, tuple[tuple[str, str], ...]] | None = None  # a table row's (lead, ((label, value), ...))
+    heading: str = ""  # the nearest heading above it ("HOW MUCH IS ENOUGH?"), without lead-in or caption
 
     @property
     def row_key(self) -> str:
@@ -103,7 +104,8 @@ def passage_units(text: str, n: int, *, title: str = "", heading: str = "") -> l
         # fog?") still answers with its other cells.
         if kind != "row" and shown.rstrip().endswith(("?", "？")):
             answers = False
-        units.append(AnswerUnit(n, len(units), kind, shown, span, start, end, ctx, block, answers, row))
+        units.append(AnswerUnit(n, len(units), kind, shown, span, start, end, ctx, block, answers, row,
+                                context.rsplit(" > ", 1)[-1]))
 
     i = 0
     while i < len(lines):

@@ -386,7 +386,8 @@ class Answerer:
         # asks for one fact (with it: TAT-QA arithmetic -2 of 197, one more probe near miss answered), and the
         # abstention model was fitted on fused scores.
         result = self.retriever.search(snapshot, query, mode=mode, filters=filters,
-                                       top_k=top_k or self.settings.retrieval.answer_passages, neighbourhood=False)
+                                       top_k=top_k or self.settings.retrieval.answer_passages, neighbourhood=False,
+                                       max_per_doc=self.settings.retrieval.answer_max_per_doc)
         timings = {"retrieve_ms": _ms(t)}
         return _Plan(snapshot, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
                      started, timings, filters=filters)

@@ -98,6 +98,10 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     mmr_lambda: float | None = None  # e.g. 0.7 turns on diversity re-ranking
     # Passages an answer reads (its units are the candidates answer selection scores); a request's top_k wins.
     answer_passages: int = 20
+    # Passages of one document an answer reads; 0 = as many as rank among answer_passages. A search page shows at
+    # most max_per_doc per document for variety; an answer wants the section that states the fact, and in a
+    # document whose every chunk shares the title's words it may rank 8th ("HOW MUCH IS ENOUGH?").
+    answer_max_per_doc: int = 0
     # Hybrid pseudo-relevance feedback: when both legs rank the same document first, the dense leg searches again
     # with the query plus this weight times that passage's vector (rag.retriever.feedback_query); 0 = off.
     feedback_weight: float = 2.0

@@ -749,6 +749,50 @@ def test_a_list_cut_into_two_chunks_is_answered_whole(index):
     assert_citations_valid(ans)
 
 
+def test_an_answer_reads_more_passages_of_one_document_than_a_search_page_shows(index):
+    """A search page shows `max_per_doc` passages of a document; an answer reads as many as rank, since the
+    section that states the fact may rank low among its own document's chunks (they all share its title)."""
+    from rag.config import load_settings
+
+    settings, snapshot = index
+    capped = load_settings(environ={"RAG_RETRIEVAL__MAX_PER_DOC": "1"}, home=str(settings.home_path),
+                           model_cache=str(settings.models_dir))
+    assert capped.retrieval.answer_max_per_doc == 0
+    answerer = Answerer(capped, Retriever(capped.retrieval), GeneratorPool(capped.generator, capped.models_dir))
+    ans = answerer.answer(snapshot, "Which scams ask for payment in gift cards or a deposit first?",
+                          backend="extractive")
+    assert len([p for p in ans.passages if p.doc_id == "fin-scams"]) >= 2
+    hits = Retriever(capped.retrieval).search(snapshot, "Which scams ask for payment in gift cards or a deposit first?")
+    assert len([h for h in hits.hits if h.doc_id == "fin-scams"]) == 1
+
+
+def test_a_heading_that_asks_the_question_is_answered_by_the_top_of_its_section():
+    """"How much should I keep in an emergency fund?" The section under "HOW MUCH IS ENOUGH?" opens with the
+    guideline; its worked example shares more words with the question. Within a logit of the example, the first
+    unit of the section that states a quantity answers; farther behind, or under a heading that asks nothing, or
+    missing a word of the question from its window, it does not."""
+    from rag.answer_select import ScoredUnit, asked_by_heading_first
+    from rag.answer_units import passage_units
+
+    text = ("HOW MUCH IS ENOUGH?\n\nThe most common guideline is three to six months of essential expenses.\n\n"
+            "Example: if essential expenses are 2,800 dollars a month, a six-month fund is 16,800 dollars.\n\n"
+            "START SMALL\n\nStart with a first milestone of 1,000 dollars.")
+    guideline, example, small = passage_units(text, 1, title="Building an Emergency Fund")
+    assert (guideline.heading, small.heading) == ("HOW MUCH IS ENOUGH?", "START SMALL")
+    q = analyse("How much should I keep in an emergency fund?")
+    place = {1: ("fin-emergency-fund", 1)}
+    full = {"kw_window": 1.0}
+    ranked = [ScoredUnit(example, full, 6.2), ScoredUnit(small, full, 5.9), ScoredUnit(guideline, full, 5.54)]
+    assert [s.unit for s in asked_by_heading_first(q, ranked, place)] == [guideline, example, small]
+    far = [ScoredUnit(example, full, 6.8), ScoredUnit(guideline, full, 5.54)]
+    assert asked_by_heading_first(q, far, place) == far
+    partial = [ScoredUnit(example, full, 6.2), ScoredUnit(guideline, {"kw_window": 0.7}, 5.54)]
+    assert asked_by_heading_first(q, partial, place) == partial
+    unasked = [ScoredUnit(small, full, 6.2), ScoredUnit(example, {"kw_window": 0.7}, 5.54)]
+    assert asked_by_heading_first(q, unasked, place) == unasked
+    assert asked_by_heading_first(analyse("Where should I keep an emergency fund?"), ranked, place) == ranked
+
+
 def test_a_row_named_by_its_key_column_and_key_answers_before_a_sentence_sharing_more_words():
     """"How much of payment number 60 goes to principal?": the row "Payment number: 60" answers, not the example
     sentence that shares the loan's figures, within 2 logits; a figure alone (no key column named) does not."""
