@@ -31,7 +31,15 @@ from rag.answer_select import AnswerSelector, Selection, models_for, passage_cos
 from rag.answer_units import passage_units
 from rag.config import Settings
 from rag.errors import InvalidInput
-from rag.extractive import extractive_answer, join_sentences, same_table, shows_list, table_rows, unpicked_row
+from rag.extractive import (
+    extractive_answer,
+    join_sentences,
+    lists_rows,
+    same_table,
+    shows_list,
+    table_rows,
+    unpicked_row,
+)
 from rag.generators import EXTRACTIVE, Generator, GeneratorError, GeneratorPool, count_tokens, fallback_reason
 from rag.generators.slots import Lease
 from rag.grounding import (
@@ -414,9 +422,11 @@ class Answerer:
         if not plan.abstain and not plan.selection.computed and unpicked_row(plan.selection.ranked[0], q,
                                                                               plan.evidence):
             self._complete_table(plan, plan.selection.ranked[0].unit)
-        elif not plan.abstain and not plan.selection.computed and plan.selection.ranked[0].unit.kind == "item" \
-                and shows_list(q, plan.selection.ranked[0].unit):
-            self._complete_list(plan, plan.selection.ranked[0].unit)
+        elif not plan.abstain and not plan.selection.computed and shows_list(q, best := plan.selection.ranked[0].unit):
+            if best.kind == "item":
+                self._complete_list(plan, best)
+            elif lists_rows(q, best):  # the answer shows the rows of the best row's table
+                self._complete_table(plan, best)
         plan.timings["select_ms"] = _ms(t)
         if plan.abstain or plan.backend == EXTRACTIVE:
             return

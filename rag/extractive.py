@@ -96,7 +96,8 @@ def extractive_answer(selection, evidence: Evidence) -> Extract:
         return _computed_answer(selection.computed, best.score, selection.question.language)
     picks = [best.unit]
     if shows_list(selection.question, best.unit):
-        picks = _with_neighbours(best.unit, evidence, selection.question.terms)
+        picks = _with_neighbours(best.unit, evidence, selection.question.terms,
+                                 with_rows=lists_rows(selection.question, best.unit))
     elif (keyed := _rows_by_key(best, selection.question, evidence)) is not None:
         head, rows = keyed
         scored = [Scored(u.n, u.index, u.text, best.score) for u in rows]
@@ -219,11 +220,12 @@ def table_rows(unit: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
     return rows
 
 
-def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[str]) -> list[AnswerUnit]:
-    """The unit, plus the items or rows it introduces (a lead-in ending in ':') or the other items of its list,
-    in reading order (_rows_picked: of a table's rows, those with the value the question asks for). Past
-    LIST_WORDS each item is cut to its label ("Content: ..." -> "Content"), so a long list still shows every
-    member."""
+def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[str],
+                     with_rows: bool = False) -> list[AnswerUnit]:
+    """The unit, plus the items or rows it introduces (a lead-in ending in ':') or the other items of its list
+    (with `with_rows`, of a row: the rows of its table), in reading order (_rows_picked: of a table's rows, those
+    with the value the question asks for). Past LIST_WORDS each item is cut to its label ("Content: ..." ->
+    "Content"), so a long list still shows every member."""
     units = evidence.units[best.n].units
     if best.text.rstrip().endswith((":", "：")):
         lead = best.text.rstrip(" :：")
@@ -233,6 +235,8 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
             members = _continued(best, evidence)
     elif best.kind == "item":
         members = list_items(best, evidence)
+    elif with_rows:  # "What are the six levels?" answered by a row: its table's rows are the list
+        members = table_rows(best, evidence)
     else:
         return [best]
     members = _rows_picked(question_terms, [u for u in members if u is not best])
@@ -248,7 +252,7 @@ def _with_neighbours(best: AnswerUnit, evidence: Evidence, question_terms: set[s
             break
         out.append(u)
         words += size
-    if best.kind == "item":  # members may come from the chunks before the best's: document order
+    if best.kind in ("item", "row"):  # members may come from the chunks before the best's: document order
         return sorted(out, key=lambda u: (evidence.passages[u.n].ordinal or 0, u.index))
     return sorted(out, key=lambda u: (u.n != best.n, u.index))
 
@@ -261,6 +265,16 @@ def shows_list(question, unit: AnswerUnit) -> bool:
         return True
     return question.expects == DEFINITION and unit.kind == "item" and bool(question.subject) \
         and question.subject <= set(tokenize(unit.context.split(" > ")[-1]))
+
+
+def lists_rows(question, unit: AnswerUnit) -> bool:
+    """A list question answered by a table row whose key column it names ("What are the steps to return to sport?"
+    over a table keyed by "Step", "the six levels" by "Level") asks for the table's rows, unless a figure of the
+    question picks one (the row whose range holds it answers alone)."""
+    if not question.wants_list or unit.row is None or unit.row[0] or question.figure_spans:
+        return False
+    label = set(tokenize(unit.row_key_label))
+    return bool(label) and label <= question.terms
 
 
 def list_items(item: AnswerUnit, evidence: Evidence) -> list[AnswerUnit]:
@@ -306,15 +320,17 @@ def _listed(u: AnswerUnit) -> bool:
 
 
 def _rows_picked(question_terms: set[str], members: list[AnswerUnit]) -> list[AnswerUnit]:
-    """The rows among `members` with a cell the question says in full ("High" of "rated as having high
-    utility"), when some rows have one and others do not: the value the question asks for. All of them
-    otherwise, or when they are not rows."""
+    """The rows among `members` with a cell the question says in full in a column it names ("High" of "rated as
+    having high utility"), when some rows have one and others do not: the value the question asks for. All of
+    them otherwise, or when they are not rows."""
     if len(members) < 2 or any(u.kind != "row" or u.row is None for u in members):
         return members
 
     def says(u: AnswerUnit) -> bool:
-        cells = [set(tokenize(value)) for _, value in u.row[1]]
-        return any(c and c <= question_terms for c in cells)
+        # The value and its column: "rated as having high utility" picks the rows whose "Rated utility" is
+        # "High"; "the steps to return to sport" names a cell of the last step, not a column to filter by.
+        return any(cell and cell <= question_terms and set(tokenize(label)) & question_terms
+                   for label, value in u.row[1] for cell in [set(tokenize(value))])
 
     picked = [u for u in members if says(u)]
     return picked if 0 < len(picked) < len(members) else members
@@ -340,6 +356,9 @@ _LABEL_END = re.compile(r"\s*[:：;；]")
 _LABEL_DASH = re.compile(r"\s[—–-]\s")
 
 
+_NAMING = re.compile(r"[A-Za-z]{2}|[\u4e00-\u9fff]")  # a word, not only figures and codes
+
+
 def _labelled(u: AnswerUnit) -> AnswerUnit:
     """The item's label: what precedes its first ':' (else its first ' — '; "B - Balance: sudden loss of balance"
     -> "B - Balance"), a row's first cell, when that is short."""
@@ -349,6 +368,10 @@ def _labelled(u: AnswerUnit) -> AnswerUnit:
     head = u.text[:m.start()] if m else u.text
     if u.kind == "row" and u.row is not None and any(u.row):  # a row's label is its key (AnswerUnit.row_key)
         head = u.row_key
+        lead, fields = u.row
+        if not lead and len(fields) > 1 and not _NAMING.search(head):
+            # a key that is a number or a code names nothing alone: "Step 2A: Light aerobic exercise", not "2A"
+            head = f"{fields[0][0]} {head}: {fields[1][1]}"
     elif u.kind == "row" and ": " in head:
         head = head.split(": ", 1)[1]
     if not m or count_words(head) > 8:

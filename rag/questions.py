@@ -45,6 +45,11 @@ _LIST = re.compile(
     r"|\bwhat should (i|we|you|a|the)\b|\bwhat can (i|we|you)\b|\bwhich steps\b|\bdifference between\b"
     r"|有哪些|哪些|步骤|如何|怎么|怎样|为什么|区别",
     re.IGNORECASE)
+# The words that grade a list ("the most common", "early warning") say which members come first, not what the list
+# is of: "What are the warning signs of a stroke?" is answered by a stroke's signs, not by another document's list
+# headed "Warning signs". A list question's terms leave them out.
+_LIST_GRADE = re.compile(r"\b(?:most |main |common |key |typical |early |warning |major |important )+(?=\w)",
+                         re.IGNORECASE)
 _YESNO = re.compile(r"^\s*(is|are|can|could|does|do|did|should|will|would|may|might|was|were|has|have|must)\b"
                     r"|吗[？?]?\s*$|是否|能否|可否|能不能|是不是|会不会|要不要", re.IGNORECASE)
 # Words that say how a question is asked, not what about: they count toward no coverage and no near miss.
@@ -215,7 +220,8 @@ def analyse(question: str) -> QuestionAnalysis:
         expects = YESNO
     # A year names a period, not a value to bracket.
     spans = [(f, end) for f, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
-    terms = set(tokenize(_AGE.sub(r"\1 years", _HOW.sub(" ", q)))) - FILLER
+    asked = _AGE.sub(r"\1 years", _HOW.sub(" ", q))
+    terms = set(tokenize(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked)) - FILLER
     years = set(YEAR.findall(q))
     comparison = comparison_in(q)
     return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,

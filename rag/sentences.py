@@ -18,6 +18,7 @@ _HEADING = re.compile(r"\s{0,3}#{1,6}\s")
 _TABLE_RULE = re.compile(r"\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _LIST_MARK = re.compile(r"\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _EMPHASIS = re.compile(r"\*\*|__|`")
+_ENUMERATION = re.compile(r"[A-Za-z\u4e00-\u9fff][:：]\s*\d{1,2}$")
 
 
 @dataclass
@@ -31,6 +32,8 @@ def _ends_here(line: str, m: re.Match) -> bool:
     """False for the period of an abbreviation or an initial, and before a lowercase continuation."""
     if line[m.start()] != ".":
         return True
+    if _ENUMERATION.search(line[:m.start()]):
+        return False  # "Level: 1. Remember": a numbered label after a colon, not a sentence ending in a figure
     word = re.search(r"([A-Za-z][A-Za-z.]*)$", line[:m.start()])
     if word and (word.group(1).lower() in _ABBREV or len(word.group(1)) == 1):
         return False

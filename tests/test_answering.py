@@ -454,6 +454,9 @@ def test_sentence_split_english_and_chinese():
     text = "Dr. Smith paid 3.5 percent. Was it high? Yes! [2]\n- a list item\n个人所得税包括子女教育。每月二千元[1]。"
     assert [s.text for s in split_sentences(text)] == [
         "Dr. Smith paid 3.5 percent.", "Was it high?", "Yes! [2]", "a list item", "个人所得税包括子女教育。", "每月二千元[1]。"]
+    # A numbered label after a colon ("Level: 1. Remember", a rendered table row) ends no sentence; a figure does.
+    assert [s.text for s in split_sentences("Level: 1. Remember; Verbs: list. The dose is 5. Take it daily.")] == [
+        "Level: 1. Remember; Verbs: list.", "The dose is 5.", "Take it daily."]
 
 
 def test_clean_citations_keeps_only_given_passages():
@@ -735,6 +738,33 @@ def test_what_is_x_is_answered_by_the_list_x_heads_and_not_by_its_head_noun():
     assert not shows_list(q, sentence)
 
 
+def test_a_list_question_answered_by_a_row_shows_the_rows_of_its_table():
+    """"What are the steps to return to sport?" over a table keyed by "Step": the answer is the table's rows, a
+    row whose key is only a code labelled by its next cell ("Step 2A: Light aerobic exercise"); a cell the question
+    says ("Return to sport") picks no row when the question does not name its column. A figure of the question
+    picks the row whose range holds it, and a question that does not name the key column gets the row alone."""
+    from rag.extractive import LIST_WORDS, _with_neighbours, count_words, lists_rows
+
+    steps = [("1", "Symptom-limited activity", "Daily activities that do not bring on symptoms, such as reading"),
+             ("2A", "Light aerobic exercise", "Walking or a stationary bike at a slow to medium pace, no resistance"),
+             ("2B", "Moderate aerobic exercise", "Light jogging or cycling at a moderate pace, light resistance work"),
+             ("3", "Individual sport-specific exercise", "Running drills and skating drills away from other players"),
+             ("4", "Non-contact training drills", "Harder training drills such as passing drills, at full pace"),
+             ("5", "Full-contact practice", "Normal training activities, after medical clearance by a doctor"),
+             ("6", "Return to sport", "Normal game play, with full participation in matches")]
+    table = "| Step | Activity | Examples |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in steps)
+    evidence = Evidence([Passage(1, "med-concussion", "med-concussion#0", "Return to sport after a concussion",
+                                 table, 1.0)])
+    rows = evidence.units[1].units
+    q = analyse("What are the steps to return to sport after a concussion?")
+    assert lists_rows(q, rows[5])
+    shown = [u.text for u in _with_neighbours(rows[5], evidence, q.terms, with_rows=True)]
+    assert sum(count_words(t) for t in [u.text for u in rows]) > LIST_WORDS  # long: the others by their labels
+    assert shown == [f"Step {a}: {b}" for a, b, _ in steps[:5]] + [rows[5].text, "Step 6: Return to sport"]
+    assert not lists_rows(analyse("What are the activities after a concussion?"), rows[5])  # no key column named
+    assert not lists_rows(analyse("What are the steps to take 3 days after a concussion?"), rows[5])  # a figure
+
+
 def test_a_list_cut_into_two_chunks_is_answered_whole(index):
     """The chunker cuts a long list into passages; retrieval returns one of them (top_k=1). The answer shows every
     member, those of the other chunk joined from the document and cited to it."""
@@ -876,6 +906,11 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     term it would be the question's rarest word, missing from the passage that answers."""
     assert analyse("What should I do if someone is having a stroke?").terms == {"stroke"}
     assert analyse("How can I protect myself from scams?").terms == {"protect", "scam"}
+    # The words that grade a list say which members come first, not what it is of: a list headed "Warning signs"
+    # in a pregnancy guide does not answer the signs of a stroke.
+    assert analyse("What are the warning signs of a stroke?").terms == {"sign", "stroke"}
+    assert analyse("What are the most common scams?").terms == {"scam"}
+    assert "common" in analyse("What is the Common App essay limit?").terms  # not a list question
     # Chinese alike: the pronoun, "多" of "最多", the modal "该" are what "my", "much" and "should" are in English.
     assert analyse("我的孩子发烧了该吃什么药？").terms == {"孩子", "发烧", "吃", "药"}
     assert "多" not in analyse("个人养老金每年最多可以缴多少钱？").terms
