@@ -85,7 +85,9 @@ def dump(settings, qset, passages: int, cache_dir: Path, key: str) -> list[dict]
     out = []
     for q in tqdm(qset.questions, desc=f"features {qset.name}", unit="q", file=sys.stderr):
         qa = analyse(q.question)
-        res = retriever.search(snapshot, q.question, top_k=passages)
+        # The passages an answer reads (rag.answering.Answerer._retrieve): fused scores, no per-document cap.
+        res = retriever.search(snapshot, q.question, top_k=passages, neighbourhood=False,
+                               max_per_doc=settings.retrieval.answer_max_per_doc)
         ps = hits_to_passages(res.hits)
         fits = embedder_fits(snapshot.embedder, qa.language)
         ev = Evidence(ps, snapshot.embedder if fits else None)
