@@ -113,6 +113,12 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     neighbours: int = 10
     centroid_weight: float = 1.0
 
+    def __post_init__(self):
+        # A negative cap would keep no passage at all: every search empty, every answer an abstention.
+        for name in ("max_per_doc", "answer_max_per_doc"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"retrieval.{name} must be 0 (no cap) or more, got {getattr(self, name)}")
+
 
 class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # "auto": a local Transformer in half precision on a GPU, the extractive answer on a CPU, where SmolLM2-135M

@@ -31,6 +31,15 @@ def test_an_unknown_environment_variable_fails_naming_it_and_its_key():
         load_settings(environ={"RAG_NOPE": "1"})
 
 
+def test_a_negative_per_document_cap_fails_naming_it():
+    """A negative cap would keep no passage: every search empty, every answer an abstention."""
+    with pytest.raises(ConfigError, match="retrieval.answer_max_per_doc must be 0 .no cap. or more, got -1"):
+        load_settings(environ={"RAG_RETRIEVAL__ANSWER_MAX_PER_DOC": "-1"})
+    with pytest.raises(ConfigError, match="retrieval.max_per_doc must be 0"):
+        load_settings(environ={"RAG_RETRIEVAL__MAX_PER_DOC": "-2"})
+    assert load_settings(environ={"RAG_RETRIEVAL__ANSWER_MAX_PER_DOC": "0"}).retrieval.answer_max_per_doc == 0
+
+
 def test_environment_values_are_parsed_by_the_fields_type():
     s = load_settings(environ={"RAG_RETRIEVAL__TOP_K": "5", "RAG_SERVICE__OPEN_MODE": "true",
                                "RAG_GENERATOR__TIMEOUT_S": "0.5", "RAG_EMBEDDER": "123",
