@@ -56,7 +56,7 @@ from rag.answer_select import (  # noqa: E402
     with_cosines,
 )
 from rag.answer_units import unit_embed_text  # noqa: E402
-from rag.answering import hits_to_passages  # noqa: E402
+from rag.answering import hits_to_passages, search_for_answer  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from evaluation.answer_sets import near_miss_set, probe_set, tatqa_set  # noqa: E402
 from evaluation.answers import ensure_generation, open_generation  # noqa: E402
@@ -85,9 +85,7 @@ def dump(settings, qset, passages: int, cache_dir: Path, key: str) -> list[dict]
     out = []
     for q in tqdm(qset.questions, desc=f"features {qset.name}", unit="q", file=sys.stderr):
         qa = analyse(q.question)
-        # The passages an answer reads (rag.answering.Answerer._retrieve): fused scores, no per-document cap.
-        res = retriever.search(snapshot, q.question, top_k=passages, neighbourhood=False,
-                               max_per_doc=settings.retrieval.answer_max_per_doc)
+        res = search_for_answer(retriever, snapshot, q.question, settings.retrieval, top_k=passages)
         ps = hits_to_passages(res.hits)
         fits = embedder_fits(snapshot.embedder, qa.language)
         ev = Evidence(ps, snapshot.embedder if fits else None)

@@ -29,7 +29,7 @@ from typing import Any
 
 from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
 from rag.answer_units import passage_units
-from rag.config import Settings
+from rag.config import RetrievalSettings, Settings
 from rag.errors import InvalidInput
 from rag.extractive import (
     extractive_answer,
@@ -157,6 +157,18 @@ class _Plan:
     messages: list[dict] = field(default_factory=list)
     prompt_evidence: Evidence | None = None  # the checks' view: figures limited to the units in the prompt
     abstain: bool = False
+
+
+def search_for_answer(retriever: Retriever, snapshot: Snapshot, query: str, settings: RetrievalSettings, *,
+                      mode: str = "hybrid", filters: Filters | None = None, top_k: int | None = None) -> SearchResult:
+    """The passages an answer reads (also what bench/fit_answer_selection.py fits on). Deeper than a search page:
+    the unit that answers may sit in the 15th passage (a table row under a generic heading), and the selector
+    weighs each passage's rank. As many of one document as rank (`answer_max_per_doc`): its section that states the
+    fact may rank 8th among chunks that all share its title. Ranked by the fused score alone: the neighbourhood
+    re-ranking finds more documents on a topic, but a question asks for one fact (with it: TAT-QA arithmetic -2
+    of 197, one more probe near miss answered)."""
+    return retriever.search(snapshot, query, mode=mode, filters=filters, top_k=top_k or settings.answer_passages,
+                            neighbourhood=False, max_per_doc=settings.answer_max_per_doc)
 
 
 def hits_to_passages(hits: list[Hit]) -> list[Passage]:
@@ -388,14 +400,8 @@ class Answerer:
         language = detect_language(question)
         query = standalone_query(question, history)
         t = time.perf_counter()
-        # Answers read deeper than a search page: the unit that answers may sit in the 15th passage (a table
-        # row under a generic heading), and the selector weighs each passage's rank. The passages are ranked by
-        # their fused score alone: the neighbourhood re-ranking finds more documents on a topic, but a question
-        # asks for one fact (with it: TAT-QA arithmetic -2 of 197, one more probe near miss answered), and the
-        # abstention model was fitted on fused scores.
-        result = self.retriever.search(snapshot, query, mode=mode, filters=filters,
-                                       top_k=top_k or self.settings.retrieval.answer_passages, neighbourhood=False,
-                                       max_per_doc=self.settings.retrieval.answer_max_per_doc)
+        result = search_for_answer(self.retriever, snapshot, query, self.settings.retrieval, mode=mode,
+                                   filters=filters, top_k=top_k)
         timings = {"retrieve_ms": _ms(t)}
         return _Plan(snapshot, question, query, language, name, result, hits_to_passages(result.hits), history_msgs,
                      started, timings, filters=filters)
