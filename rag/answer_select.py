@@ -524,12 +524,21 @@ def list_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit
         return su.unit.kind in ("item", "row") or bool(su.features.get("list_lead"))
 
     def named(su: ScoredUnit) -> bool:
-        return listed(su) and 2 * len(terms_of(su.unit.context) & q.terms) >= len(q.terms)
+        said = 2 * len(terms_of(su.unit.context) & q.terms) >= len(q.terms)
+        # A section the question names by its heading ("Symptoms" under "Hypoglycaemia (low blood glucose)") is
+        # the list even when written as a sentence ("Shakiness, sweating, fast heartbeat, ...").
+        return said and (listed(su) or _heads(su.unit.heading, q.terms))
 
     out = _first_within(ranked, LIST_MARGIN, named)
-    if out is ranked and ranked[0].unit.kind == "sentence":
+    if out is ranked and ranked[0].unit.kind == "sentence" and not named(ranked[0]):
         out = _first_within(ranked, LIST_NEAR, listed)
     return out
+
+
+def _heads(heading: str, q_terms: set[str]) -> bool:
+    """The heading says only words of the question: it names what the question asks for."""
+    words = terms_of(heading)
+    return bool(words) and words <= q_terms
 
 
 def keyed_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
