@@ -37,7 +37,11 @@ _DEFINITION = re.compile(r"^\s*(what|who) (is|are|was|were) (a |an |the )?(?P<x>
 _LIST = re.compile(
     r"\bwhat are (the )?(main |common |key |most common |typical |early |warning )?(signs|symptoms|steps|types"
     r"|kinds|levels|stages|ways|benefits|risks|causes|options|components|parts|rules|tips|strategies|features"
-    r"|requirements|categories|principles|elements|examples|side effects|differences)\b"
+    r"|requirements|categories|principles|elements|examples|side effects|differences|factors)\b"
+    # "What factors make up a FICO score?", "Which symptoms does a stroke cause?": the plural noun asks for a set
+    r"|\b(what|which) (main |common |key |most common |typical |early |warning )?(signs|symptoms|steps|types|kinds"
+    r"|levels|stages|benefits|risks|causes|components|parts|rules|tips|strategies|features|requirements|categories"
+    r"|principles|elements|side effects|factors) (are|were|do|does|did|make|can|should|must|affect|cause|help)\b"
     # "What are the most common scams?", "What are the red flags of a scam?": a set of things, not a definition
     r"|\bwhat are (the )?(most |main |common |key |typical |early |warning |best |biggest |major |important )+\w+s\b"
     r"|\bwhat are the (\w+ )?\w+s (of|for|to|in|when|after|before|during)\b"
@@ -58,9 +62,11 @@ _AGE = re.compile(r"(\d+)[- ]years?[- ]olds?\b", re.IGNORECASE)  # "a 35-year-ol
 FILLER = frozenset("""
 mani much often typic usual general my me say tell know want need get happen kind way mean someth ever actual
 realli exact normal have do be someon anyon everyon myself yourself himself herself itself ourselv yourselv themselv
+just still about like lot each all up out come came goe go went
 什么 意思 多大 常说 一般 通常 应该 需要 可以 怎么 怎么样 为什么 哪个 哪些 属于 多久 多长 大概 主要 一些 请问 多少
 几 吗 呢 能 能否 是否 如何 哪里 谁 时候 什么时候
 我 我们 你 你们 他 她 它 他们 她们 咱们 自己 多 个 到 要 才 里 时 该 做 不 不能 哪 有 会 还 得 让 给
+才能 这种 这个 那个 以后 之后 比较 合适 最好 请 现在 还要 就算 一共
 """.split())
 # Figures a question states ("a 35-year-old", "an income of $50,000", "a score of 85%"): not years.
 _FIGURE = re.compile(r"(?<![A-Za-z0-9_.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![A-Za-z0-9_.])\d+(?:\.\d+)?")
@@ -200,8 +206,23 @@ def figures_in(text: str) -> list[tuple[float, int]]:
     return out
 
 
+# "What's", "I'm", "they're", "don't": a contraction is one word to the tokenizer ("what's" stems to "what", past
+# the stop words), so it is spelled out before the question is read.
+_CONTRACTIONS = ((re.compile(r"\b(can|won)['’]t\b", re.IGNORECASE), lambda m: {"can": "can", "won": "will"}[
+    m.group(1).lower()] + " not"), (re.compile(r"n['’]t\b", re.IGNORECASE), lambda m: " not"),
+    (re.compile(r"\b(what|that|it|there|here|who|where|when|how)['’]s\b", re.IGNORECASE), lambda m: m.group(1) + " is"),
+    (re.compile(r"(?<=[A-Za-z])['’](s|m|re|ve|ll|d)\b", re.IGNORECASE),
+     lambda m: {"s": "", "m": " am", "re": " are", "ve": " have", "ll": " will", "d": " would"}[m.group(1).lower()]))
+
+
+def spelled_out(question: str) -> str:
+    for pattern, repl in _CONTRACTIONS:
+        question = pattern.sub(repl, question)
+    return question
+
+
 def analyse(question: str) -> QuestionAnalysis:
-    q = question.strip()
+    q = spelled_out(question.strip())
     expects = OTHER
     subject: set[str] = set()
     if _NAME.search(q):

@@ -521,6 +521,17 @@ def test_table_row_answers_with_its_header(index):
     assert_citations_valid(ans)
 
 
+def test_a_conversational_question_is_read_for_what_it_asks(index):
+    """Users ask in their own words: "what's", "she'd", "just", "each" say nothing about the fact, and counted as
+    question terms missing from the row that answers they made the question look like a near miss (abstained)."""
+    settings, snapshot = index
+    for q in ("What's the amount of sleep a 9-year-old would need each night?",
+              "What's the sleep a 9-year-old should get each night, like?"):
+        assert not {"what", "would", "each", "like"} & analyse(q).terms
+        ans = answerer_with(settings).answer(snapshot, q, backend="extractive")
+        assert not ans.abstained and "9–12 hours" in ans.answer and ans.citations[0].doc_id == "med-sleep"
+
+
 def test_number_in_the_question_selects_the_row_whose_range_holds_it(index):
     settings, snapshot = index
     answerer = answerer_with(settings)
@@ -674,6 +685,28 @@ def test_a_list_question_is_answered_by_the_list_not_a_sentence_beside_it():
     assert list_first(analyse("How many strokes happen a year?"), ranked) == ranked  # not a list question
     assert [u.text for u in _with_neighbours(time_item, evidence, q.terms)] == signs
     assert _labelled(units[1]).text == "B - Balance"
+
+
+def test_a_section_the_list_question_names_by_its_heading_answers_though_written_as_a_sentence():
+    """"What are the symptoms of low blood sugar?" over a handbook whose "Symptoms" section (under "Hypoglycaemia
+    (low blood glucose)") is one sentence listing them, while the next section is a list of treatment steps that
+    shares the path's words: the named section answers, not the steps."""
+    from rag.answer_select import ScoredUnit, list_first
+    from rag.answer_units import passage_units
+
+    q = analyse("What are the symptoms of low blood sugar?")
+    path = "Diabetes handbook > 9. Hypoglycaemia (low blood glucose)"
+    symptoms = passage_units("Shakiness, sweating, fast heartbeat, hunger and confusion.", 1,
+                             heading=f"{path} > Symptoms")[0]
+    step = passage_units("If glucose is below 70 mg/dL:\n\n- Take 15 g of sugar.\n- Recheck after 15 minutes.", 2,
+                         heading=f"{path} > The rule of 15")[2]
+    assert symptoms.kind == "sentence" and step.kind == "item" and symptoms.heading == "Symptoms"
+    ranked = [ScoredUnit(symptoms, {}, 3.4), ScoredUnit(step, {}, 2.9)]
+    assert list_first(q, ranked)[0].unit is symptoms
+    # Without its heading naming the list, the sentence gives way to the step (a list member within the margin).
+    elsewhere = passage_units("Shakiness, sweating, fast heartbeat, hunger and confusion.", 3,
+                              heading=f"{path} > What you may notice")[0]
+    assert list_first(q, [ScoredUnit(elsewhere, {}, 3.4), ScoredUnit(step, {}, 2.9)])[0].unit is step
 
 
 def test_a_list_the_question_names_by_its_heading_answers_over_a_sentence_repeating_its_words():
@@ -914,6 +947,16 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     # Chinese alike: the pronoun, "多" of "最多", the modal "该" are what "my", "much" and "should" are in English.
     assert analyse("我的孩子发烧了该吃什么药？").terms == {"孩子", "发烧", "吃", "药"}
     assert "多" not in analyse("个人养老金每年最多可以缴多少钱？").terms
+    assert not {"这种", "才能"} & analyse("对乙酰氨基酚这种退烧药，宝宝要满多大才能吃？").terms
+    # Contractions are spelled out before the question is read: "what's" is "what is", not a term "what".
+    assert analyse("They're asking what's the fee, aren't they?").terms == {"ask", "fee"}
+
+
+def test_a_plural_noun_after_what_or_which_asks_for_a_list():
+    for q in ("What factors make up a FICO score?", "Which symptoms does a stroke cause?",
+              "Which steps should I follow?"):
+        assert analyse(q).expects == "list", q
+    assert analyse("What type of account is best?").expects != "list"
 
 
 def test_a_plan_name_is_not_a_figure_of_the_question():
