@@ -207,12 +207,16 @@ def figures_in(text: str) -> list[tuple[float, int]]:
 
 
 # "What's", "I'm", "they're", "don't": a contraction is one word to the tokenizer ("what's" stems to "what", past
-# the stop words), so it is spelled out before the question is read.
-_CONTRACTIONS = ((re.compile(r"\b(can|won)['’]t\b", re.IGNORECASE), lambda m: {"can": "can", "won": "will"}[
-    m.group(1).lower()] + " not"), (re.compile(r"n['’]t\b", re.IGNORECASE), lambda m: " not"),
-    (re.compile(r"\b(what|that|it|there|here|who|where|when|how)['’]s\b", re.IGNORECASE), lambda m: m.group(1) + " is"),
-    (re.compile(r"(?<=[A-Za-z])['’](s|m|re|ve|ll|d)\b", re.IGNORECASE),
-     lambda m: {"s": "", "m": " am", "re": " are", "ve": " have", "ll": " will", "d": " would"}[m.group(1).lower()]))
+# the stop words), so it is spelled out before the question is read. A possessive's "'s" goes.
+_SPELLED = {"s": "", "m": " am", "re": " are", "ve": " have", "ll": " will", "d": " would"}
+_CONTRACTIONS = (
+    (re.compile(r"\bcan['’]t\b", re.IGNORECASE), lambda m: "can not"),
+    (re.compile(r"\bwon['’]t\b", re.IGNORECASE), lambda m: "will not"),
+    (re.compile(r"n['’]t\b", re.IGNORECASE), lambda m: " not"),
+    (re.compile(r"\b(what|that|it|there|here|who|where|when|how)['’]s\b", re.IGNORECASE),
+     lambda m: m.group(1) + " is"),
+    (re.compile(r"(?<=[A-Za-z])['’](s|m|re|ve|ll|d)\b", re.IGNORECASE), lambda m: _SPELLED[m.group(1).lower()]),
+)
 
 
 def spelled_out(question: str) -> str:
