@@ -425,14 +425,15 @@ class Answerer:
         if (q.comparison or q.calculation) and plan.passages:
             self._compute(plan)
         plan.abstain = not plan.passages or not (plan.selection.answer or plan.selection.computed)
-        if not plan.abstain and not plan.selection.computed and unpicked_row(plan.selection.ranked[0], q,
-                                                                              plan.evidence):
-            self._complete_table(plan, plan.selection.ranked[0].unit)
-        elif not plan.abstain and not plan.selection.computed and shows_list(q, best := plan.selection.ranked[0].unit):
-            if best.kind == "item":
-                self._complete_list(plan, best)
-            elif lists_rows(q, best):  # the answer shows the rows of the best row's table
-                self._complete_table(plan, best)
+        if not plan.abstain and not plan.selection.computed:
+            best = plan.selection.ranked[0]
+            if unpicked_row(best, q, plan.evidence):
+                self._complete_table(plan, best.unit)
+            elif shows_list(q, best.unit):
+                if best.unit.kind == "item":
+                    self._complete_list(plan, best.unit)
+                elif lists_rows(q, best.unit):  # the answer shows the rows of the best row's table
+                    self._complete_table(plan, best.unit)
         plan.timings["select_ms"] = _ms(t)
         if plan.abstain or plan.backend == EXTRACTIVE:
             return
@@ -463,36 +464,42 @@ class Answerer:
                                     answerable=sel.answer)
 
     @staticmethod
-    def _complete_table(plan: _Plan, best) -> None:
-        """The answer will read a whole table (a list by its key column, rag.extractive.unpicked_row, or an item
-        comparison): the passages of its document that retrieval did not return but that hold more rows of that
-        table join the evidence (and the answer's passages, so their citations are valid)."""
-        doc = plan.evidence.passages[best.n].doc_id
+    def _join_document(plan: _Plan, doc_id: str, joins) -> None:
+        """The passages of a document that retrieval did not return and that `joins` keeps (it returns the
+        passage's units, or None) join the evidence and the answer's passages, so their citations are valid."""
         have = {p.chunk_id for p in plan.passages}
-        for c in plan.snapshot.document_chunks(doc):
+        for c in plan.snapshot.document_chunks(doc_id):
             if c["chunk_id"] in have:
                 continue
             p = chunk_passage(len(plan.passages) + 1, c)
-            units = passage_units(p.text, p.n, title=p.title, heading=p.heading)
-            if any(same_table(best, u) for u in units):
+            if (units := joins(p)) is not None:
                 plan.evidence.add(p, units)
                 plan.passages.append(p)
 
-    @staticmethod
-    def _complete_list(plan: _Plan, best) -> None:
+    @classmethod
+    def _complete_table(cls, plan: _Plan, best) -> None:
+        """The answer will read a whole table (a list by its key column, rag.extractive.unpicked_row, or an item
+        comparison): the passages of its document that hold more rows of that table join."""
+        def joins(p: Passage):
+            units = passage_units(p.text, p.n, title=p.title, heading=p.heading)
+            return units if any(same_table(best, u) for u in units) else None
+
+        cls._join_document(plan, plan.evidence.passages[best.n].doc_id, joins)
+
+    @classmethod
+    def _complete_list(cls, plan: _Plan, best) -> None:
         """The answer will show a list (rag.extractive.list_items): the chunks next to the best item's under the
-        same heading that retrieval did not return join the evidence and the answer's passages, so a list the
-        chunker cut in two is shown whole (list_items takes from them only what continues the list)."""
+        same heading join, so a list the chunker cut in two is shown whole (list_items takes from them only what
+        continues the list)."""
         passage = plan.evidence.passages[best.n]
         if passage.ordinal is None:
             return
-        have = {p.chunk_id for p in plan.passages}
-        for c in plan.snapshot.document_chunks(passage.doc_id):
-            p = chunk_passage(len(plan.passages) + 1, c)
-            if p.chunk_id not in have and p.ordinal is not None and 0 < abs(p.ordinal - passage.ordinal) <= 2 \
-                    and p.heading == passage.heading:
-                plan.evidence.add(p)
-                plan.passages.append(p)
+
+        def joins(p: Passage):
+            near = p.ordinal is not None and 0 < abs(p.ordinal - passage.ordinal) <= 2 and p.heading == passage.heading
+            return passage_units(p.text, p.n, title=p.title, heading=p.heading) if near else None
+
+        cls._join_document(plan, passage.doc_id, joins)
 
     def _prompt(self, plan: _Plan) -> tuple[list[dict], Evidence]:
         """Messages carrying the selected units grouped by passage, and the checks' evidence whose figures are
