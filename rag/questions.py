@@ -34,14 +34,14 @@ _DEFINITION = re.compile(r"^\s*(what|who) (is|are|was|were) (a |an |the )?(?P<x>
                          r"|^\s*what does (?P<y>[^?]+?) (mean|stand for)\s*\??\s*$|^\s*define (?P<z>[^?]+)"
                          r"|^\s*什么是(?P<u>[^？?]+)|^\s*(?P<v>[^？?]+?)是什么(意思)?[？?]?\s*$"
                          r"|^\s*(?P<w>[^？?]+?)指的?是什么", re.IGNORECASE)
+# The plural nouns that name a set ("the signs", "which factors"), and the words that may grade it before them.
+_SET_NOUNS = (r"signs|symptoms|steps|types|kinds|levels|stages|benefits|risks|causes|components|parts|rules|tips"
+              r"|strategies|features|requirements|categories|principles|elements|side effects|factors")
+_SET_GRADE = r"(main |common |key |most common |typical |early |warning )?"
 _LIST = re.compile(
-    r"\bwhat are (the )?(main |common |key |most common |typical |early |warning )?(signs|symptoms|steps|types"
-    r"|kinds|levels|stages|ways|benefits|risks|causes|options|components|parts|rules|tips|strategies|features"
-    r"|requirements|categories|principles|elements|examples|side effects|differences|factors)\b"
+    rf"\bwhat are (the )?{_SET_GRADE}(ways|options|examples|differences|{_SET_NOUNS})\b"
     # "What factors make up a FICO score?", "Which symptoms does a stroke cause?": the plural noun asks for a set
-    r"|\b(what|which) (main |common |key |most common |typical |early |warning )?(signs|symptoms|steps|types|kinds"
-    r"|levels|stages|benefits|risks|causes|components|parts|rules|tips|strategies|features|requirements|categories"
-    r"|principles|elements|side effects|factors) (are|were|do|does|did|make|can|should|must|affect|cause|help)\b"
+    rf"|\b(what|which) {_SET_GRADE}({_SET_NOUNS}) (are|were|do|does|did|make|can|should|must|affect|cause|help)\b"
     # "What are the most common scams?", "What are the red flags of a scam?": a set of things, not a definition
     r"|\bwhat are (the )?(most |main |common |key |typical |early |warning |best |biggest |major |important )+\w+s\b"
     r"|\bwhat are the (\w+ )?\w+s (of|for|to|in|when|after|before|during)\b"
