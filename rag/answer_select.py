@@ -30,7 +30,7 @@ from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
-from rag.text import CJK_RUN, tokenize
+from rag.text import CJK_RUN, place_names, tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
 
@@ -149,6 +149,14 @@ def meets(expects: str, text: str, question: str = "") -> bool | None:
     if expects == NAME:
         return bool(_NAME.search(text)) or bool(re.search(r"[\u4e00-\u9fff]", text))
     return None
+
+
+def _bracketed(figure: float, measure: str | None, ranges: list[tuple[float, float, str | None]]) -> bool:
+    """A range of the unit brackets the question's figure: both ends stated ("$103,351 – $197,300"), or one end in
+    the figure's own measure ("65 years or older" for a 70-year-old). "Up to 60" does not bracket the 9 of "grades
+    9-12", nor "≥135" the 722 of "the 722 rule"."""
+    return any(lo <= figure <= hi and (measure is not None and measure == unit or math.isfinite(hi - lo))
+               for lo, hi, unit in ranges)
 
 
 def _held(figure: str, ranges: list[tuple[float, float, str | None]]) -> bool:
@@ -292,7 +300,10 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
     q_pairs = term_pairs(tokenize(q.text))
     rows = []
     for i, u in enumerate(x.units):
-        terms, ctx = x.terms[i], x.context[i]
+        # A figure of the question that a range of the unit holds ("$120,000" in "$103,351 – $197,300") is found
+        # there: it is how a banded table answers, though the unit never writes it.
+        held = set().union(*(t for (f, fu), t in zip(figures, q.figure_terms) if _bracketed(f, fu, ranges[i])))
+        terms, ctx, window = x.terms[i] | held, x.context[i], x.window[i] | held
         met = meets(q.expects, u.text, q.text)
         in_range = float(widths[i] is not None)
         in_tightest = float(widths[i] is not None and widths[i] == tightest)
@@ -303,17 +314,17 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
         # them answers a neighbouring question.
         # A figure of the question that a range of the unit holds ("68" in "67–69") is not missing: it is how a
         # banded table answers.
-        window_missing = max((q_idf[t] for t in q.terms if t not in x.window[i]
+        window_missing = max((q_idf[t] for t in q.terms if t not in window
                               and not (NUMERIC_TERM.fullmatch(t) and _held(t, ranges[i]))), default=0.0) / idf_max
         defines = 0.0
         if q.expects == DEFINITION and q.subject and q.subject <= (terms | ctx):
             defines = float(opens_with_definition(u.text, q.subject))
         rows.append([
-            share(terms), share(terms | ctx), share(x.window[i]),
-            sum(local[t] for t in q.terms & x.window[i]) / local_total,
+            share(terms), share(terms | ctx), share(window),
+            sum(local[t] for t in q.terms & window) / local_total,
             share(x.title[i]),
             len(q_pairs & x.pairs[i]) / len(q_pairs) if q_pairs else 0.0,
-            len(terms - q.terms - ctx) / max(1, len(terms)),
+            len(x.terms[i] - q.terms - ctx) / max(1, len(x.terms[i])),
             float(met is True), float(met is False),
             float(q.expects == TIME and exact_time(u.text, q.text)),
             in_range, in_tightest, figure_missing, window_missing, defines,
@@ -441,8 +452,19 @@ class AnswerSelector:
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
-        return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period,
+        return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
+                         and not other_place(q, evidence.passages[ranked[0].unit.n]),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def other_place(q: QuestionAnalysis, passage) -> bool:
+    """The question names a place its best unit's passage never mentions, and the passage names another: it states
+    another place's rule ("上海新高考可以填报多少个志愿？" answered by "例如浙江可填报80个、山东可填报96个志愿"). A
+    passage that names no place may state a national rule, which holds everywhere: that one answers."""
+    if not q.places:
+        return False
+    text = f"{passage.title}\n{passage.heading}\n{passage.text}"
+    return any(p not in text for p in q.places) and bool(place_names(text) - q.places)
 
 
 def opens_with_definition(text: str, subject: set[str]) -> bool:

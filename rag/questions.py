@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.text import detect_language, tokenize
+from rag.text import detect_language, place_names, tokenize
 
 QUANTITY, TIME, NAME, DEFINITION, LIST, YESNO, OTHER = ("quantity", "time", "name", "definition", "list",
                                                          "yesno", "other")
@@ -57,7 +57,12 @@ _LIST_GRADE = re.compile(r"\b(?:most |main |common |key |typical |early |warning
 _YESNO = re.compile(r"^\s*(is|are|can|could|does|do|did|should|will|would|may|might|was|were|has|have|must)\b"
                     r"|吗[？?]?\s*$|是否|能否|可否|能不能|是不是|会不会|要不要", re.IGNORECASE)
 # Words that say how a question is asked, not what about: they count toward no coverage and no near miss.
-_HOW = re.compile(r"\bhow (much|many|long|old|far|big|large|high|tall|soon|often|frequently|young)\b", re.IGNORECASE)
+_HOW = re.compile(r"\bhow (much|many|long|old|far|big|large|high|tall|soon|often|frequently|young)\b"
+                  # Chinese asks with 几 / 多少 / 哪 and a measure word: the search segmentation keeps the pair as a
+                  # word ("几次", "哪一年", "多长时间") no passage holds, so it reads as a missing term ("哪几部" asks
+                  # which ones, not how many: its words stay)
+                  r"|(?<!哪)几(?!乎)[个次天年月周岁小时分秒钟点部本遍种项条位名层级档倍]*|多少[钱个次天年元人]?|多长时间|多长|多久"
+                  r"|满?多大(?:年龄)?|哪一?[年个天种项类家所部本位些]", re.IGNORECASE)
 _AGE = re.compile(r"(\d+)[- ]years?[- ]olds?\b", re.IGNORECASE)  # "a 35-year-old": an age in years
 FILLER = frozenset("""
 mani much often typic usual general my me say tell know want need get happen kind way mean someth ever actual
@@ -68,8 +73,10 @@ just still about like lot each all up out come came goe go went
 我 我们 你 你们 他 她 它 他们 她们 咱们 自己 多 个 到 要 才 里 时 该 做 不 不能 哪 有 会 还 得 让 给
 才能 这种 这个 那个 以后 之后 比较 合适 最好 请 现在 还要 就算 一共
 """.split())
-# Figures a question states ("a 35-year-old", "an income of $50,000", "a score of 85%"): not years.
-_FIGURE = re.compile(r"(?<![A-Za-z0-9_.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![A-Za-z0-9_.])\d+(?:\.\d+)?")
+# Figures a question states ("a 35-year-old", "an income of $50,000", "a score of 85%"): not years, and not the
+# number of a name ("COVID-19", "PHQ-9", "K-12").
+_FIGURE = re.compile(r"(?<![A-Za-z0-9_.])(?<![A-Za-z]-)\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+                     r"|(?<![A-Za-z0-9_.])(?<![A-Za-z]-)\d+(?:\.\d+)?")
 
 
 # Comparisons over a table: which period (a column) or which item (a row) has the most or least of something, or
@@ -177,6 +184,8 @@ class QuestionAnalysis:
     years: set[str] = field(default_factory=set)  # the years it names ("in 2015"): the period it asks about
     comparison: Comparison | None = None  # a question a table answers by comparing its figures
     calculation: Calculation | None = None  # ... or by working out a change or an average
+    figure_terms: list[set[str]] = field(default_factory=list)  # the terms each of figure_spans reads as ("120,000")
+    places: set[str] = field(default_factory=set)  # the places it names ("上海"): where the fact it asks holds
 
     @property
     def wants_list(self) -> bool:
@@ -190,6 +199,10 @@ _TIMES = {"万": 1e4, "亿": 1e8, "k": 1e3, "thousand": 1e3, "million": 1e6}
 
 def figures_in(text: str) -> list[tuple[float, int]]:
     """(value, end offset) of each figure in `text`; "20万" is 200000 and "60k" 60000."""
+    return [(value, end) for value, _, end in _figures(text)]
+
+
+def _figures(text: str) -> list[tuple[float, int, int]]:
     out = []
     for m in _FIGURE.finditer(text):
         try:
@@ -202,7 +215,7 @@ def figures_in(text: str) -> list[tuple[float, int]]:
         if times := _MULTIPLIER.match(text, end):
             value *= _TIMES[times.group(1).lower()]
             end = times.end()
-        out.append((value, end))
+        out.append((value, m.start(), end))
     return out
 
 
@@ -244,10 +257,12 @@ def analyse(question: str) -> QuestionAnalysis:
     elif _YESNO.search(q):
         expects = YESNO
     # A year names a period, not a value to bracket.
-    spans = [(f, end) for f, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
+    figures = [(f, start, end) for f, start, end in _figures(q) if not (1900 <= f <= 2100 and f == int(f))]
+    spans = [(f, end) for f, _, end in figures]
     asked = _AGE.sub(r"\1 years", _HOW.sub(" ", q))
     terms = set(tokenize(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked)) - FILLER
     years = set(YEAR.findall(q))
     comparison = comparison_in(q)
     return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,
-                            comparison, None if comparison else calculation_in(q))
+                            comparison, None if comparison else calculation_in(q),
+                            [set(tokenize(q[start:end])) & terms for _, start, end in figures], place_names(q))

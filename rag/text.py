@@ -82,6 +82,17 @@ def _terms(text: str, *, words: bool, pairs: bool) -> list[str]:
     return out + joined
 
 
+# Place words jieba tags as names that name no place the question could be scoped against: "省会城市" is a kind of
+# city, and "中国" the country Chinese documents state national rules for (they hold in each place within it).
+_GENERIC_PLACES = frozenset({"城市", "中国"})
+
+
+def place_names(text: str) -> set[str]:
+    """The place names (jieba's part-of-speech tag "ns") of the Chinese runs of `text`: "上海", "江苏省"."""
+    return {word for run in CJK_RUN.findall(text) for word, tag in rjieba.tag(run)
+            if tag == "ns" and len(word) > 1 and word not in _GENERIC_PLACES}
+
+
 def cjk_ratio(text: str) -> float:
     letters = sum(1 for c in text if c.isalpha())
     if not letters:

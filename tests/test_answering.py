@@ -161,6 +161,11 @@ DOCS = {
         """),
     "finance/scams.md": ("fin-scams", "finance", "en", "# Scams and fraud\n\n## The most common scams\n\n" + "\n".join(
         f"- **{name}:** {what}" for name, what in SCAMS)),
+    "education/gaokao-zh.md": ("edu-gaokao-zh", "education", "zh", """
+        # 新高考志愿填报
+        ## 志愿模式
+        “专业＋院校”模式以一所院校的一个专业为一个志愿单位，志愿数量较多，例如浙江可填报80个志愿、山东可填报96个志愿。
+        """),
     "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
         # 个人养老金制度
         在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
@@ -911,6 +916,16 @@ def test_a_figure_a_range_holds_is_not_a_missing_word():
     missing, held = CHEAP_FEATURES.index("window_missing"), CHEAP_FEATURES.index("in_tightest")
     assert by_text["Percentage: 67–69; Letter grade: D+"][[missing, held]].tolist() == [0.0, 1.0]
     assert by_text["Percentage: 70–72; Letter grade: C-"][[missing, held]].tolist() == [1.0, 0.0]
+    # ... and it counts among the words the row holds: "$120,000" (the terms "120" and "000") is found in the
+    # bracket "$103,351 – $197,300", not in a bracket that leaves it out, nor in an open "up to" bound.
+    table = ("| Rate | Single |\n|---|---|\n| 22% | $48,476 – $103,350 |\n| 24% | $103,351 – $197,300 |\n"
+             "| 10% | up to $11,925 |")
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "fin-tax", "fin-tax#0", "Brackets", table, 1.0)]))
+    q = analyse("Which rate applies to a single filer with $120,000?")
+    assert q.figure_terms == [{"120", "000"}]
+    kw = dict(zip((u.text.split(";")[0] for u in x.units), cheap_features(q, x, {})[:, CHEAP_FEATURES.index("kw")]))
+    assert kw == {"Rate: 22%": pytest.approx(2 / 6), "Rate: 24%": pytest.approx(4 / 6),
+                  "Rate: 10%": pytest.approx(2 / 6)}
 
 
 def test_a_one_character_chinese_word_of_the_question_matches_the_word_that_holds_it():
@@ -950,6 +965,42 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     assert not {"这种", "才能"} & analyse("对乙酰氨基酚这种退烧药，宝宝要满多大才能吃？").terms
     # Contractions are spelled out before the question is read: "what's" is "what is", not a term "what".
     assert analyse("They're asking what's the fee, aren't they?").terms == {"ask", "fee"}
+
+
+def test_a_place_the_passage_does_not_name_is_a_near_miss(index):
+    """A question scoped to a place ("上海") that the best passage never names, while it names others ("浙江",
+    "山东"), is answered by another place's rule: abstain, and show the passage. A national rule (a passage naming
+    only "中国") holds in every place and answers."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    zhejiang = answerer.answer(snapshot, "浙江新高考可以填报多少个志愿？", backend="extractive")
+    assert not zhejiang.abstained and "80个" in zhejiang.answer
+    assert zhejiang.citations[0].doc_id == "edu-gaokao-zh"
+    shanghai = answerer.answer(snapshot, "上海新高考可以填报多少个志愿？", backend="extractive")
+    assert shanghai.abstained and shanghai.answer == NOT_FOUND["zh"]
+    assert shanghai.passages[0].doc_id == "edu-gaokao-zh"
+    national = answerer.answer(snapshot, "在上海工作的人可以参加个人养老金吗？", backend="extractive")
+    assert not national.abstained and "在中国境内参加城镇职工基本养老保险的劳动者" in national.answer
+
+
+def test_the_places_a_chinese_question_names():
+    assert analyse("上海新高考可以填报多少个志愿？").places == {"上海"}
+    assert analyse("我在省会城市租房，住房租金专项附加扣除每月是多少？").places == set()
+    assert analyse("个人养老金每年最多可以缴多少钱？").places == set()
+
+
+def test_the_words_chinese_asks_with_are_not_terms():
+    """"几次", "哪一年", "多长时间" are how the question asks; no passage holds them, and as terms they read as
+    missing from the passage that answers."""
+    assert analyse("每人每年能查几次信用报告？").terms == {"每人", "每年", "每人每年", "能查", "信用", "报告"}
+    assert not {"一年", "哪一年"} & analyse("海姆立克急救法是哪一年提出的？").terms
+    assert not {"多长", "长时间", "多长时间"} & analyse("高中生每天书面作业多长时间？").terms
+    assert "几部" in analyse("初中阶段每学年必读的是哪几部名著？").terms  # which ones: the names are asked for
+
+
+def test_the_number_of_a_name_is_no_figure():
+    assert analyse("At what week of pregnancy is the COVID-19 vaccine recommended?").figures == []
+    assert analyse("My PHQ-9 score is 17. How severe is that?").figures == [17.0]
 
 
 def test_a_plural_noun_after_what_or_which_asks_for_a_list():
