@@ -66,7 +66,7 @@ DEFINITION_MARGIN = 1.0  # selector logits: a defining unit this close to the be
 LIST_MARGIN = 2.0  # selector logits: a member of a list the question names this close to the best answers
 LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentence answers a list question
 KEYED_ROW_MARGIN = 2.0  # selector logits: a row the question names by key column and key this close answers
-ROW_NAME_MARGIN = 1.0  # selector logits: a row the question names in full this close to the best answers
+ROW_NAME_MARGIN = 2.0  # selector logits: a row the question names in full this close to the best answers
 HEADING_MARGIN = 1.0  # selector logits: a unit under a heading that asks the question this close answers
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)

@@ -58,6 +58,7 @@ _YESNO = re.compile(r"^\s*(is|are|can|could|does|do|did|should|will|would|may|mi
                     r"|吗[？?]?\s*$|是否|能否|可否|能不能|是不是|会不会|要不要", re.IGNORECASE)
 # Words that say how a question is asked, not what about: they count toward no coverage and no near miss.
 _HOW = re.compile(r"\bhow (much|many|long|old|far|big|large|high|tall|soon|often|frequently|young)\b"
+                  r"|\bstands? for\b"  # "What does GRASPS stand for?" asks for what the letters name
                   # Chinese asks with 几 / 多少 / 哪 and a measure word: the search segmentation keeps the pair as a
                   # word ("几次", "哪一年", "多长时间") no passage holds, so it reads as a missing term ("哪几部" asks
                   # which ones, not how many: its words stay)

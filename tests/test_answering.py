@@ -652,7 +652,7 @@ def test_table_cells_and_table_questions_are_read():
 
 
 def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
-    """Within a logit of the best, the row labelled with the question's own words ("Days sales outstanding")
+    """Within two logits of the best, the row labelled with the question's own words ("Days sales outstanding")
     answers before one that shares a word of it ("Diluted shares outstanding"); farther behind, it does not."""
     from rag.answer_select import ScoredUnit, named_row_first
     from rag.answer_units import passage_units
@@ -663,7 +663,11 @@ def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
     q = analyse("What were the days sales outstanding in 2024?")
     ranked = [ScoredUnit(diluted, {}, 3.56), ScoredUnit(dso, {}, 3.21), ScoredUnit(income, {}, 2.87)]
     assert [s.unit for s in named_row_first(q, ranked)] == [dso, diluted, income]
-    far = [ScoredUnit(diluted, {}, 4.5), ScoredUnit(dso, {}, 3.21)]
+    # 1.45 behind: a 24-hour blood-pressure table's whole-day row ("24小时动态血压（全天平均）") outscored the
+    # night-time row the question names in full ("动态血压夜间平均") on the words "24" and "小时"
+    near = [ScoredUnit(diluted, {}, 4.66), ScoredUnit(dso, {}, 3.21)]
+    assert [s.unit for s in named_row_first(q, near)] == [dso, diluted]
+    far = [ScoredUnit(diluted, {}, 5.5), ScoredUnit(dso, {}, 3.21)]
     assert [s.unit for s in named_row_first(q, far)] == [diluted, dso]
     assert named_row_first(analyse("How many diluted shares were outstanding?"), ranked) == ranked
 
@@ -996,6 +1000,10 @@ def test_the_words_chinese_asks_with_are_not_terms():
     assert not {"一年", "哪一年"} & analyse("海姆立克急救法是哪一年提出的？").terms
     assert not {"多长", "长时间", "多长时间"} & analyse("高中生每天书面作业多长时间？").terms
     assert "几部" in analyse("初中阶段每学年必读的是哪几部名著？").terms  # which ones: the names are asked for
+
+
+def test_stand_for_is_how_a_question_asks():
+    assert analyse("What does GRASPS stand for in backward design?").terms == {"grasp", "backward", "design"}
 
 
 def test_the_number_of_a_name_is_no_figure():
