@@ -64,7 +64,15 @@ def phrase_terms(text: str) -> list[str]:
     return _terms(text, words=False, pairs=True)
 
 
-def _terms(text: str, *, words: bool, pairs: bool) -> list[str]:
+def question_terms(text: str) -> list[str]:
+    """A question's terms, as answer selection matches them against a passage's: `tokenize`'s, except that a
+    Chinese run is cut with jieba's dictionary alone. Its HMM joins characters into words no dictionary holds, and
+    in a user's sentence those span two words ("不是我办的" -> "我办", "多久内要给我" -> "内要"): no passage holds
+    them, so they read as missing words. Without it they stay characters, which a passage's words hold."""
+    return _terms(text, words=True, pairs=False, new_words=False)
+
+
+def _terms(text: str, *, words: bool, pairs: bool, new_words: bool = True) -> list[str]:
     out: list[str] = []
     joined: list[str] = []
     for part in _SPLIT.split(normalize(text)):
@@ -72,7 +80,7 @@ def _terms(text: str, *, words: bool, pairs: bool) -> list[str]:
             continue
         if CJK_RUN.fullmatch(part):
             if words:
-                out.extend(tok for tok in rjieba.cut_for_search(part) if tok not in ZH_STOPWORDS)
+                out.extend(tok for tok in rjieba.cut_for_search(part, new_words) if tok not in ZH_STOPWORDS)
             continue
         run = [_stem(w) for w in _WORD.findall(part) if w not in STOPWORDS and len(w) < 40]
         if words:
