@@ -134,9 +134,36 @@ _EXACT_TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split
                          re.IGNORECASE)
 
 
+# The measure a question asks a quantity in ("how many hours", "多少毫克") and how a unit writes a figure in it: a
+# unit that writes none answers in another measure ("每天不超过5克" for milligrams of potassium).
+_ASKED_MEASURE = re.compile(r"\bhow many (months|weeks|days|hours|minutes|seconds|years|milligrams|mg|grams|kilograms"
+                           r"|kg|millilit(?:er|re)s|ml|times)\b|(?:多少|几)(毫克|毫升|千克|公斤|克|小时|分钟|秒|个月|天|周|年|次)",
+                           re.IGNORECASE)
+_MEASURE_KEYS = {"months": "month", "个月": "month", "weeks": "week", "周": "week", "days": "day", "天": "day",
+                 "hours": "hour", "小时": "hour", "minutes": "minute", "分钟": "minute", "seconds": "second",
+                 "秒": "second", "years": "year", "年": "year", "milligrams": "mg", "mg": "mg", "毫克": "mg",
+                 "grams": "g", "克": "g", "kilograms": "kg", "kg": "kg", "千克": "kg", "公斤": "kg",
+                 "milliliters": "ml", "millilitres": "ml", "ml": "ml", "毫升": "ml", "times": "times", "次": "times"}
+_MEASURE_WRITTEN = {key: re.compile(pattern, re.IGNORECASE) for key, pattern in {
+    "month": r"\bmonths?\b|个月|月龄", "week": r"\bweeks?\b|\bwks?\b|周|星期", "day": r"\bdays?\b|天|日",
+    "hour": r"\bhours?\b|\bhrs?\b|小时", "minute": r"\bminutes?\b|\bmins?\b|分钟", "second": r"\bseconds?\b|秒",
+    "year": r"\byears?\b|\byrs?\b|年|岁", "mg": r"\d\s*mg\b|milligrams?|毫克", "g": r"\d\s*g\b|grams?|(?<![毫千])克",
+    "kg": r"\d\s*kg\b|kilograms?|千克|公斤", "ml": r"\d\s*ml\b|millilit|毫升",
+    "times": r"\btimes\b|\bonce\b|\btwice\b|次",
+}.items()}
+
+
+def asked_measure(question: str) -> str | None:
+    """The measure the question asks its quantity in, or None ("how many withdrawals" names a count, no measure)."""
+    m = _ASKED_MEASURE.search(question)
+    return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()] if m else None
+
+
 def meets(expects: str, text: str, question: str = "") -> bool | None:
     """Whether a unit holds the kind of thing the question asks for, beyond what the question itself says; None
     when the question constrains nothing."""
+    if expects == QUANTITY and (measure := asked_measure(question)) and not _MEASURE_WRITTEN[measure].search(text):
+        return False
     if expects in (QUANTITY, TIME):
         asked = set(re.findall(r"\d+", question))
         own = [m for m in re.findall(r"\d+", text) if m not in asked]
@@ -452,8 +479,11 @@ class AnswerSelector:
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
+        # A quantity asked in a measure ("多少毫克") that the best unit writes no figure in is another quantity.
+        other_measure = q.expects == QUANTITY and (m := asked_measure(q.text)) is not None \
+            and not _MEASURE_WRITTEN[m].search(ranked[0].unit.text)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
-                         and not other_place(q, evidence.passages[ranked[0].unit.n]),
+                         and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n]),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
 
 

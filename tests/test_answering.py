@@ -1015,6 +1015,22 @@ def test_a_chinese_question_has_no_words_jieba_made_up():
     assert not {"我办", "内要"} & terms and {"办", "征信", "异议", "处理结果"} <= terms
 
 
+def test_a_quantity_asked_in_a_measure_the_best_unit_does_not_write_is_a_near_miss(index):
+    """The dosing table gives milligrams: "how many mL" asks for a volume it does not state (the syrup's strength is
+    not there to convert), and a milligram dose read as millilitres is the wrong dosage. The same question in
+    milligrams is answered by the row."""
+    from rag.answer_select import asked_measure
+
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    mg = answerer.answer(snapshot, "How many mg of ibuprofen can a 19 kg child take?", backend="extractive")
+    assert not mg.abstained and "150 mg" in mg.answer and mg.citations[0].doc_id == "med-fever-dosing"
+    ml = answerer.answer(snapshot, "How many mL of ibuprofen can a 19 kg child take?", backend="extractive")
+    assert ml.abstained and ml.answer == NOT_FOUND["en"] and ml.passages[0].doc_id == "med-fever-dosing"
+    assert [asked_measure(q) for q in ("高血压患者每天应该摄入多少毫克钾？", "每年能免费查几次信用报告？",
+                                       "How many withdrawals a month can I make?")] == ["mg", "times", None]
+
+
 def test_the_number_of_a_name_is_no_figure():
     assert analyse("At what week of pregnancy is the COVID-19 vaccine recommended?").figures == []
     assert analyse("My PHQ-9 score is 17. How severe is that?").figures == [17.0]
