@@ -30,7 +30,7 @@ from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
-from rag.text import CJK_RUN, place_names, tokenize
+from rag.text import CJK_RUN, place_names, question_terms, tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
 
@@ -482,9 +482,31 @@ class AnswerSelector:
         # A quantity asked in a measure ("多少毫克") that the best unit writes no figure in is another quantity.
         other_measure = q.expects == QUANTITY and (m := asked_measure(q.text)) is not None \
             and not _MEASURE_WRITTEN[m].search(ranked[0].unit.text)
+        best = next(i for i, u in enumerate(x.units) if u is ranked[0].unit)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
-                         and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n]),
+                         and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n])
+                         and not other_column(q, ranked[0].unit, x.window[best]),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def other_column(q: QuestionAnalysis, unit: AnswerUnit, window: set[str]) -> bool:
+    """The best unit is a table row whose columns are kinds of one thing ("Ibuprofen dose", "Acetaminophen dose";
+    "Basic Checking", "Premier Checking"), the question asks for that thing ("dose", "checking") but names none of
+    the kinds, and beside it says a word the row's window lacks ("dose of naproxen", "business checking"): it asks
+    for a column the table does not have, and any of its cells would be another kind's figure."""
+    if unit.row is None:
+        return False
+    labels = [set(tokenize(label)) for label, _ in unit.row[1] if label]
+    words = question_terms(q.text)
+    kinds: set[str] = set()  # what tells the columns of each thing the question asks for apart
+    named: set[str] = set()  # the question's words beside such a thing ("naproxen" of "dose of naproxen")
+    for head in q.terms:
+        group = [lab for lab in labels if head in lab]
+        if len(group) >= 2 and not NUMERIC_TERM.fullmatch(head):  # a year heads periods, not kinds of a thing
+            kinds |= {t for t in set().union(*group) - set.intersection(*group) if not NUMERIC_TERM.fullmatch(t)}
+            named |= {w for i, w in enumerate(words) if head in words[max(0, i - 1):i + 2]} - {head}
+    return bool(kinds) and not kinds & q.terms and any(w in q.terms and w not in window for w in named
+                                                       if not NUMERIC_TERM.fullmatch(w))
 
 
 def other_place(q: QuestionAnalysis, passage) -> bool:

@@ -1031,6 +1031,19 @@ def test_a_quantity_asked_in_a_measure_the_best_unit_does_not_write_is_a_near_mi
                                        "How many withdrawals a month can I make?")] == ["mg", "times", None]
 
 
+def test_a_column_the_table_does_not_have_is_a_near_miss(index):
+    """The dosing table's columns are doses of two medicines: a naproxen dose is none of them, and the row for the
+    child's weight would give another medicine's dose. Naming one of them, or none ("what dose"), is answered."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    naproxen = answerer.answer(snapshot, "What dose of naproxen can a 19 kg child take?", backend="extractive")
+    assert naproxen.abstained and naproxen.passages[0].doc_id == "med-fever-dosing"
+    ibuprofen = answerer.answer(snapshot, "What dose of ibuprofen can a 19 kg child take?", backend="extractive")
+    assert not ibuprofen.abstained and "150 mg" in ibuprofen.answer
+    either = answerer.answer(snapshot, "What dose can a 19 kg child take?", backend="extractive")
+    assert not either.abstained and "150 mg" in either.answer and "240 mg" in either.answer
+
+
 def test_the_number_of_a_name_is_no_figure():
     assert analyse("At what week of pregnancy is the COVID-19 vaccine recommended?").figures == []
     assert analyse("My PHQ-9 score is 17. How severe is that?").figures == [17.0]
