@@ -11,7 +11,9 @@ sets the report is scored on), one set per embedder because cosines are not comp
 Whether to answer at all is a second small model over the best unit and the question: how well the best unit
 scores, how much of the question's rare vocabulary no retrieved passage holds (the near miss: the topic is
 there, the year or the product asked about is not), and the best passage's cosine. Its threshold is chosen on
-the same fit data.
+the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
+than what the question names: another year, another place (`other_place`), another measure (`asked_measure`) or
+another column of a table (`other_column`).
 """
 
 from __future__ import annotations

@@ -204,6 +204,7 @@ def figures_in(text: str) -> list[tuple[float, int]]:
 
 
 def _figures(text: str) -> list[tuple[float, int, int]]:
+    """(value, start offset, end offset) of each figure in `text`."""
     out = []
     for m in _FIGURE.finditer(text):
         try:
