@@ -487,7 +487,8 @@ class AnswerSelector:
         best = next(i for i, u in enumerate(x.units) if u is ranked[0].unit)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
                          and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n])
-                         and not other_column(q, ranked[0].unit, x.window[best]),
+                         and not other_column(q, ranked[0].unit, x.window[best])
+                         and not other_subject(q, ranked[0].unit, x.window[best], idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
 
 
@@ -509,6 +510,29 @@ def other_column(q: QuestionAnalysis, unit: AnswerUnit, window: set[str]) -> boo
             named |= {w for i, w in enumerate(words) if head in words[max(0, i - 1):i + 2]} - {head}
     return bool(kinds) and not kinds & q.terms and any(w in q.terms and w not in window for w in named
                                                        if not NUMERIC_TERM.fullmatch(w))
+
+
+# The label of a list item that names its subject ("水果：...", "Ibuprofen: ..."): a few words before a colon, not a
+# condition ("初诊或调整用药时：", "If symptoms persist:").
+_SUBJECT_LABEL = re.compile(r"^\s*(?P<label>[^:：。.;；,，]{1,40}?)\s*[:：]")
+_CONDITION = re.compile(r"(时|后|前|期间)$|^(if|when|after|before|during|while|for)\b", re.IGNORECASE)
+
+
+def other_subject(q: QuestionAnalysis, unit: AnswerUnit, window: set[str], idf: dict[str, float]) -> bool:
+    """The best unit is a list item labelled with its subject ("水果：...每天约200克"), the question names none of the
+    label's words, and its rarest word is nowhere near the item ("坚果"): the item states the fact for a sibling
+    subject of the same list."""
+    if unit.kind != "item" or not (m := _SUBJECT_LABEL.match(unit.text)):
+        return False
+    label = m.group("label").strip()
+    words = set(tokenize(label))
+    if not words or _CONDITION.search(label) or len(label.split()) > 3 or (CJK_RUN.fullmatch(label) and len(label) > 4):
+        return False
+    content = [t for t in q.terms if not NUMERIC_TERM.fullmatch(t)]
+    if not content or any(t in words or (CJK_RUN.fullmatch(t) and t in label) for t in q.terms):
+        return False
+    rarest = max(idf.get(t, 1.0) for t in content)
+    return any(t not in window for t in content if idf.get(t, 1.0) >= rarest)
 
 
 def other_place(q: QuestionAnalysis, passage) -> bool:

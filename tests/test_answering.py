@@ -166,6 +166,13 @@ DOCS = {
         ## 志愿模式
         “专业＋院校”模式以一所院校的一个专业为一个志愿单位，志愿数量较多，例如浙江可填报80个志愿、山东可填报96个志愿。
         """),
+    "medical/diabetes-diet-zh.md": ("med-diabetes-diet-zh", "medical", "zh", """
+        # 糖尿病患者的饮食
+        ## 每天吃多少
+        - 主食：每餐约一拳头大小，粗细搭配。
+        - 水果：血糖平稳时可以吃，每天约200克，放在两餐之间。
+        - 蔬菜：每天500克以上，深色蔬菜占一半。
+        """),
     "finance/pension-zh.md": ("fin-pension-zh", "finance", "zh", """
         # 个人养老金制度
         在中国境内参加城镇职工基本养老保险的劳动者，都可以参加个人养老金。
@@ -1042,6 +1049,22 @@ def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     assert not ibuprofen.abstained and "150 mg" in ibuprofen.answer
     either = answerer.answer(snapshot, "What dose can a 19 kg child take?", backend="extractive")
     assert not either.abstained and "150 mg" in either.answer and "240 mg" in either.answer
+
+
+def test_a_list_item_about_another_subject_is_a_near_miss(index):
+    """"水果：...每天约200克" states a day's fruit: a question about nuts (坚果), a word no item has, is answered by
+    no item of the list; the fruit question is. A label that states a condition ("初诊或调整用药时：") names no
+    subject."""
+    from rag.answer_select import _CONDITION
+
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    fruit = answerer.answer(snapshot, "糖尿病患者每天可以吃多少克水果？", backend="extractive")
+    assert not fruit.abstained and "200克" in fruit.answer and fruit.citations[0].doc_id == "med-diabetes-diet-zh"
+    nuts = answerer.answer(snapshot, "糖尿病患者每天可以吃多少克坚果？", backend="extractive")
+    assert nuts.abstained and nuts.passages[0].doc_id == "med-diabetes-diet-zh"
+    assert _CONDITION.search("初诊或调整用药时") and _CONDITION.search("If symptoms persist")
+    assert not _CONDITION.search("水果")
 
 
 def test_the_number_of_a_name_is_no_figure():
