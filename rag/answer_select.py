@@ -12,8 +12,8 @@ Whether to answer at all is a second small model over the best unit and the ques
 scores, how much of the question's rare vocabulary no retrieved passage holds (the near miss: the topic is
 there, the year or the product asked about is not), and the best passage's cosine. Its threshold is chosen on
 the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
-than what the question names: another year, another place (`other_place`), another measure (`asked_measure`) or
-another column of a table (`other_column`).
+than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
+another column of a table (`other_column`) or another subject of a list (`other_subject`).
 """
 
 from __future__ import annotations
