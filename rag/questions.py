@@ -198,13 +198,8 @@ _CODE_SUFFIX = re.compile(r"\([A-Za-z]\)")
 _TIMES = {"万": 1e4, "亿": 1e8, "k": 1e3, "thousand": 1e3, "million": 1e6}
 
 
-def figures_in(text: str) -> list[tuple[float, int]]:
-    """(value, end offset) of each figure in `text`; "20万" is 200000 and "60k" 60000."""
-    return [(value, end) for value, _, end in _figures(text)]
-
-
-def _figures(text: str) -> list[tuple[float, int, int]]:
-    """(value, start offset, end offset) of each figure in `text`."""
+def figures_in(text: str) -> list[tuple[float, int, int]]:
+    """(value, start offset, end offset) of each figure in `text`; "20万" is 200000 and "60k" 60000."""
     out = []
     for m in _FIGURE.finditer(text):
         try:
@@ -259,7 +254,7 @@ def analyse(question: str) -> QuestionAnalysis:
     elif _YESNO.search(q):
         expects = YESNO
     # A year names a period, not a value to bracket.
-    figures = [(f, start, end) for f, start, end in _figures(q) if not (1900 <= f <= 2100 and f == int(f))]
+    figures = [(f, start, end) for f, start, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
     spans = [(f, end) for f, _, end in figures]
     asked = _AGE.sub(r"\1 years", _HOW.sub(" ", q))
     terms = set(question_terms(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked)) - FILLER
