@@ -161,10 +161,15 @@ def asked_measure(question: str) -> str | None:
     return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()] if m else None
 
 
+def in_other_measure(question: str, text: str) -> bool:
+    """The question asks its quantity in a measure the unit's text writes no figure in."""
+    return (measure := asked_measure(question)) is not None and not _MEASURE_WRITTEN[measure].search(text)
+
+
 def meets(expects: str, text: str, question: str = "") -> bool | None:
     """Whether a unit holds the kind of thing the question asks for, beyond what the question itself says; None
     when the question constrains nothing."""
-    if expects == QUANTITY and (measure := asked_measure(question)) and not _MEASURE_WRITTEN[measure].search(text):
+    if expects == QUANTITY and in_other_measure(question, text):
         return False
     if expects in (QUANTITY, TIME):
         asked = set(re.findall(r"\d+", question))
@@ -482,8 +487,7 @@ class AnswerSelector:
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
         # A quantity asked in a measure ("多少毫克") that the best unit writes no figure in is another quantity.
-        other_measure = q.expects == QUANTITY and (m := asked_measure(q.text)) is not None \
-            and not _MEASURE_WRITTEN[m].search(ranked[0].unit.text)
+        other_measure = q.expects == QUANTITY and in_other_measure(q.text, ranked[0].unit.text)
         best = next(i for i, u in enumerate(x.units) if u is ranked[0].unit)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
                          and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n])
