@@ -70,6 +70,10 @@ LIST_NEAR = 1.0  # selector logits: any list member this close to a best sentenc
 KEYED_ROW_MARGIN = 2.0  # selector logits: a row the question names by key column and key this close answers
 ROW_NAME_MARGIN = 2.0  # selector logits: a row the question names in full this close to the best answers
 HEADING_MARGIN = 1.0  # selector logits: a unit under a heading that asks the question this close answers
+TIMING_MARGIN = 2.0  # selector logits: a unit under a heading that names when the question's act happens
+# A heading that names the timing of something ("五、测量时间和频率", "Timing of doses", "When to call 911") answers a
+# "when" question about that thing in the section below.
+_TIMING = re.compile(r"时间|时机|时段|何时|什么时候|\btiming\b|\bwhen\b|\bschedules?\b", re.IGNORECASE)
 _DEFINES = re.compile(r"\b(is|are|was|were|means|refers? to|describes?|is defined as|is called|stands? for)\b"
                       r"|[:：]|是指|是一种|是一个|指的是|是|即|就是|称为", re.IGNORECASE)
 _RANGE = re.compile(
@@ -584,18 +588,22 @@ def asked_by_heading_first(q: QuestionAnalysis, ranked: list[ScoredUnit],
     essential expenses are 2,800 dollars a month, ...") instead of its first sentence ("The most common guideline
     is three to six months of essential expenses."). A unit is asked for when its heading asks what the question
     asks (a quantity, a time, a name), its window (itself, its neighbours, heading and title) holds every term of
-    the question and it states that kind of answer. Within HEADING_MARGIN of the best, the first asked unit in
-    reading order of the best-scored asked unit's section answers. `place`: passage number -> (document, its
-    place in the document)."""
+    the question and it states that kind of answer (within HEADING_MARGIN of the best); for a "when" question, also
+    when a heading that asks nothing names the timing of what the question asks about (`names_timing`, within
+    TIMING_MARGIN). The first asked unit in reading order of the best-scored asked unit's section answers.
+    `place`: passage number -> (document, its place in the document)."""
     if q.expects not in (QUANTITY, TIME, NAME) or not ranked:
         return ranked
 
     def asked(su: ScoredUnit) -> bool:
         u = su.unit
-        return (bool(u.heading) and _asks(u.heading) == q.expects and su.features.get("kw_window", 0.0) >= 1.0 - 1e-9
-                and meets(q.expects, u.text, q.text) is True)
+        if not u.heading or meets(q.expects, u.text, q.text) is not True:
+            return False
+        if _asks(u.heading) == q.expects:
+            return ranked[0].score - su.score <= HEADING_MARGIN and su.features.get("kw_window", 0.0) >= 1.0 - 1e-9
+        return ranked[0].score - su.score <= TIMING_MARGIN and names_timing(u.heading, q)
 
-    near = [su for su in ranked if ranked[0].score - su.score <= HEADING_MARGIN and asked(su)]
+    near = [su for su in ranked if asked(su)]
     if not near:
         return ranked
 
@@ -605,6 +613,17 @@ def asked_by_heading_first(q: QuestionAnalysis, ranked: list[ScoredUnit],
     first = min((su for su in near if section(su) == section(near[0])),
                 key=lambda su: (place[su.unit.n][1], su.unit.index))
     return [first, *(su for su in ranked if su is not first)]
+
+
+def names_timing(heading: str, q: QuestionAnalysis) -> bool:
+    """A "when" question and a heading that names the timing of what it asks about: "高血压患者应该什么时候测量血压？"
+    under "五、测量时间和频率" (the heading says the question's "测量" and "时间"). A heading's few words say more
+    about its section than a table elsewhere in the document whose labels share the question's words ("24小时动态血压"
+    reads as a time, "测量方式" as the act)."""
+    if q.expects != TIME or not _TIMING.search(heading):
+        return False
+    words = set(tokenize(_TIMING.sub(" ", heading)))
+    return any(t in words for t in q.terms if not NUMERIC_TERM.fullmatch(t))
 
 
 @lru_cache(maxsize=4096)

@@ -872,6 +872,33 @@ def test_a_heading_that_asks_the_question_is_answered_by_the_top_of_its_section(
     assert asked_by_heading_first(analyse("Where should I keep an emergency fund?"), ranked, place) == ranked
 
 
+def test_a_heading_naming_when_the_question_s_act_happens_is_answered_by_the_top_of_its_section():
+    """"高血压患者应该什么时候测量血压？" (the answers issue's example): a diagnosis table whose labels share the
+    question's words ("24小时动态血压" reads as a time, "测量方式" as the act) outscored the section "测量时间和频率".
+    Within two logits, the first unit of a section whose heading names the timing of the question's act answers; a
+    heading naming timing but not the act, a question asking no time, or a unit farther behind does not move."""
+    from rag.answer_select import ScoredUnit, asked_by_heading_first
+    from rag.answer_units import passage_units
+
+    table = ("| 测量方式 | 高血压诊断标准（mmHg） |\n|---|---|\n"
+             "| 24小时动态血压（全天平均） | 收缩压≥130和（或）舒张压≥80 |")
+    timing = "## 五、测量时间和频率\n\n- 早上：起床后1小时内，服降压药和吃早餐之前测量。\n- 晚上：睡觉前测量。"
+    other = "## 用药时间\n\n- 早上：起床后服药。"
+    (row,) = passage_units(table, 1, title="高血压的家庭血压监测")
+    morning, evening = passage_units(timing, 2, title="高血压的家庭血压监测")
+    (pill,) = passage_units(other, 3, title="高血压的家庭血压监测")
+    place = {1: ("med-bp", 1), 2: ("med-bp", 3), 3: ("med-bp", 4)}
+    q = analyse("高血压患者应该什么时候测量血压？")
+    f = {"kw_window": 0.77}
+    ranked = [ScoredUnit(row, f, 6.7), ScoredUnit(evening, f, 5.2), ScoredUnit(morning, f, 5.1)]
+    assert [s.unit for s in asked_by_heading_first(q, ranked, place)] == [morning, row, evening]
+    far = [ScoredUnit(row, f, 7.5), ScoredUnit(morning, f, 5.1)]
+    assert asked_by_heading_first(q, far, place) == far
+    unnamed = [ScoredUnit(row, f, 6.7), ScoredUnit(pill, f, 5.1)]
+    assert asked_by_heading_first(q, unnamed, place) == unnamed
+    assert asked_by_heading_first(analyse("高血压患者应该怎样测量血压？"), ranked, place) == ranked
+
+
 def test_a_row_named_by_its_key_column_and_key_answers_before_a_sentence_sharing_more_words():
     """"How much of payment number 60 goes to principal?": the row "Payment number: 60" answers, not the example
     sentence that shares the loan's figures, within 2 logits; a figure alone (no key column named) does not."""
