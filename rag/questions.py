@@ -73,7 +73,14 @@ just still about like lot each all up out come came goe go went
 几 吗 呢 能 能否 是否 如何 哪里 谁 时候 什么时候
 我 我们 你 你们 他 她 它 他们 她们 咱们 自己 多 个 到 要 才 里 时 该 做 不 不能 哪 有 会 还 得 让 给
 才能 这种 这个 那个 以后 之后 比较 合适 最好 请 现在 还要 就算 一共
+我家 儿子 女儿 爸爸 妈妈 父亲 母亲 老公 老婆 丈夫 妻子 爷爷 奶奶 外公 外婆 姥姥 姥爷
 """.split())
+# Who the asker asks for ("my son", "our daughter", "Grandma") is not what the answer is about: documents say "a
+# child", "adults", never "my daughter". (Chinese kin words are FILLER.) "Luther's father" names a person and stays.
+_ASKER_KIN = re.compile(r"\b(?:my|our|your|his|her|their)\s+(?:(?:little|older|younger|elderly|teenage|baby|eldest"
+                        r"|youngest)\s+)?(?:son|daughter|father|mother|dad|mom|mum|grand(?:ma|pa|mother|father|son"
+                        r"|daughter|child|children|kids?)|uncle|aunt|husband|wife|partner|brother|sister|niece|nephew"
+                        r"|friend|neighbou?r|boss|coworker)s?\b|\b(?:grandma|grandpa|mom|dad|mum)\b", re.IGNORECASE)
 # Figures a question states ("a 35-year-old", "an income of $50,000", "a score of 85%"): not years, and not the
 # number of a name ("COVID-19", "PHQ-9", "K-12").
 _FIGURE = re.compile(r"(?<![A-Za-z0-9_.])(?<![A-Za-z]-)\d{1,3}(?:,\d{3})+(?:\.\d+)?"
@@ -256,7 +263,7 @@ def analyse(question: str) -> QuestionAnalysis:
     # A year names a period, not a value to bracket.
     figures = [(f, start, end) for f, start, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
     spans = [(f, end) for f, _, end in figures]
-    asked = _AGE.sub(r"\1 years", _HOW.sub(" ", q))
+    asked = _AGE.sub(r"\1 years", _HOW.sub(" ", _ASKER_KIN.sub(" ", q)))
     terms = set(question_terms(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked)) - FILLER
     years = set(YEAR.findall(q))
     comparison = comparison_in(q)
