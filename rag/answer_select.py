@@ -13,7 +13,9 @@ scores, how much of the question's rare vocabulary no retrieved passage holds (t
 there, the year or the product asked about is not), and the best passage's cosine. Its threshold is chosen on
 the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
-another column of a table (`other_column`) or another subject of a list (`other_subject`).
+another column of a table (`other_column`), another subject of a list (`other_subject`), or another weight or age
+than the one a quantity question gives (`outside_ranges`); and a quantity question abstains when the best unit
+states no quantity at all (`states_quantity`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ _NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve
                  "hundred thousand million billion half quarter twice once dozen").split()
 _QUANTITY = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r")\b|[一二两三四五六七八九十百千万半]+\s*[个次天年月周岁小时分钟元倍%％]"
                        r"|percent|per cent|百分之", re.IGNORECASE)
+# How often, said in words ("quarterly", "每年一次"): the quantity "how often" asks for.
+_FREQUENCY = re.compile(r"\b(daily|weekly|monthly|quarterly|annually|yearly|hourly|biweekly|fortnightly|every|once"
+                        r"|twice)\b|每[天日周月年季]|[一二两三四五六七八九十几]+[次回]", re.IGNORECASE)
 _MONTHS = "january february march april may june july august september october november december"
 _TIME = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b(" + "|".join(_MONTHS.split()) + r")\b"
                    r"|\b(morning|evening|night|bedtime|daily|weekly|monthly|annually|before|after|during|until|age[sd]?"
@@ -187,6 +192,37 @@ def meets(expects: str, text: str, question: str = "") -> bool | None:
     if expects == NAME:
         return bool(_NAME.search(text)) or bool(re.search(r"[\u4e00-\u9fff]", text))
     return None
+
+
+def states_quantity(q: QuestionAnalysis, text: str) -> bool:
+    """Whether a unit states a quantity beyond the question's own figures and the condition they meet: "Taxpayers
+    aged 65 or older ... receive an additional standard deduction" names the condition a 67-year-old meets, not how
+    much ("I'm 67. How much is the extra standard deduction?"), and "Give glucagon if available" no dose."""
+    conditions = {v for lo, hi, _ in ranges_in(text) if any(lo <= f <= hi for f in q.figures)
+                  for v in (lo, hi) if math.isfinite(v)}
+    asked = set(re.findall(r"\d+(?:\.\d+)?", q.text))
+    own = [n for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)
+           if n.replace(",", "") not in asked and _num(n) not in conditions]
+    words = re.sub(r"\d+", " ", text)
+    return bool(own) or bool(_QUANTITY.search(words)) or bool(_FREQUENCY.search(words))
+
+
+# A weight or an age the question gives, outside every range of the unit counted in that measure: the unit states
+# the fact for other people ("1 mg for children weighing 15–30 kg" for a 12 kg child).
+_WHO_MEASURES = frozenset({"kg", "lb", "year", "month"})
+
+
+def outside_ranges(q: QuestionAnalysis, text: str) -> bool:
+    """A quantity question giving a weight or an age that no range of the unit in that measure holds."""
+    if q.expects != QUANTITY:
+        return False
+    ranges = ranges_in(text)
+    for f, end in q.figure_spans:
+        measure = _measure(q.text, end)
+        same = [(lo, hi) for lo, hi, unit in ranges if measure in _WHO_MEASURES and unit == measure]
+        if same and not any(lo <= f <= hi for lo, hi in same):
+            return True
+    return False
 
 
 def _bracketed(figure: float, measure: str | None, ranges: list[tuple[float, float, str | None]]) -> bool:
@@ -492,9 +528,13 @@ class AnswerSelector:
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
         # A quantity asked in a measure ("多少毫克") that the best unit writes no figure in is another quantity.
         other_measure = q.expects == QUANTITY and in_other_measure(q.text, ranked[0].unit.text)
+        # A quantity asked and the best unit states none, or states it for a weight or age other than the asker's.
+        no_quantity = q.expects == QUANTITY and (not states_quantity(q, ranked[0].unit.text)
+                                                 or outside_ranges(q, ranked[0].unit.text))
         best = next(i for i, u in enumerate(x.units) if u is ranked[0].unit)
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
-                         and not other_measure and not other_place(q, evidence.passages[ranked[0].unit.n])
+                         and not other_measure and not no_quantity
+                         and not other_place(q, evidence.passages[ranked[0].unit.n])
                          and not other_column(q, ranked[0].unit, x.window[best])
                          and not other_subject(q, ranked[0].unit, x.window[best], idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))

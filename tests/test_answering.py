@@ -1091,6 +1091,38 @@ def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     assert not either.abstained and "150 mg" in either.answer and "240 mg" in either.answer
 
 
+def test_a_weight_no_row_holds_is_a_near_miss(index):
+    """The dosing table starts at 5.5 kg: for a 4 kg baby its nearest row states another child's dose, and in
+    medicine a wrong dose is worse than none. A weight a row holds is answered from that row."""
+    settings, snapshot = index
+    answerer = answerer_with(settings)
+    small = answerer.answer(snapshot, "My baby weighs 4 kg. How much ibuprofen can I give?", backend="extractive")
+    assert small.abstained and small.passages[0].doc_id == "med-fever-dosing"
+    held = answerer.answer(snapshot, "My baby weighs 6 kg. How much ibuprofen can I give?", backend="extractive")
+    assert not held.abstained and "50 mg" in held.answer and "5.5–7.7 kg" in held.answer
+
+
+def test_a_unit_stating_no_quantity_does_not_answer_how_much():
+    """"How much" / "what dose" / "how often" want a quantity: the condition the asker meets ("65 or older" for a
+    67-year-old), a figure the question itself gives, or a sentence without any figure is none; "quarterly",
+    "每年一次" and "three to six months" are."""
+    from rag.answer_select import outside_ranges, states_quantity
+
+    older = analyse("I'm 67 and file single. How much is the extra standard deduction?")
+    assert not states_quantity(older, "Taxpayers aged 65 or older or blind receive an additional standard deduction.")
+    assert states_quantity(older, "Taxpayers aged 65 or older receive an additional $2,000.")
+    dose = analyse("What dose of nasal glucagon should be given?")
+    assert not states_quantity(dose, "Give glucagon if available (nasal glucagon or an injection).")
+    assert states_quantity(dose, "Give 3 mg of nasal glucagon.")
+    assert states_quantity(analyse("How often do mutual funds disclose holdings?"), "Mutual fund: Usually quarterly")
+    assert states_quantity(analyse("公积金多久结息？"), "利息每年结息一次")
+    assert states_quantity(analyse("How much should I save?"), "Keep three to six months of expenses.")
+    spray = "2 mg for adults and children weighing 30 kg or more; a 1 mg version for children weighing 15–30 kg"
+    assert outside_ranges(analyse("My daughter weighs 12 kg. What dose of the spray?"), spray)
+    assert not outside_ranges(analyse("My daughter weighs 20 kg. What dose of the spray?"), spray)
+    assert not outside_ranges(analyse("My daughter is 12. What dose of the spray?"), spray)
+
+
 def test_a_list_item_about_another_subject_is_a_near_miss(index):
     """"水果：...每天约200克" states a day's fruit: a question about nuts (坚果), a word no item has, is answered by
     no item of the list; the fruit question is. A label that states a condition ("初诊或调整用药时：") names no
