@@ -160,14 +160,22 @@ _MEASURE_WRITTEN = {key: re.compile(pattern, re.IGNORECASE) for key, pattern in 
     "hour": r"\bhours?\b|\bhrs?\b|小时", "minute": r"\bminutes?\b|\bmins?\b|分钟", "second": r"\bseconds?\b|秒",
     "year": r"\byears?\b|\byrs?\b|年|岁", "mg": r"\d\s*mg\b|milligrams?|毫克", "g": r"\d\s*g\b|grams?|(?<![毫千])克",
     "kg": r"\d\s*kg\b|kilograms?|千克|公斤", "ml": r"\d\s*ml\b|millilit|毫升",
-    "times": r"\btimes\b|\bonce\b|\btwice\b|次",
+    "times": r"\btimes\b|\bonce\b|\btwice\b|次", "%": r"%|％|\bpercent|\bper cent|百分之|[一二三四五六七八九十]成",
 }.items()}
+
+
+# A rate asked for is a percentage ("What interest rate does it pay?", "利率是多少"): "按国家规定利率计息" states none.
+# A bare "rate" is not one ("the compression rate for CPR" is per minute).
+_ASKED_PERCENT = re.compile(r"\b(?:what|which) (?:percentage|percent)\b|\bhow many percent\b|\bAPY\b|\bAPR\b"
+                            r"|\b(?:interest|tax|mortgage|loan|savings|inflation|unemployment|vacancy) rates?\b"
+                            r"|利率|税率|费率|收益率|比例|百分比|百分之几", re.IGNORECASE)
 
 
 def asked_measure(question: str) -> str | None:
     """The measure the question asks its quantity in, or None ("how many withdrawals" names a count, no measure)."""
-    m = _ASKED_MEASURE.search(question)
-    return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()] if m else None
+    if m := _ASKED_MEASURE.search(question):
+        return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()]
+    return "%" if _ASKED_PERCENT.search(question) else None
 
 
 def in_other_measure(question: str, text: str) -> bool:

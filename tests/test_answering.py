@@ -1078,6 +1078,21 @@ def test_a_quantity_asked_in_a_measure_the_best_unit_does_not_write_is_a_near_mi
                                        "How many withdrawals a month can I make?")] == ["mg", "times", None]
 
 
+def test_a_rate_of_money_is_asked_as_a_percentage():
+    """"What interest rate (APY) does it pay?" and "利率是多少" want a percentage: "pays interest" and "按国家规定利率
+    计息" state none and do not answer; a bare "rate" (CPR's compressions per minute) names no measure."""
+    from rag.answer_select import asked_measure, in_other_measure
+
+    apy = "What interest rate (APY) does Harbor Premier Checking pay?"
+    assert analyse(apy).expects == "quantity" and asked_measure(apy) == "%"
+    assert in_other_measure(apy, "Harbor Premier Checking pays interest and waives most fees.")
+    assert not in_other_measure(apy, "Harbor Premier Checking pays 0.25% APY.")
+    deposit = "住房公积金账户里的存款，现在每年的利率是多少？"
+    assert in_other_measure(deposit, "公积金账户存款按国家规定利率计息，利息每年结息一次。")
+    assert not in_other_measure(deposit, "公积金账户存款年利率为1.5%。")
+    assert asked_measure("What is the compression rate for CPR?") is None
+
+
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     """The dosing table's columns are doses of two medicines: a naproxen dose is none of them, and the row for the
     child's weight would give another medicine's dose. Naming one of them, or none ("what dose"), is answered."""
