@@ -31,7 +31,7 @@ import numpy as np
 
 from rag.answer_units import AnswerUnit
 from rag.grounding import numbers_in
-from rag.questions import DEFINITION, LIST, NAME, QUANTITY, TIME, QuestionAnalysis, analyse
+from rag.questions import DEFINITION, LIST, NAME, QUANTITY, RATE_OF_MONEY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
 from rag.text import CJK_RUN, place_names, question_terms, tokenize
@@ -164,11 +164,10 @@ _MEASURE_WRITTEN = {key: re.compile(pattern, re.IGNORECASE) for key, pattern in 
 }.items()}
 
 
-# A rate asked for is a percentage ("What interest rate does it pay?", "利率是多少"): "按国家规定利率计息" states none.
-# A bare "rate" is not one ("the compression rate for CPR" is per minute).
-_ASKED_PERCENT = re.compile(r"\b(?:what|which) (?:percentage|percent)\b|\bhow many percent\b|\bAPY\b|\bAPR\b"
-                            r"|\b(?:interest|tax|mortgage|loan|savings|inflation|unemployment|vacancy) rates?\b"
-                            r"|利率|税率|费率|收益率|比例|百分比|百分之几", re.IGNORECASE)
+# A rate of money asked for is a percentage ("What interest rate does it pay?", "利率是多少"): "按国家规定利率计息"
+# states none.
+_ASKED_PERCENT = re.compile(r"\b(?:what|which) (?:percentage|percent)\b|\bhow many percent\b|" + RATE_OF_MONEY
+                            + r"|利率|税率|费率|收益率|比例|百分比|百分之几", re.IGNORECASE)
 
 
 def asked_measure(question: str) -> str | None:
@@ -226,8 +225,9 @@ def outside_ranges(q: QuestionAnalysis, text: str) -> bool:
         return False
     ranges = ranges_in(text)
     for f, end in q.figure_spans:
-        measure = _measure(q.text, end)
-        same = [(lo, hi) for lo, hi, unit in ranges if measure in _WHO_MEASURES and unit == measure]
+        if (measure := _measure(q.text, end)) not in _WHO_MEASURES:
+            continue
+        same = [(lo, hi) for lo, hi, unit in ranges if unit == measure]
         if same and not any(lo <= f <= hi for lo, hi in same):
             return True
     return False

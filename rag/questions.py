@@ -16,15 +16,18 @@ from rag.text import detect_language, place_names, question_terms, tokenize
 QUANTITY, TIME, NAME, DEFINITION, LIST, YESNO, OTHER = ("quantity", "time", "name", "definition", "list",
                                                          "yesno", "other")
 
+# Rates of money, which are percentages ("the effective tax rate", "APY"); a bare "rate" (CPR's compressions per
+# minute) is not one.
+RATE_OF_MONEY = (r"\b(?:interest|tax|mortgage|loan|savings|inflation|unemployment|vacancy) rates?\b"
+                 r"|\bAPY\b|\bAPR\b")
 _QUANTITY = re.compile(
     r"\bhow (much|many|long|often|old|far|big|large|high|tall|heavy|frequently)\b"
     r"|\bwhat (percentage|percent|proportion|share|fraction|amount|number|rate|dose|dosage|level|range|limit)\b"
     r"|\bwhat is the (maximum|minimum|max|min|limit|rate|cost|fee|price|dose|dosage|amount|number|percentage"
     r"|threshold|target|cap|deadline|penalty|value|total|size|length|duration)\b"
     r"|\b(how much|how many)\b"
-    # "What interest rate (APY) does it pay?", "What is the effective tax rate?": a rate of money is a percentage
-    r"|\bwhat (?:is |was |are |were )?(?:the )?(?:[a-z-]+ )?(?:interest|tax|mortgage|loan|savings|inflation"
-    r"|unemployment|vacancy) rates?\b|\bAPY\b|\bAPR\b"
+    # "What interest rate (APY) does it pay?", "What is the effective tax rate?"
+    r"|\bwhat (?:is |was |are |were )?(?:the )?(?:[a-z-]+ )?(?:" + RATE_OF_MONEY + ")"
     r"|多少|几[个次天年月周岁小时分钟]?|多久|多长|多大|多高|多重|多远|上限|下限|比例|百分之|额度|标准是",
     re.IGNORECASE)
 _TIME = re.compile(r"\bwhen\b|\bwhat (year|time|date|age|month|day)\b|\bat what age\b|\bwhich (year|month|day)\b"
