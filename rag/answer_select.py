@@ -13,9 +13,9 @@ scores, how much of the question's rare vocabulary no retrieved passage holds (t
 there, the year or the product asked about is not), and the best passage's cosine. Its threshold is chosen on
 the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
-another column of a table (`other_column`), another subject of a list (`other_subject`), or another weight or age
-than the one a quantity question gives (`outside_ranges`); and a quantity question abstains when the best unit
-states no quantity at all (`states_quantity`).
+another column of a table (`other_column`), another subject of a list (`other_subject`), another weight or age
+than the one a quantity question gives (`outside_ranges`), or something other than what the question quotes
+(`quoted_missing`); and a quantity question abstains when the best unit states no quantity (`states_quantity`).
 """
 
 from __future__ import annotations
@@ -543,6 +543,7 @@ class AnswerSelector:
         return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
                          and not other_measure and not no_quantity
                          and not other_place(q, evidence.passages[ranked[0].unit.n])
+                         and not quoted_missing(q.text, evidence.passages[ranked[0].unit.n])
                          and not other_column(q, ranked[0].unit, x.window[best])
                          and not other_subject(q, ranked[0].unit, x.window[best], idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
@@ -599,6 +600,35 @@ def other_place(q: QuestionAnalysis, passage) -> bool:
         return False
     text = f"{passage.title}\n{passage.heading}\n{passage.text}"
     return any(p not in text for p in q.places) and bool(place_names(text) - q.places)
+
+
+# What a question quotes ("字母“D”", "the 'rule of 15'", 《草船借箭》) is asked about as written: a passage that never
+# writes it is about something else (the letter "N" of the same repayment record).
+_QUOTED = re.compile(r"“([^”]{1,30})”|「([^」]{1,30})」|《([^》]{1,30})》|\"([^\"]{1,30})\""
+                     r"|(?<![A-Za-z])'([^']{1,30})'(?![A-Za-z])")  # not the apostrophes of "years' worth ... son's"
+
+
+def quoted_missing(question: str, passage) -> bool:
+    """The question quotes something its best unit's passage (title, heading, text) never writes: a short code
+    ("D") as a word of its own and with its case, Chinese as written; English words a user may quote in their own
+    order ("'10 minutes per grade'" for "10 minutes of homework per grade level"), so each word must be there."""
+    text = f"{passage.title}\n{passage.heading}\n{passage.text}"
+    words: set[str] | None = None
+    for m in _QUOTED.finditer(question):
+        quoted = next(g for g in m.groups() if g is not None).strip()
+        if not quoted:
+            continue
+        if len(quoted) <= 2 and quoted.isascii():
+            if not re.search(rf"(?<![A-Za-z0-9]){re.escape(quoted)}(?![A-Za-z0-9])", text):
+                return True
+        elif CJK_RUN.search(quoted):
+            if quoted not in text:
+                return True
+        else:
+            words = set(tokenize(text)) if words is None else words
+            if not set(tokenize(quoted)) <= words:
+                return True
+    return False
 
 
 def opens_with_definition(text: str, subject: set[str]) -> bool:

@@ -1093,6 +1093,25 @@ def test_a_rate_of_money_is_asked_as_a_percentage():
     assert asked_measure("What is the compression rate for CPR?") is None
 
 
+def test_what_the_question_quotes_must_be_in_the_passage():
+    """A quoted code ("字母“D”") is asked about as written: a passage explaining "N" and "1"-"7" answers another
+    letter. Chinese quotes must be there as written, English ones word by word (users quote in their own order)."""
+    from types import SimpleNamespace
+
+    from rag.answer_select import quoted_missing
+
+    record = SimpleNamespace(title="征信报告怎么看", heading="逐月还款记录",
+                             text="在逐月还款记录中，“N”表示正常还款；“1”至“7”表示逾期的月数。")
+    assert quoted_missing("征信报告的逐月还款记录里出现字母“D”，是什么意思？", record)
+    assert not quoted_missing("逐月还款记录里的“N”是什么意思？", record)
+    assert quoted_missing("“双减”政策对作业有什么规定？", record)
+    homework = SimpleNamespace(title="Homework guidelines", heading="THE 10-MINUTE RULE",
+                               text="about 10 minutes of homework per grade level per night")
+    assert not quoted_missing("Going by the '10 minutes per grade' guideline, how much homework?", homework)
+    assert quoted_missing("What is the 'rule of 15'?", homework)
+    assert not quoted_missing("Grandma wants to put five years' worth of gifts into my son's 529 plan.", homework)
+
+
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     """The dosing table's columns are doses of two medicines: a naproxen dose is none of them, and the row for the
     child's weight would give another medicine's dose. Naming one of them, or none ("what dose"), is answered."""
