@@ -14,8 +14,9 @@ there, the year or the product asked about is not), and the best passage's cosin
 the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
 another column of a table (`other_column`), another subject of a list (`other_subject`), another weight or age
-than the one a quantity question gives (`outside_ranges`), or something other than what the question quotes
-(`quoted_missing`); and a quantity question abstains when the best unit states no quantity (`states_quantity`).
+than the one a quantity question gives (`outside_ranges`), another ordinal ("首套" for "第二套房", `other_ordinal`)
+or something other than what the question quotes (`quoted_missing`); and a quantity question abstains when the
+best unit states no quantity (`states_quantity`).
 """
 
 from __future__ import annotations
@@ -529,8 +530,8 @@ class AnswerSelector:
         qx = question_features(q.terms, ranked, set().union(*x.passages_terms), idf, top_cos)
         prob = float(models.answerable.probability(qx[None, :])[0])
         place = {n: (p.doc_id, p.ordinal or 0) for n, p in evidence.passages.items()}
-        ranked = keyed_row_first(q, named_row_first(q, list_first(q, definition_first(q, asked_by_heading_first(
-            q, ranked, place)))))
+        ranked = ordinal_first(q, keyed_row_first(q, named_row_first(q, list_first(q, definition_first(
+            q, asked_by_heading_first(q, ranked, place))))))
         # A question that names a year the best unit does not hold (nor its heading or title) asks about another
         # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
         other_period = any(y not in ranked[0].unit_numbers for y in q.years)
@@ -544,6 +545,7 @@ class AnswerSelector:
                          and not other_measure and not no_quantity
                          and not other_place(q, evidence.passages[ranked[0].unit.n])
                          and not quoted_missing(q.text, evidence.passages[ranked[0].unit.n])
+                         and not other_ordinal(q, ranked[0].unit.text)
                          and not other_column(q, ranked[0].unit, x.window[best])
                          and not other_subject(q, ranked[0].unit, x.window[best], idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
@@ -740,6 +742,56 @@ def _heads(heading: str, q_terms: set[str]) -> bool:
     """The heading says only words of the question: it names what the question asks for."""
     words = terms_of(heading)
     return bool(words) and words <= q_terms
+
+
+# An ordinal with what it counts ("第二套", "首套", "second dose", "3rd trimester"): the question's "第二套房" is not
+# answered by a unit stating the first home's rate.
+_ORDINAL = re.compile(r"(?:第\s*([一二两三四五六七八九十\d]{1,3})|(首))\s*([套次遍个胎期轮批档])"
+                      r"|\b(first|second|third|fourth|fifth|sixth|1st|2nd|3rd|4th|5th|6th)[\s-]+([a-z]+)",
+                      re.IGNORECASE)
+_ORDINAL_VALUE = {"首": 1, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
+                  "十": 10, "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "1st": 1,
+                  "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6}
+ORDINAL_MARGIN = 2.0  # selector logits: a unit stating the question's ordinal this close to the best answers
+
+
+def ordinals(text: str) -> set[tuple[int, str]]:
+    """(the ordinal, what it counts) of each ordinal a text states: "第二套住房" -> (2, "套"), "first dose" -> (1,
+    "dose")."""
+    out = set()
+    for m in _ORDINAL.finditer(text):
+        if m.group(4):
+            n, counted = _ORDINAL_VALUE[m.group(4).lower()], tokenize(m.group(5))
+            if counted:
+                out.add((n, counted[0]))
+            continue
+        word = m.group(1) or m.group(2)
+        n = int(word) if word.isdigit() else _ORDINAL_VALUE.get(word)
+        if n is not None:
+            out.add((n, m.group(3)))
+    return out
+
+
+def other_ordinal(q: QuestionAnalysis, text: str) -> bool:
+    """The unit states another ordinal of what the question counts, and not the question's own: "首套" for
+    "第二套房", "first dose" for "the second dose"."""
+    stated = ordinals(text)
+    return any((n, c) not in stated and any(c == c2 and n != n2 for n2, c2 in stated) for n, c in ordinals(q.text))
+
+
+def ordinal_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
+    """A best unit stating another ordinal than the question's gives way to one stating the question's, within
+    ORDINAL_MARGIN: "第二套房 ... 利率" is answered by the second home's rate, not the first home's sentence that
+    shares more of its words."""
+    if not ranked or not other_ordinal(q, ranked[0].unit.text):
+        return ranked
+    asked = ordinals(q.text)
+    for su in ranked[1:]:
+        if ranked[0].score - su.score > ORDINAL_MARGIN:
+            break
+        if asked & ordinals(su.unit.text):
+            return [su, *(x for x in ranked if x is not su)]
+    return ranked
 
 
 def keyed_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

@@ -1112,6 +1112,28 @@ def test_what_the_question_quotes_must_be_in_the_passage():
     assert not quoted_missing("Grandma wants to put five years' worth of gifts into my son's 529 plan.", homework)
 
 
+def test_another_ordinal_of_what_the_question_counts_gives_way_or_abstains():
+    """"第二套房 ... 利率" was answered with the first home's rate (首套), which shares more of its words; a unit
+    stating the second home's answers within two logits, and a third home's question, which no unit states,
+    abstains rather than take the first or second home's rate. An ordinal the unit does not state at all is no
+    mismatch ("the first Super Bowl" against a sentence naming none)."""
+    from rag.answer_select import ScoredUnit, ordinal_first, ordinals, other_ordinal
+    from rag.answer_units import passage_units
+
+    text = "首套个人住房公积金贷款利率为：5年以上2.6%。第二套住房的公积金贷款利率不低于3.075%。"
+    first, second = passage_units(text, 1, title="住房公积金")
+    assert ordinals(first.text) == {(1, "套")} and ordinals("the second dose, 3rd trimester") == {
+        (2, "dose"), (3, "trimest")}
+    q = analyse("我打算用公积金贷款买第二套房，利率最低是多少？")
+    ranked = [ScoredUnit(first, {}, 5.2), ScoredUnit(second, {}, 4.1)]
+    assert other_ordinal(q, first.text) and not other_ordinal(q, second.text)
+    assert [su.unit for su in ordinal_first(q, ranked)] == [second, first]
+    assert ordinal_first(q, [ScoredUnit(first, {}, 6.5), ScoredUnit(second, {}, 4.1)])[0].unit is first
+    third = analyse("用住房公积金贷款买第三套房，贷款利率是多少？")
+    assert other_ordinal(third, first.text) and other_ordinal(third, second.text)
+    assert not other_ordinal(analyse("What was the first Super Bowl they played in?"), "They won the title.")
+
+
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     """The dosing table's columns are doses of two medicines: a naproxen dose is none of them, and the row for the
     child's weight would give another medicine's dose. Naming one of them, or none ("what dose"), is answered."""
