@@ -14,9 +14,10 @@ there, the year or the product asked about is not), and the best passage's cosin
 the same fit data. Whatever it says, a question abstains when the best unit states its fact for something other
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
 another column of a table (`other_column`), another subject of a list (`other_subject`), another weight or age
-than the one a quantity question gives (`outside_ranges`), another ordinal ("首套" for "第二套房", `other_ordinal`)
-or something other than what the question quotes (`quoted_missing`); and a quantity question abstains when the
-best unit states no quantity (`states_quantity`).
+than the one a quantity question gives (`outside_ranges`), another ordinal ("首套" for "第二套房", `other_ordinal`),
+the other side of a distinction ("jointly" for "separately", `other_side`) or something other than what the
+question quotes (`quoted_missing`); and a quantity question abstains when the best unit states no quantity
+(`states_quantity`).
 """
 
 from __future__ import annotations
@@ -545,7 +546,7 @@ class AnswerSelector:
                          and not other_measure and not no_quantity
                          and not other_place(q, evidence.passages[ranked[0].unit.n])
                          and not quoted_missing(q.text, evidence.passages[ranked[0].unit.n])
-                         and not other_ordinal(q, ranked[0].unit.text)
+                         and not other_ordinal(q, ranked[0].unit.text) and not other_side(q, ranked[0].unit.text)
                          and not other_column(q, ranked[0].unit, x.window[best])
                          and not other_subject(q, ranked[0].unit, x.window[best], idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
@@ -777,6 +778,20 @@ def other_ordinal(q: QuestionAnalysis, text: str) -> bool:
     "第二套房", "first dose" for "the second dose"."""
     stated = ordinals(text)
     return any((n, c) not in stated and any(c == c2 and n != n2 for n2, c2 in stated) for n, c in ordinals(q.text))
+
+
+# The two sides of a distinction a table or a rule draws (as stems): a question on one side is not answered by a
+# unit stating only the other ("married filing separately" by the "married filing jointly" row).
+_SIDES = (("separ", "joint"), ("incom", "outgo"), ("domest", "internat"), ("public", "privat"), ("male", "femal"),
+          ("men", "women"), ("boy", "girl"), ("buy", "sell"), ("minimum", "maximum"), ("男性", "女性"),
+          ("公立", "私立"), ("境内", "境外"), ("国内", "国际"), ("城镇", "农村"))
+
+
+def other_side(q: QuestionAnalysis, text: str) -> bool:
+    """The question names one side of a distinction and the unit only the other."""
+    words = set(tokenize(text))
+    return any(a in q.terms and b not in q.terms and b in words and a not in words
+               or b in q.terms and a not in q.terms and a in words and b not in words for a, b in _SIDES)
 
 
 def ordinal_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

@@ -1134,6 +1134,18 @@ def test_another_ordinal_of_what_the_question_counts_gives_way_or_abstains():
     assert not other_ordinal(analyse("What was the first Super Bowl they played in?"), "They won the title.")
 
 
+def test_the_other_side_of_a_distinction_is_a_near_miss():
+    """"Married but files separately" is not answered by the "married filing jointly" row, nor 私立 by 公立; a unit
+    naming both sides, or a question naming both, is no mismatch."""
+    from rag.answer_select import other_side
+
+    q = analyse("What's the Roth IRA income phase-out range for someone who is married but files separately?")
+    assert other_side(q, "Roth IRA income phase-out, married filing jointly: $236,000–$246,000 MAGI")
+    assert not other_side(q, "Married filing separately: $0–$10,000; married filing jointly: $236,000–$246,000")
+    assert not other_side(analyse("How do joint and separate filers differ?"), "Married filing jointly: $236,000")
+    assert other_side(analyse("私立学校的学费一般是多少？"), "公立学校免收学费。")
+
+
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
     """The dosing table's columns are doses of two medicines: a naproxen dose is none of them, and the row for the
     child's weight would give another medicine's dose. Naming one of them, or none ("what dose"), is answered."""
