@@ -15,7 +15,7 @@ the same fit data. Whatever it says, a question abstains when the best unit stat
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
 another column of a table (`other_column`), another subject of a list (`other_subject`), another weight or age
 than the one a quantity question gives (`outside_ranges`), another ordinal ("首套" for "第二套房", `other_ordinal`),
-the other side of a distinction ("jointly" for "separately", `other_side`) or something other than what the
+another side of a distinction ("jointly" for "separately", 小学 for 高中, `other_side`) or something other than what the
 question quotes (`quoted_missing`); and a quantity question abstains when the best unit states no quantity
 (`states_quantity`).
 """
@@ -780,18 +780,21 @@ def other_ordinal(q: QuestionAnalysis, text: str) -> bool:
     return any((n, c) not in stated and any(c == c2 and n != n2 for n2, c2 in stated) for n, c in ordinals(q.text))
 
 
-# The two sides of a distinction a table or a rule draws (as stems): a question on one side is not answered by a
-# unit stating only the other ("married filing separately" by the "married filing jointly" row).
+# The sides of a distinction a table or a rule draws (as stems): a question on one side is not answered by a unit
+# stating only another ("married filing separately" by the "married filing jointly" row, 高中 by 小学 and 初中).
 _SIDES = (("separ", "joint"), ("incom", "outgo"), ("domest", "internat"), ("public", "privat"), ("male", "femal"),
           ("men", "women"), ("boy", "girl"), ("buy", "sell"), ("minimum", "maximum"), ("男性", "女性"),
-          ("公立", "私立"), ("境内", "境外"), ("国内", "国际"), ("城镇", "农村"))
+          ("公立", "私立"), ("境内", "境外"), ("国内", "国际"), ("城镇", "农村"), ("小学", "初中", "高中", "大学"))
 
 
 def other_side(q: QuestionAnalysis, text: str) -> bool:
-    """The question names one side of a distinction and the unit only the other."""
+    """The question names one side of a distinction and the unit only others."""
     words = set(tokenize(text))
-    return any(a in q.terms and b not in q.terms and b in words and a not in words
-               or b in q.terms and a not in q.terms and a in words and b not in words for a, b in _SIDES)
+    for sides in _SIDES:
+        asked = {side for side in sides if side in q.terms}
+        if len(asked) == 1 and not asked & words and (set(sides) - asked) & words:
+            return True
+    return False
 
 
 def ordinal_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:

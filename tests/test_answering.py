@@ -1144,6 +1144,9 @@ def test_the_other_side_of_a_distinction_is_a_near_miss():
     assert not other_side(q, "Married filing separately: $0–$10,000; married filing jointly: $236,000–$246,000")
     assert not other_side(analyse("How do joint and separate filers differ?"), "Married filing jointly: $236,000")
     assert other_side(analyse("私立学校的学费一般是多少？"), "公立学校免收学费。")
+    high = analyse("“双减”政策对高中生的书面作业时间有什么规定？")
+    assert other_side(high, "初中书面作业平均完成时间不超过90分钟")
+    assert not other_side(high, "小学生每天睡眠10小时，初中生9小时，高中生8小时")
 
 
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
