@@ -15,9 +15,9 @@ the same fit data. Whatever it says, a question abstains when the best unit stat
 than what the question names: another year, another place (`other_place`), another measure (`asked_measure`),
 another column of a table (`other_column`), another subject of a list (`other_subject`), another weight or age
 than the one a quantity question gives (`outside_ranges`), another ordinal ("首套" for "第二套房", `other_ordinal`),
-another side of a distinction ("jointly" for "separately", 小学 for 高中, `other_side`) or something other than what the
-question quotes (`quoted_missing`); and a quantity question abstains when the best unit states no quantity
-(`states_quantity`).
+another side of a distinction ("jointly" for "separately", 小学 for 高中, `other_side`) or something other than
+what the question quotes (`quoted_missing`); and a quantity question abstains when the best unit states no
+quantity (`states_quantity`).
 """
 
 from __future__ import annotations
@@ -804,10 +804,9 @@ def ordinal_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredU
     if not ranked or not other_ordinal(q, ranked[0].unit.text):
         return ranked
     asked = ordinals(q.text)
+    # The earlier reorderings may have put a unit first out of score order: every unit is looked at.
     for su in ranked[1:]:
-        if ranked[0].score - su.score > ORDINAL_MARGIN:
-            break
-        if asked & ordinals(su.unit.text):
+        if ranked[0].score - su.score <= ORDINAL_MARGIN and asked & ordinals(su.unit.text):
             return [su, *(x for x in ranked if x is not su)]
     return ranked
 
