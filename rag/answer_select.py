@@ -533,23 +533,34 @@ class AnswerSelector:
         place = {n: (p.doc_id, p.ordinal or 0) for n, p in evidence.passages.items()}
         ranked = ordinal_first(q, keyed_row_first(q, named_row_first(q, list_first(q, definition_first(
             q, asked_by_heading_first(q, ranked, place))))))
-        # A question that names a year the best unit does not hold (nor its heading or title) asks about another
-        # period: "the limit in 2015" is not answered by the 2025 table, however well the rest matches.
-        other_period = any(y not in ranked[0].unit_numbers for y in q.years)
-        # A quantity asked in a measure ("多少毫克") that the best unit writes no figure in is another quantity.
-        other_measure = q.expects == QUANTITY and in_other_measure(q.text, ranked[0].unit.text)
-        # A quantity asked and the best unit states none, or states it for a weight or age other than the asker's.
-        no_quantity = q.expects == QUANTITY and (not states_quantity(q, ranked[0].unit.text)
-                                                 or outside_ranges(q, ranked[0].unit.text))
-        best = next(i for i, u in enumerate(x.units) if u is ranked[0].unit)
-        return Selection(q, ranked, prob, prob >= models.answerable.threshold and not other_period
-                         and not other_measure and not no_quantity
-                         and not other_place(q, evidence.passages[ranked[0].unit.n])
-                         and not quoted_missing(q.text, evidence.passages[ranked[0].unit.n])
-                         and not other_ordinal(q, ranked[0].unit.text) and not other_side(q, ranked[0].unit.text)
-                         and not other_column(q, ranked[0].unit, x.window[best])
-                         and not other_subject(q, ranked[0].unit, x.window[best], idf),
+        window = x.window[next(i for i, u in enumerate(x.units) if u is ranked[0].unit)]
+        return Selection(q, ranked, prob, prob >= models.answerable.threshold
+                         and not states_something_else(q, ranked[0], evidence.passages[ranked[0].unit.n], window, idf),
                          dict(zip(QUESTION_FEATURES, map(float, qx))))
+
+
+def states_something_else(q: QuestionAnalysis, best: ScoredUnit, passage, window: set[str],
+                          idf: dict[str, float]) -> bool:
+    """The best unit states its fact for something other than what the question names (each check below): the
+    question abstains whatever the abstention model says. `window`: the best unit's terms with its neighbours,
+    context and title."""
+    unit, text = best.unit, best.unit.text
+    # A year the best unit does not hold (nor its heading or title): "the limit in 2015" is not answered by the
+    # 2025 table, however well the rest matches.
+    if any(y not in best.unit_numbers for y in q.years):
+        return True
+    # A quantity asked in a measure the unit writes no figure in ("多少毫克"), none stated at all, or stated for a
+    # weight or age other than the asker's.
+    if q.expects == QUANTITY and (in_other_measure(q.text, text) or not states_quantity(q, text)
+                                  or outside_ranges(q, text)):
+        return True
+    return (other_place(q, passage) or quoted_missing(q.text, passage) or other_ordinal(q, text)
+            or other_side(q, text) or other_column(q, unit, window) or other_subject(q, unit, window, idf))
+
+
+def _passage_text(passage) -> str:
+    """What a passage says, its title and heading included."""
+    return f"{passage.title}\n{passage.heading}\n{passage.text}"
 
 
 def other_column(q: QuestionAnalysis, unit: AnswerUnit, window: set[str]) -> bool:
@@ -601,7 +612,7 @@ def other_place(q: QuestionAnalysis, passage) -> bool:
     passage that names no place may state a national rule, which holds everywhere: that one answers."""
     if not q.places:
         return False
-    text = f"{passage.title}\n{passage.heading}\n{passage.text}"
+    text = _passage_text(passage)
     return any(p not in text for p in q.places) and bool(place_names(text) - q.places)
 
 
@@ -615,7 +626,7 @@ def quoted_missing(question: str, passage) -> bool:
     """The question quotes something its best unit's passage (title, heading, text) never writes: a short code
     ("D") as a word of its own and with its case, Chinese as written; English words a user may quote in their own
     order ("'10 minutes per grade'" for "10 minutes of homework per grade level"), so each word must be there."""
-    text = f"{passage.title}\n{passage.heading}\n{passage.text}"
+    text = _passage_text(passage)
     words: set[str] | None = None
     for m in _QUOTED.finditer(question):
         quoted = next(g for g in m.groups() if g is not None).strip()
