@@ -125,7 +125,8 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
     snapshot = open_generation(settings, home, snapshot_id)
     answerer = Answerer(settings, Retriever(settings.retrieval))
     backend_name = answerer.generators.resolve_name(backend)
-    answerer.generators.get(backend_name)  # load the model now, so seconds per answer exclude loading it
+    answerer.generators.get(backend_name)  # load the models now, so seconds per answer exclude loading them
+    answerer.selector(snapshot)  # with answers.qa_model set, this loads the QA model
     _ = snapshot.embedder
 
     per_question = []
@@ -140,7 +141,8 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
     report = {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
             "backend": backend_name, "seed": seed, "split": split, "questions": len(qset.questions),
             "generation_id": snapshot_id, "generation_reused": reused, "documents": m.counts.documents,
-            "chunks": m.counts.chunks, "embedder": m.embedder.name, "metrics": summarize_metrics(per_question),
+            "chunks": m.counts.chunks, "embedder": m.embedder.name, "qa_model": settings.answers.qa_model,
+            "metrics": summarize_metrics(per_question),
             "groups": {g: summarize_metrics([r for r in per_question if r["group"] == g])
                        for g in sorted({r["group"] for r in per_question if r["group"]})},
             "kinds": {k: summarize_metrics([r for r in per_question if r["kind"] == k])
@@ -228,7 +230,8 @@ def _reason_kind(reason: str) -> str:
 
 
 def format_table(report: dict) -> str:
-    head = (f"{report['dataset']}  backend={report['backend']}  questions={report['questions']}  "
+    qa = f"  qa_model={report['qa_model']}" if report.get("qa_model") else ""
+    head = (f"{report['dataset']}  backend={report['backend']}{qa}  questions={report['questions']}  "
             f"seed={report['seed']}  docs={report['documents']}  generation={report['generation_id']}"
             f"{' (reused)' if report['generation_reused'] else ''}")
     cols = f"{'':<16}{'n':>5}{'holds':>7}{'answered':>10}{'abstained':>11}{'EM':>7}{'F1':>7}{'cite':>7}" \

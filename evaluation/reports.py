@@ -130,7 +130,8 @@ def load_results(paths: list[Path]) -> tuple[list[Result], list[str]]:
         if kind is None:
             skipped.append(f"{f}: not an evaluation result")
             continue
-        label = {"retrieval": data.get("embedder"), "answers": data.get("backend"),
+        answers = f"{data.get('backend')} + QA model" if data.get("qa_model") else data.get("backend")
+        label = {"retrieval": data.get("embedder"), "answers": answers,
                  "summaries": f"{data.get('style')}, {data.get('max_words')} words"}.get(kind) or ""
         results.append(Result(kind, str(data.get("dataset") or f.stem), str(label), f, data))
     return results, skipped

@@ -18,6 +18,9 @@ than the one a quantity question gives (`outside_ranges`), another ordinal ("首
 another side of a distinction ("jointly" for "separately", 小学 for 高中, `other_side`) or something other than
 what the question quotes (`quoted_missing`); and a quantity question abstains when the best unit states no
 quantity (`states_quantity`).
+
+With an extractive QA model configured (`answers.qa_model`, `QAReading`), the model reads the best passages: the
+unit holding its span answers, and its "no answer" margin replaces the abstention model (the checks above stay).
 """
 
 from __future__ import annotations
@@ -467,11 +470,12 @@ class AnswerSelector:
     batch and scored with their cosines."""
 
     def __init__(self, models: SelectionModels, keyword_models: SelectionModels | None = None,
-                 max_passages: int = 20, embed_top: int = EMBED_TOP):
+                 max_passages: int = 20, embed_top: int = EMBED_TOP, qa: QAReading | None = None):
         self.models = models
         self.keyword_models = keyword_models or models
         self.max_passages = max_passages
         self.embed_top = embed_top
+        self.qa = qa
 
     def inputs(self, evidence, passage_cos: dict[int, float] | None = None) -> UnitInputs:
         ns = sorted(evidence.units)[: self.max_passages]
@@ -503,16 +507,17 @@ class AnswerSelector:
         return out
 
     def matrices(self, q: QuestionAnalysis, evidence, x: UnitInputs, qvec: np.ndarray | None,
-                 idf: dict[str, float], models: SelectionModels | None = None, embed_all: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """(cheap features of all units, UNIT_FEATURES of the embedded ones, their indices into x.units)."""
+                 idf: dict[str, float], models: SelectionModels | None = None, embed_all: bool = False,
+                 also: int | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(cheap features of all units, UNIT_FEATURES of the embedded ones, their indices into x.units);
+        `also`: a unit embedded whatever its cheap score (the one the QA model points at)."""
         models = models or self.models
         cheap = cheap_features(q, x, idf)
         if embed_all or len(x.units) <= self.embed_top:
             keep = list(range(len(x.units)))
         else:
             pre = models.prescore.logits(cheap)
-            keep = sorted(np.argsort(-pre, kind="stable")[: self.embed_top].tolist())
+            keep = sorted(set(np.argsort(-pre, kind="stable")[: self.embed_top].tolist()) | ({also} - {None}))
         cos = None
         if qvec is not None and evidence.embedder is not None and keep:
             cos = evidence.unit_vectors([(x.units[i].n, x.units[i].index) for i in keep], with_context=True) @ qvec
@@ -524,7 +529,8 @@ class AnswerSelector:
         if not x.units:
             return Selection(q, [], 0.0, False, {})
         models = self.models if (qvec is not None and evidence.embedder is not None) else self.keyword_models
-        _, full, keep = self.matrices(q, evidence, x, qvec, idf, models)
+        found, read = self.qa.read(q.text, evidence, x) if self.qa is not None else (None, None)
+        _, full, keep = self.matrices(q, evidence, x, qvec, idf, models, also=read)
         logits = models.units.logits(full)
         ranked = sorted((ScoredUnit(x.units[i], dict(zip(UNIT_FEATURES, row)), float(z), x.window_numbers[i])
                          for i, row, z in zip(keep, full, logits)), key=lambda s: (-s.score, s.unit.n, s.unit.index))
@@ -533,10 +539,41 @@ class AnswerSelector:
         place = {n: (p.doc_id, p.ordinal or 0) for n, p in evidence.passages.items()}
         ranked = ordinal_first(q, keyed_row_first(q, named_row_first(q, list_first(q, definition_first(
             q, asked_by_heading_first(q, ranked, place))))))
+        features = dict(zip(QUESTION_FEATURES, map(float, qx)))
+        answers = prob >= models.answerable.threshold
+        if found is not None:  # the QA model read the passages: its unit answers, and it decides whether any does
+            features["qa_margin"] = found.margin
+            answers = found.margin >= self.qa.min_margin
+            if read is not None:
+                ranked = sorted(ranked, key=lambda su: su.unit is not x.units[read])
         window = x.window[next(i for i, u in enumerate(x.units) if u is ranked[0].unit)]
-        return Selection(q, ranked, prob, prob >= models.answerable.threshold
-                         and not states_something_else(q, ranked[0], evidence.passages[ranked[0].unit.n], window, idf),
-                         dict(zip(QUESTION_FEATURES, map(float, qx))))
+        return Selection(q, ranked, prob, answers and not states_something_else(
+            q, ranked[0], evidence.passages[ranked[0].unit.n], window, idf), features)
+
+
+@dataclass
+class QAReading:
+    """An extractive QA model (rag.qa_model) over the `passages` best passages; `min_margin`: how far its span
+    must outscore "no answer" for the question to be answered."""
+
+    model: object  # rag.qa_model.QAModel (imported by whoever configures one: it needs transformers)
+    passages: int = 3
+    min_margin: float = 0.0
+
+    def read(self, question: str, evidence, x: UnitInputs):
+        """(the model's best span, the index into x.units of the unit that holds it), or (None, None)."""
+        ns = sorted({u.n for u in x.units})[: self.passages]
+        found = self.model.find(question, [evidence.passages[n].text for n in ns])
+        if found is None:
+            return None, None
+        n = ns[found.passage]
+        mine = [i for i, u in enumerate(x.units) if u.n == n]
+        # The unit whose stretch of the passage holds the span's start; a span in a heading or a restated title
+        # (no answering unit holds it) answers with the passage's answering unit that starts nearest to it.
+        held = next((i for i in mine if x.units[i].start <= found.start < x.units[i].end), None)
+        if held is None and mine:
+            held = min(mine, key=lambda i: abs(x.units[i].start - found.start))
+        return found, held
 
 
 def states_something_else(q: QuestionAnalysis, best: ScoredUnit, passage, window: set[str],

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.answer_select import AnswerSelector, Selection, models_for, passage_cosines, term_weights
+from rag.answer_select import AnswerSelector, QAReading, Selection, models_for, passage_cosines, term_weights
 from rag.answer_units import passage_units
 from rag.config import RetrievalSettings, Settings
 from rag.errors import InvalidInput
@@ -386,8 +386,18 @@ class Answerer:
         name = snapshot.manifest.embedder.name
         if name not in self._selectors:
             self._selectors[name] = AnswerSelector(models_for(name), models_for(name, keywords_only=True),
-                                                   max_passages=self.settings.retrieval.answer_passages)
+                                                   max_passages=self.settings.retrieval.answer_passages,
+                                                   qa=self.qa_reading())
         return self._selectors[name]
+
+    def qa_reading(self) -> QAReading | None:
+        """The configured extractive QA model (answers.qa_model), loaded once per process; None when unset."""
+        a = self.settings.answers
+        if not a.qa_model:
+            return None
+        from rag.qa_model import qa_model
+
+        return QAReading(qa_model(a.qa_model, a.qa_device), passages=a.qa_passages, min_margin=a.qa_min_margin)
 
     # -- steps ------------------------------------------------------------------------------------------
     def _retrieve(self, snapshot: Snapshot, question: str, *, filters, top_k, history, backend, mode) -> _Plan:

@@ -120,6 +120,24 @@ class RetrievalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
                 raise ValueError(f"retrieval.{name} must be 0 (no cap) or more, got {getattr(self, name)}")
 
 
+class AnswerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # A local extractive question-answering folder (SQuAD 2.0 style; rag.qa_model), none ships offline. When set,
+    # it reads the question with the `qa_passages` best passages: the answer is the unit holding its span, and
+    # the question is answered only when the span outscores "no answer" by `qa_min_margin` logits (instead of
+    # the fitted abstention model; the checks that the unit states the fact for what the question names stay).
+    qa_model: str | None = None
+    qa_passages: int = 3
+    qa_min_margin: float = 0.0
+    qa_device: Device = "auto"
+
+    def __post_init__(self):
+        if self.qa_passages < 1:
+            raise ValueError(f"answers.qa_passages must be 1 or more, got {self.qa_passages}")
+        # Checked here so that a wrong path stops the service at start-up, not its first question.
+        if self.qa_model and not Path(self.qa_model).expanduser().is_dir():
+            raise ValueError(f"answers.qa_model: model folder not found: {self.qa_model}")
+
+
 class GeneratorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # "auto": a local Transformer in half precision on a GPU, the extractive answer on a CPU, where SmolLM2-135M
     # takes seconds per answer and answers worse (README, Answers).
@@ -298,6 +316,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_cache: str = ""  # where converted models (e5-small, SmolLM2) are cached; default <home>/models
     index: IndexSettings = msgspec.field(default_factory=IndexSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    answers: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
     generator: GeneratorSettings = msgspec.field(default_factory=GeneratorSettings)
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     recommend: RecommendSettings = msgspec.field(default_factory=RecommendSettings)

@@ -230,6 +230,8 @@ def create_app(settings: Settings | None = None, application: Application | None
             log.warning("no index generation yet: %s; /ready answers 503 until one is published", e)
         except Exception:  # noqa: BLE001 - a broken snapshot must not keep the API (and rebuilds) down
             log.exception("could not load the published generation; /ready answers 503")
+        if application_.settings.answers.qa_model:  # read once now, not on the first question
+            await anyio.to_thread.run_sync(application_.answerer.qa_reading)
         await anyio.to_thread.run_sync(application_.recover_jobs)
         log.info("service started", extra={"home": str(application_.settings.home_path), "open_mode": svc.open_mode})
         try:
