@@ -22,6 +22,7 @@ import numpy as np
 MAX_LENGTH = 384  # tokens per window (question + passage), SQuAD's usual
 STRIDE = 128  # tokens two windows of one long passage share
 MAX_ANSWER_TOKENS = 30
+MAX_QUESTION_TOKENS = 64  # the pipeline's max_question_len: a longer question would leave no room for the passage
 TOP_ENDS = 20  # start and end candidates per window (the pipeline's n-best)
 
 
@@ -70,6 +71,9 @@ class QAModel:
             return None
         import torch
 
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        if len(ids) > MAX_QUESTION_TOKENS:  # its end is where a question asks (the setting comes first)
+            question = self.tokenizer.decode(ids[-MAX_QUESTION_TOKENS:])
         enc = self.tokenizer([question] * len(texts), texts, truncation="only_second", max_length=self.max_length,
                              stride=min(STRIDE, self.max_length // 3), return_overflowing_tokens=True,
                              return_offsets_mapping=True, padding=True, return_tensors="pt")

@@ -65,6 +65,9 @@ def test_span_offsets_point_into_the_passage_and_long_passages_are_read_in_windo
     only_long = qa_model.find(QUESTION, [long])
     assert only_long.text == long[only_long.start:only_long.end]
     assert qa_model.find(QUESTION, []) is None
+    # A question longer than a window still leaves room for the passage (its last 64 tokens are read).
+    rambling = "My grandmother asked me about her savings and her pension and her house. " * 40 + QUESTION
+    assert qa_model.find(rambling, texts) is not None
 
 
 def test_the_answer_is_the_unit_holding_the_span(built_home, qa_folder, qa_model):
