@@ -106,3 +106,28 @@ def test_a_qa_model_folder_that_does_not_exist_is_a_config_error(tmp_path):
         load_settings(environ={"RAG_ANSWERS__QA_MODEL": str(tmp_path / "missing")}, home=str(tmp_path))
     with pytest.raises(ConfigError, match="answers.qa_passages must be 1 or more"):
         load_settings(environ={"RAG_ANSWERS__QA_PASSAGES": "0"}, home=str(tmp_path))
+
+
+def test_the_service_loads_the_qa_model_at_start_up_and_answers_by_it(built_home, qa_folder):
+    """Over HTTP: the model is read in the lifespan (before any question), and its margin decides /v1/ask."""
+    from litestar.testing import TestClient
+
+    from rag import qa_model as loaded_models
+    from rag.application import Application
+    from service.app import create_app
+
+    settings, _ = built_home
+    key = (str(qa_folder.resolve()), "cpu")
+    loaded_models._loaded.pop(key, None)
+    answers = {}
+    for margin in (-1e9, 1e9):
+        served = msgspec.structs.replace(
+            settings, answers=AnswerSettings(qa_model=str(qa_folder), qa_min_margin=margin, qa_device="cpu"),
+            service=msgspec.structs.replace(settings.service, open_mode=True))
+        with TestClient(create_app(served, Application(served)), raise_server_exceptions=False) as client:
+            assert key in loaded_models._loaded  # read at start-up, not on the first question
+            r = client.post("/v1/ask", json={"question": QUESTION, "backend": "extractive"})
+            assert r.status_code == 200, r.text
+            answers[margin] = r.json()
+    assert answers[-1e9]["abstained"] is False and answers[-1e9]["citations"]
+    assert answers[1e9]["abstained"] is True and answers[1e9]["passages"]
