@@ -33,3 +33,13 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def torch_device(requested: str = "auto") -> str:
+    """The torch device a `Device` setting names: "auto" is CUDA when this process can run on it, else the CPU;
+    "cuda" with no GPU behind it is a ValueError (a clear message, not torch's at the first tensor)."""
+    if requested == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if requested == "cuda" and not cuda_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    return requested

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.hardware import torch_device
+
 MAX_LENGTH = 384  # tokens per window (question + passage), SQuAD's usual
 STRIDE = 128  # tokens two windows of one long passage share
 MAX_ANSWER_TOKENS = 30
@@ -55,12 +57,11 @@ class QAModel:
         if not self.tokenizer.is_fast:
             raise ValueError(f"answers.qa_model: {path} has no fast tokenizer (tokenizer.json): spans need offsets")
         self.model = AutoModelForQuestionAnswering.from_pretrained(str(folder), local_files_only=True).eval()
-        if device == "auto":
-            from rag.hardware import cuda_available
-
-            device = "cuda" if cuda_available() else "cpu"
-        self.device = device
-        self.model.to(device)
+        try:
+            self.device = torch_device(device)
+        except ValueError as e:
+            raise ValueError(f"answers.qa_device: {e}") from None
+        self.model.to(self.device)
         self.max_length = min(MAX_LENGTH, self.tokenizer.model_max_length or MAX_LENGTH)
         self._lock = threading.Lock()  # one forward at a time: the model is shared by every request
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from rag.config import GeneratorSettings
 from rag.generators.batching import BatchScheduler, Decoding
 from rag.generators.slots import GeneratorError, current_deadline
+from rag.hardware import torch_device
 from rag.models.integrity import PINNED, ModelNotFoundError, pinned_file, sha256_file
 
 # Library code never reaches a model hub, whatever the caller's environment says.
@@ -84,13 +85,10 @@ def _dequantize(gguf: Path, out: Path) -> None:
 
 
 def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise GeneratorError("generator.device is 'cuda' but torch sees no CUDA device")
-    return requested
+    try:
+        return torch_device(requested)
+    except ValueError:
+        raise GeneratorError("generator.device is 'cuda' but torch sees no CUDA device") from None
 
 
 class TokenText:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.hardware import cuda_available
+from rag.hardware import torch_device
 from rag.models import encoder_variants, tokenization
 from rag.models.integrity import PINNED, ModelNotFoundError, package_dir, pinned_file, sha256_file
 
@@ -101,8 +101,6 @@ class Embedder:
         return self._encode(list(texts), self.query_prefix, batch_size, False)
 
 
-def _device() -> str:
-    return "cuda" if cuda_available() else "cpu"
 
 
 def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
@@ -136,7 +134,7 @@ def resolve_backend(backend: str) -> str:
             raise ModelNotFoundError(f"embedder backend {backend!r} is not one of auto, "
                                      f"{', '.join(encoder_variants.BACKENDS)}")
         return backend
-    if CPU_DEFAULT_BACKEND == encoder_variants.TORCH or _device() == "cuda":
+    if CPU_DEFAULT_BACKEND == encoder_variants.TORCH or torch_device() == "cuda":
         return encoder_variants.TORCH
     try:
         encoder_variants._require(CPU_DEFAULT_BACKEND)
@@ -179,7 +177,7 @@ def load_embedder(spec: str, models_dir: Path | str, backend: str = encoder_vari
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own stage bars say what is happening
-        device = _device()
+        device = torch_device()
         log.info("loading embedder %s from %s on %s", name, folder, device)
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         if device == "cuda":
