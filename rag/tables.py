@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass, field
 
 _RULE_CELL = re.compile(r"\s*:?-+:?\s*")
+# A cell that states an amount ("$1,496.5", "(141,770)", "9.8%", "1.30 (1)"), as opposed to a label ("2-5 Years",
+# "Actual", "April 27, 2019"). A bare year ("2019", "2018 (4)") is a column label, not an amount.
+_AMOUNT = re.compile(r"[(\-−–]?\s*(?:US|RMB|S)?[$€£¥]?\s*[(\-−–]?\s*\d[\d,]*(?:\.\d+)?\s*%?\s*\)?\s*(?:\(\w{1,3}\))?\**")
+_YEAR = re.compile(r"(?:19|20)\d\d\s*(?:\(\w{1,3}\))?\**")
 
 
 @dataclass
@@ -51,27 +55,58 @@ def _is_rule(cells: list[str]) -> bool:
     return bool(cells) and all(_RULE_CELL.fullmatch(c) or not c for c in cells) and any(cells)
 
 
+def _is_amount(cell: str) -> bool:
+    return bool(_AMOUNT.fullmatch(cell)) and not _YEAR.fullmatch(cell)
+
+
+def _extend_unlabelled(cells: list[list[str]], header: list[int]) -> None:
+    while len(header) < len(cells) and cells[len(header)] and not cells[len(header)][0]:
+        header.append(len(header))
+
+
+def _labels_columns_below_captions(cells: list[list[str]], header: list[int]) -> bool:
+    """Whether the row after `header` is the column-label row of a financial export that opens with caption rows:
+    "($ in millions) |  | " then "At December 31: | 2019 | 2018" (its first cell names the units or the period, not
+    the first column). It is when every header row so far is a caption (one cell or none), the row's other cells
+    are labels (no amount among them), and one of the three rows below it holds an amount."""
+    nxt = len(header)
+    if any(sum(1 for c in cells[i] if c) > 1 for i in header) or nxt >= len(cells):
+        return False
+    row = cells[nxt]
+    labels = [c for c in row[1:] if c]
+    if not row[0] or not labels or any(_is_amount(c) for c in labels):
+        return False
+    return any(_is_amount(c) for below in cells[nxt + 1: nxt + 4] for c in below[1:])
+
+
 def parse_table(lines: list[str]) -> Table:
     """Header rows, column labels and data rows of one table block (consecutive lines holding '|')."""
     outer = all(ln.strip().startswith("|") and ln.strip().endswith("|") for ln in lines)
     cells = [split_cells(ln, outer) for ln in lines]
     rule = next((i for i, c in enumerate(cells[:3]) if _is_rule(c)), None)
+    names_table = None  # a header row whose first cell is a caption, not the first column's label
     if rule is not None:
         header = list(range(rule))
         body = [i for i in range(rule + 1, len(cells)) if not _is_rule(cells[i])]
     else:
         # No rule: the first row heads the table, and so does every following row whose first cell is empty
-        # (the year row and the "(in millions)" row of a financial table), up to the first labelled row.
+        # (the year row and the "(in millions)" row of a financial table), up to the first labelled row; below
+        # caption rows only, a labelled row of labels heads it too.
         header = [0]
-        while len(header) < len(cells) and cells[len(header)] and not cells[len(header)][0]:
+        _extend_unlabelled(cells, header)
+        if _labels_columns_below_captions(cells, header):
             header.append(len(header))
+            names_table = header[-1]
+            _extend_unlabelled(cells, header)
         body = list(range(len(header), len(cells)))
     captions: list[str] = []
     width = max((len(c) for c in cells), default=0)
     labels = [""] * width
     for i in header:
         filled = [(j, c) for j, c in enumerate(cells[i]) if c]
-        if len(filled) == 1 and (filled[0][0] > 0 or width > 2) and rule is None:
+        if i == names_table:  # its first cell ("($ in millions)") is a caption; the others label their columns
+            captions.append(filled.pop(0)[1])
+        elif len(filled) == 1 and (filled[0][0] > 0 or width > 2) and rule is None:
             captions.append(filled[0][1])
             continue
         for j, c in filled:

@@ -1313,6 +1313,27 @@ def test_answer_units_of_a_financial_table():
     assert all(u.kind == "row" and u.span in table for u in units)
 
 
+def test_a_financial_table_whose_column_labels_sit_below_its_captions():
+    """Exports of financial reports often open with caption rows ("($ in millions)") and label the columns in a
+    row whose first cell is a caption too ("At December 31: | 2019 | 2018"): that row heads the table, so a row
+    reads with its years. A caption above rows of words only (no amount below) keeps them as rows."""
+    from rag.answer_units import passage_units
+
+    table = ("($ in millions) |  | \nAt December 31: | 2019 | 2018\nRecorded investment (1) | $22,446 | $31,182\n"
+             "Total allowance for credit losses | 221 | 292")
+    units = passage_units(table, 1)
+    assert [u.text for u in units] == ["Recorded investment (1) — 2019: $22,446; 2018: $31,182",
+                                       "Total allowance for credit losses — 2019: 221; 2018: 292"]
+    assert units[0].context == "($ in millions) At December 31:"
+    # two caption rows, the labelled row, then a year row: all four head the table
+    energy = ("2.1 Office Buildings |  | \nIndicators | For the year ended 31 December | \n | 2019 | 2018\n"
+              "Total energy consumption (MWh) | 205,092.26 | 167,488.48")
+    assert [u.text for u in passage_units(energy, 1)] == [
+        "Total energy consumption (MWh) — For the year ended 31 December 2019: 205,092.26; 2018: 167,488.48"]
+    words = "Team contacts |  | \nRole | Name\nChair | Ada Park\nTreasurer | Li Wei"
+    assert [u.text for u in passage_units(words, 1)][1:] == ["Chair — Ada Park", "Treasurer — Li Wei"]
+
+
 def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
     from rag.answer_units import passage_units
 
