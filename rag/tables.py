@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 _RULE_CELL = re.compile(r"\s*:?-+:?\s*")
 # A cell that states an amount ("$1,496.5", "(141,770)", "9.8%", "1.30 (1)"), as opposed to a label ("2-5 Years",
 # "Actual", "April 27, 2019"). A bare year ("2019", "2018 (4)") is a column label, not an amount.
-_AMOUNT = re.compile(r"[(\-−–]?\s*(?:US|RMB|S)?[$€£¥]?\s*[(\-−–]?\s*\d[\d,]*(?:\.\d+)?\s*%?\s*\)?\s*(?:\(\w{1,3}\))?\**")
+_AMOUNT = re.compile(r"[(\-−–]?\s*(?:US|RMB|S)?[$€£¥]?\s*[(\-−–]?\s*\d[\d,]*(?:\.\d+)?\s*%?\s*\)?"
+                     r"\s*(?:\(\w{1,3}\))?\**")
 _YEAR = re.compile(r"(?:19|20)\d\d\s*(?:\(\w{1,3}\))?\**")
 
 
