@@ -41,6 +41,7 @@ class Question:
     scale: str = ""
     decision: str = ""  # PubMedQA: the gold yes / no / maybe
     reference: str = ""  # PubMedQA: the authors' conclusion (long_answer)
+    scope: list[str] = field(default_factory=list)  # the documents it is asked over; empty: the whole corpus
 
 
 @dataclass
@@ -50,7 +51,6 @@ class QuestionSet:
     documents: list[dict] | None = None  # {"id", "title", "text"} to index, or None when `source` is a path
     source: Path | None = None  # a corpus file or folder the production indexer reads
     match: str = "any"  # "any": one gold answer must occur; "all": every gold span (TAT-QA multi-span)
-    own_document: bool = False  # each question is asked over its gold documents only (PubMedQA)
 
 
 def context_doc_id(context: str) -> str:
@@ -155,9 +155,13 @@ def near_miss_set(path: Path, *, split: str = "test", per_article: int = 15, see
 
 
 def tatqa_set(folder: Path, limit: int | None, seed: int, *, split: str = "test",
-              kinds: tuple[str, ...] | None = None) -> QuestionSet:
+              kinds: tuple[str, ...] | None = None, own_context: bool = False) -> QuestionSet:
     """TAT-QA questions over the whole corpus. Reports (contexts) are split in halves by the seed: `test` is
-    scored, `fit` is what answer selection was fitted on; `all` takes both."""
+    scored, `fit` is what answer selection was fitted on; `all` takes both.
+
+    With `own_context` each question is asked over its own context only (the table and paragraphs it was written
+    on), as TAT-QA's authors pose the task: that measures reading apart from finding the filing, which a question
+    naming no company ("What was the total revenue in 2019?") cannot say over a corpus of many filings."""
     if split not in ("test", "fit", "all"):
         raise InvalidInput(f"split must be test, fit or all, not {split!r}")
     folder = Path(folder)
@@ -170,15 +174,24 @@ def tatqa_set(folder: Path, limit: int | None, seed: int, *, split: str = "test"
             and (kinds is None or r.get("answer_type") in kinds)]
     if limit and limit < len(rows):
         rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+    passages_of: dict[str, list[str]] = {}
+    if own_context:
+        for d in _jsonl(folder / "corpus.jsonl"):
+            context = (d.get("metadata") or {}).get("context") or report_of({"gold_doc_ids": [d["_id"]]})
+            passages_of.setdefault(context, []).append(str(d["_id"]))
     questions = []
     for r in rows:
         answers = r["answers"] if isinstance(r["answers"], list) else [r["answers"]]
         kind, source = r.get("answer_type") or "", r.get("answer_from") or ""
         # Span answers by where they sit; arithmetic and count need a computation and are reported apart.
         group = f"{kind}:{source}" if kind in ("span", "multi-span") else kind
+        scope = passages_of.get(report_of(r), []) if own_context else []
+        if own_context and not scope:
+            raise InvalidInput(f"TAT-QA question {r['id']}: no passage of its context in corpus.jsonl")
         questions.append(Question(str(r["id"]), r["question"], [str(a) for a in answers], True,
-                                  list(r.get("gold_doc_ids") or []), group, kind, "en", r.get("scale") or ""))
-    name = _name(folder, "tatqa") + ("" if split == "all" else f"-{split}")
+                                  list(r.get("gold_doc_ids") or []), group, kind, "en", r.get("scale") or "",
+                                  scope=scope))
+    name = _name(folder, "tatqa") + ("" if split == "all" else f"-{split}") + ("-own-context" if own_context else "")
     return QuestionSet(name, questions, source=folder / "corpus.jsonl", match="all")
 
 
@@ -237,9 +250,9 @@ def pubmedqa_set(path: Path, limit: int | None, *, split: str = "test") -> Quest
     if limit:
         asked = asked[:limit]
     questions = [Question(str(r["id"]), r["question"], [], True, [str(r["id"])], r["final_decision"],
-                          decision=r["final_decision"], reference=r["long_answer"]) for r in asked]
-    return QuestionSet(_name(path, "pubmedqa"), questions, documents=[pubmedqa_document(r) for r in rows],
-                       own_document=True)
+                          decision=r["final_decision"], reference=r["long_answer"], scope=[str(r["id"])])
+                 for r in asked]
+    return QuestionSet(_name(path, "pubmedqa"), questions, documents=[pubmedqa_document(r) for r in rows])
 
 
 def _name(path: Path, default: str) -> str:

@@ -58,18 +58,20 @@ KINDS = ("auto", "squad", "near-miss", "tatqa", "probe", "pubmedqa")
 
 
 def load_set(path: Path, kind: str = "auto", *, limit: int | None = None, seed: int = 0, split: str = "test",
-             per_article: int = 15, corpus: Path | None = None) -> QuestionSet:
+             per_article: int = 15, corpus: Path | None = None, own_context: bool = False) -> QuestionSet:
     path = Path(path)
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if kind == "auto":
         kind = detect_kind(path)
+    if own_context and kind != "tatqa":
+        raise InvalidInput(f"--own-context applies to TAT-QA sets only, not {kind}", field="own_context")
     if kind == "squad":
         return squad_set(path, limit, seed)
     if kind == "near-miss":
         return near_miss_set(path, split=split, per_article=per_article, seed=seed)
     if kind == "tatqa":
-        return tatqa_set(path, limit, seed, split=split)
+        return tatqa_set(path, limit, seed, split=split, own_context=own_context)
     if kind == "pubmedqa":
         return pubmedqa_set(path, limit, split=split)
     return probe_set(path, corpus, split=split)
@@ -119,8 +121,9 @@ def _safe(name: str) -> str:
 
 def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str | None = None,
              limit: int | None = 300, seed: int = 0, split: str = "test", per_article: int = 15,
-             corpus: Path | None = None, show_progress: bool = True) -> dict:
-    qset = load_set(path, kind, limit=limit, seed=seed, split=split, per_article=per_article, corpus=corpus)
+             corpus: Path | None = None, own_context: bool = False, show_progress: bool = True) -> dict:
+    qset = load_set(path, kind, limit=limit, seed=seed, split=split, per_article=per_article, corpus=corpus,
+                    own_context=own_context)
     home, snapshot_id, reused = ensure_generation(settings, qset, show_progress)
     snapshot = open_generation(settings, home, snapshot_id)
     answerer = Answerer(settings, Retriever(settings.retrieval))
@@ -133,13 +136,14 @@ def evaluate(settings: Settings, path: Path, *, kind: str = "auto", backend: str
     for q in tqdm(qset.questions, desc=f"answers ({backend_name})", unit="q", file=sys.stderr,
                   disable=not show_progress):
         t = time.perf_counter()
-        scope = Filters(doc_ids=q.gold_docs) if qset.own_document else None
-        ans = answerer.answer(snapshot, q.question, filters=scope, backend=backend_name)
+        ans = answerer.answer(snapshot, q.question, filters=Filters(doc_ids=q.scope) if q.scope else None,
+                              backend=backend_name)
         per_question.append(score_answer(q, ans, time.perf_counter() - t, qset.match))
     m = snapshot.manifest
     snapshot.close()
     report = {"dataset": qset.name, "path": str(path), "kind": kind if kind != "auto" else detect_kind(Path(path)),
-            "backend": backend_name, "seed": seed, "split": split, "questions": len(qset.questions),
+            "backend": backend_name, "seed": seed, "split": split, "own_context": own_context,
+            "questions": len(qset.questions),
             "generation_id": snapshot_id, "generation_reused": reused, "documents": m.counts.documents,
             "chunks": m.counts.chunks, "embedder": m.embedder.name, "qa_model": settings.answers.qa_model,
             "metrics": summarize_metrics(per_question),

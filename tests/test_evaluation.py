@@ -136,6 +136,40 @@ def test_eval_answers_on_a_probe_reports_answered_and_abstained(tmp_path, small_
     assert set(report["groups"]) == {"text", "none"}
 
 
+def test_eval_answers_on_tatqa_asks_each_question_over_its_own_context_when_told(tmp_path, models_dir,
+                                                                                  monkeypatch):
+    """TAT-QA questions name no company: the same question asked of two filings has two answers. Over the whole
+    corpus one answer serves both (at most one is right); with --own-context each question is asked over its own
+    table and paragraphs, and both are right."""
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(models_dir))
+    folder = tmp_path / "tatqa"
+    folder.mkdir()
+    contexts = {"c1": ("($ in millions) |  | \nAt December 31: | 2019 | 2018\nTotal revenue | $1,496.5 | $1,202.9",
+                       "Revenue grew on higher volumes of fixed-price contracts."),
+                "c2": (" | Year Ended | \n | 2019 | 2018\nTotal revenue | $3,037.0 | $2,810.4",
+                       "Our revenue rose with new subscription customers.")}
+    corpus = [{"_id": f"{c}-{part}", "title": "", "text": text, "metadata": {"context": c, "kind": part}}
+              for c, (table, para) in contexts.items() for part, text in (("table", table), ("p1", para))]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
+    qa = [{"id": f"q-{c}", "question": "What was the total revenue in 2019?", "answers": [gold],
+           "answer_type": "span", "answer_from": "table", "scale": "million", "gold_doc_ids": [f"{c}-table"]}
+          for c, gold in (("c1", "$1,496.5"), ("c2", "$3,037.0"))]
+    (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa), encoding="utf-8")
+    home = ["--home", str(tmp_path / "home")]
+    run = [*home, "eval", "answers", str(folder), "--backend", "extractive", "--split", "all", "--quiet", "--json"]
+    assert cli([*run, str(tmp_path / "corpus.json")]) == 0
+    assert cli([*run, str(tmp_path / "own.json"), "--own-context"]) == 0
+    whole, own = (json.loads((tmp_path / f).read_text()) for f in ("corpus.json", "own.json"))
+    assert whole["metrics"]["holds_answer"] <= 0.5 and whole["own_context"] is False
+    assert own["own_context"] is True and own["metrics"]["holds_answer"] == 1.0
+    assert all(q["cited_gold"] for q in own["per_question"])
+    # only TAT-QA has contexts to keep to
+    squad = tmp_path / "squad.jsonl"
+    squad.write_text(json.dumps({"id": "s", "title": "T", "context": "A b.", "question": "A?", "answers": ["b"]})
+                     + "\n", encoding="utf-8")
+    assert cli([*home, "eval", "answers", str(squad), "--own-context", "--quiet"]) == 2
+
+
 def test_answer_text_metrics():
     from evaluation.metrics import contains_answer, exact_match, f1_score, holds
 

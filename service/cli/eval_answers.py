@@ -31,6 +31,9 @@ def register(esub) -> None:
     p.add_argument("--per-article", type=int, default=15,
                    help="near-miss: answerable and unanswerable questions per article (default 15 each)")
     p.add_argument("--corpus", help="probe: the folder its questions are asked over")
+    p.add_argument("--own-context", action="store_true",
+                   help="TAT-QA: ask each question over its own table and paragraphs (the task as its authors pose "
+                        "it) instead of the whole corpus: reading apart from finding the filing")
     p.add_argument("--limit", type=int, default=300, help="SQuAD / TAT-QA questions to sample, PubMedQA the first N (default 300; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--json", dest="json_out", help="write the report (with every answer) to this file")
@@ -52,7 +55,8 @@ def run(args) -> int:
         raise NotFound(f"--corpus {args.corpus} is not a folder", field="corpus")
     report = evaluate(settings_from(args), path, kind=args.kind, backend=args.backend, limit=args.limit or None,
                       seed=args.seed, split=args.split, per_article=args.per_article,
-                      corpus=Path(args.corpus) if args.corpus else None, show_progress=not args.quiet)
+                      corpus=Path(args.corpus) if args.corpus else None, own_context=args.own_context,
+                      show_progress=not args.quiet)
     print(format_table(report))
     if args.json_out:
         write_report(args.json_out, report)
