@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from rag.answer_units import AnswerUnit
 from rag.questions import FILLER, YEAR, Calculation, Comparison, QuestionAnalysis
+from rag.tables import cell_value
 from rag.text import tokenize
 
 CANDIDATE_UNITS = 5  # the best-ranked units looked at for a row to compare
@@ -24,7 +25,6 @@ ROW_NAMED = 0.5  # at least this share of a row's own words must be the question
 TABLE_NAMED = 0.5  # an item comparison: at least this share of the question's subject words is in the table
 MIN_ROWS, MAX_ROWS = 2, 40  # an item comparison reads a table of this many data rows
 
-_CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)?)\s*\)?\s*(?:%|％)?\s*\)?$")
 _PERIOD_LABEL = re.compile(r"(?<!\d)(?:19|20)\d\d(?!\d)|\b(?:q[1-4]|quarters?|months?|years?|fiscal|fy\d*|january"
                            r"|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr"
                            r"|jun|jul|aug|sep|sept|oct|nov|dec)\b|[一二三四]季度|\d+月|\d+年", re.IGNORECASE)
@@ -60,16 +60,6 @@ class TableAnswer:
     working: str = ""
     figures: set[str] = field(default_factory=set)
     names: list[str] = field(default_factory=list)  # when rows are what the answer names: each row's name
-
-
-def cell_value(cell: str) -> float | None:
-    """The figure a table cell holds ("$ 1,452.4", "(114)" is negative, "23%"), or None for text and dashes."""
-    s = cell.strip().replace(" ", "")
-    m = _CELL_NUMBER.match(s)
-    if not m:
-        return None
-    value = float(m.group("n").replace(",", ""))
-    return -value if "(" in s[:m.start("n")] or "-" in s[:m.start("n")] else value
 
 
 def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUnit] = (),

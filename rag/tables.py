@@ -12,11 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 _RULE_CELL = re.compile(r"\s*:?-+:?\s*")
-# A cell that states an amount ("$1,496.5", "(141,770)", "9.8%", "1.30 (1)"), as opposed to a label ("2-5 Years",
-# "Actual", "April 27, 2019"). A bare year ("2019", "2018 (4)") is a column label, not an amount.
-_AMOUNT = re.compile(r"[(\-−–]?\s*(?:US|RMB|S)?[$€£¥]?\s*[(\-−–]?\s*\d[\d,]*(?:\.\d+)?\s*%?\s*\)?"
-                     r"\s*(?:\(\w{1,3}\))?\**")
-_YEAR = re.compile(r"(?:19|20)\d\d\s*(?:\(\w{1,3}\))?\**")
+_CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)?)\s*\)?\s*(?:%|％)?\s*\)?$")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @dataclass
@@ -24,6 +22,7 @@ class TableRow:
     line: int  # index of the line in the table block
     cells: list[str]
     section: str = ""  # the latest section-label row above it
+    sums_above: bool = False  # no label, and its figures are the sums of the rows above it: their total
 
 
 @dataclass
@@ -56,8 +55,20 @@ def _is_rule(cells: list[str]) -> bool:
     return bool(cells) and all(_RULE_CELL.fullmatch(c) or not c for c in cells) and any(cells)
 
 
+def cell_value(cell: str) -> float | None:
+    """The figure a table cell holds ("$ 1,452.4", "(114)" is negative, "23%"), or None for text and dashes."""
+    s = cell.strip().replace(" ", "")
+    m = _CELL_NUMBER.match(s)
+    if not m:
+        return None
+    value = float(m.group("n").replace(",", ""))
+    return -value if "(" in s[:m.start("n")] or "-" in s[:m.start("n")] else value
+
+
 def _is_amount(cell: str) -> bool:
-    return bool(_AMOUNT.fullmatch(cell)) and not _YEAR.fullmatch(cell)
+    """A cell stating an amount ("$1,496.5", "(141,770)", "9.8%"), not a label ("2-5 Years", "April 27, 2019"); a
+    bare year ("2019") labels a column."""
+    return cell_value(cell) is not None and not _YEAR.fullmatch(cell.strip())
 
 
 def _extend_unlabelled(cells: list[list[str]], header: list[int]) -> None:
@@ -123,13 +134,57 @@ def parse_table(lines: list[str]) -> Table:
             section = row[0].rstrip(":：").strip()  # a row that only names what follows
             continue
         table.rows.append(TableRow(i, row, section))
+    _find_totals(table.rows)
     return table
+
+
+def _find_totals(rows: list[TableRow]) -> None:
+    """Mark the unlabelled rows of figures that total the rows above them (back to the previous total, which is
+    one of the terms, or to the start of the section): the bottom line of a financial table ("  | $8,455 |
+    $10,647") then reads "Total — 2019: $8,455; ..." and answers "What were the total costs?". An unlabelled row
+    whose figures are not those sums (a net figure below a "Less:" row) stays unnamed: nothing proves it a total."""
+    start = 0
+    for k, row in enumerate(rows):
+        if k and row.section != rows[k - 1].section:
+            start = k
+        if row.cells[0] or not any(cell_value(c) is not None for c in row.cells[1:]):
+            continue
+        row.sums_above = k - start >= 2 and _sums(row, rows[start:k])
+        start = k
+
+
+def _sums(row: TableRow, above: list[TableRow]) -> bool:
+    checked = 0
+    for j, cell in enumerate(row.cells[1:], 1):
+        value = cell_value(cell)
+        if value is None:
+            continue
+        terms = [cell_value(r.cells[j]) if j < len(r.cells) else None for r in above]
+        figures = [t for t in terms if t is not None]
+        if len(figures) < 2:
+            return False
+        digits = cell.split(".")[1] if "." in cell else ""
+        step = 10.0 ** -sum(ch.isdigit() for ch in digits)
+        if abs(sum(figures) - value) > 0.5 * step * len(figures) + 1e-9:  # each term was rounded to the step
+            return False
+        checked += 1
+    return checked > 0
+
+
+def _total_name(section: str, chinese: bool) -> str:
+    """"Total Inventories" under the section "Inventories" (what a statement would print), else "Total"."""
+    if chinese:
+        return "合计"
+    return f"Total {section}" if section else "Total"  # its case kept: "Total United Kingdom tax"
 
 
 def row_fields(table: Table, row: TableRow) -> tuple[str, list[tuple[str, str]]]:
     """(lead, [(label, value), ...]) of one row: the lead names the row when its first column has no label (or a
     section heads it); each filled cell comes with its column's label ("" where the column has none)."""
     cells = row.cells
+    if row.sums_above:  # named by what it is, in the table's language
+        cells = [_total_name(row.section, chinese=any(_CJK.search(c) for c in table.columns + [row.section])),
+                 *cells[1:]]
     first = cells[0] if cells else ""
     lead = ""
     if first and not (table.columns and table.columns[0]):

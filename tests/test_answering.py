@@ -653,7 +653,7 @@ def test_a_generative_backend_does_not_write_a_computed_answer(index):
 
 def test_table_cells_and_table_questions_are_read():
     from rag.questions import Calculation, Comparison
-    from rag.table_answers import cell_value
+    from rag.tables import cell_value
 
     assert [cell_value(c) for c in ("$ 1,452.4", "(114)", "$(2,780)", "23%", "—", "n/a", "12.0")] == [
         1452.4, -114.0, -2780.0, 23.0, None, None, 12.0]
@@ -1332,6 +1332,24 @@ def test_a_financial_table_whose_column_labels_sit_below_its_captions():
         "Total energy consumption (MWh) — For the year ended 31 December 2019: 205,092.26; 2018: 167,488.48"]
     words = "Team contacts |  | \nRole | Name\nChair | Ada Park\nTreasurer | Li Wei"
     assert [u.text for u in passage_units(words, 1)][1:] == ["Chair — Ada Park", "Treasurer — Li Wei"]
+
+
+def test_an_unlabelled_row_that_sums_the_rows_above_reads_as_their_total():
+    """The bottom line of a financial table has no label: it reads "Total" when each figure is the sum of its
+    column above (back to the previous total, one of the terms); an unlabelled row that sums nothing stays
+    unnamed."""
+    from rag.answer_units import passage_units
+
+    table = (" | 2019 | 2018\nEmployee severance | $7,169 | $7,845\nStrategic evaluation | 1,286 | —\n"
+             "Other | — | 591\n | $8,455 | $8,436\nLess: impairment | (455) | (436)\n | $8,000 | $8,000\n"
+             "Memo: headcount | 50 | 60\n | 7 | 8")
+    assert [u.text for u in passage_units(table, 1)][3:] == [
+        "Total — 2019: $8,455; 2018: $8,436", "Less: impairment — 2019: (455); 2018: (436)",
+        "Total — 2019: $8,000; 2018: $8,000", "Memo: headcount — 2019: 50; 2018: 60", "2019: 7; 2018: 8"]
+    sections = " | 2019 | 2018\nInventories: |  | \nRaw materials | 120 | 100\nFinished goods | 30 | 20\n | 150 | 120"
+    assert [u.text for u in passage_units(sections, 1)][-1] == "Inventories: Total Inventories — 2019: 150; 2018: 120"
+    zh = "项目 | 2023年\n工资 | 120\n奖金 | 30\n | 150"
+    assert [u.text for u in passage_units(zh, 1)][-1] == "项目: 合计; 2023年: 150"
 
 
 def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
