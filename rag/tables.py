@@ -77,12 +77,17 @@ def _extend_unlabelled(cells: list[list[str]], header: list[int]) -> None:
 
 
 def _labels_columns_below_captions(cells: list[list[str]], header: list[int]) -> bool:
-    """Whether the row after `header` is the column-label row of a financial export that opens with caption rows:
-    "($ in millions) |  | " then "At December 31: | 2019 | 2018" (its first cell names the units or the period, not
-    the first column). It is when every header row so far is a caption (one cell or none), the row's other cells
-    are labels (no amount among them), and one of the three rows below it holds an amount."""
+    """Whether the row after `header` is a column-label row of a financial export whose first cell is a caption:
+    "($ in millions) |  | " then "At December 31: | 2019 | 2018", or " | December 31, 2019 |  | December 31, 2018 |
+    " then "(In millions) | Carrying Amount | Fair Value | Carrying Amount | Fair Value". It is when a column is
+    still unlabelled by the header so far (a caption row labels none), the row's other cells are labels (no amount
+    among them), and one of the three rows below it holds an amount."""
     nxt = len(header)
-    if any(sum(1 for c in cells[i] if c) > 1 for i in header) or nxt >= len(cells):
+    if nxt >= len(cells):
+        return False
+    width = max(len(c) for c in cells)
+    labelled = {j for i in header if sum(1 for c in cells[i] if c) > 1 for j, c in enumerate(cells[i]) if c}
+    if all(j in labelled for j in range(1, width)):
         return False
     row = cells[nxt]
     labels = [c for c in row[1:] if c]

@@ -1316,7 +1316,8 @@ def test_answer_units_of_a_financial_table():
 def test_a_financial_table_whose_column_labels_sit_below_its_captions():
     """Exports of financial reports often open with caption rows ("($ in millions)") and label the columns in a
     row whose first cell is a caption too ("At December 31: | 2019 | 2018"): that row heads the table, so a row
-    reads with its years. A caption above rows of words only (no amount below) keeps them as rows."""
+    reads with its years; so does a row labelling the columns that a row of dates above spans. A caption above rows
+    of words only (no amount below) keeps them as rows."""
     from rag.answer_units import passage_units
 
     table = ("($ in millions) |  | \nAt December 31: | 2019 | 2018\nRecorded investment (1) | $22,446 | $31,182\n"
@@ -1330,6 +1331,12 @@ def test_a_financial_table_whose_column_labels_sit_below_its_captions():
               "Total energy consumption (MWh) | 205,092.26 | 167,488.48")
     assert [u.text for u in passage_units(energy, 1)] == [
         "Total energy consumption (MWh) — For the year ended 31 December 2019: 205,092.26; 2018: 167,488.48"]
+    # dates over pairs of columns, the pairs labelled below: the labelled row heads the table too
+    debt = (" | December 31, 2019 |  | December 31, 2018 | \n(In millions) | Carrying Amount | Fair Value | "
+            "Carrying Amount | Fair Value\nTotal debt | $ 3,774.4 | $ 4,073.9 | $ 3,474.2 | $ 3,535.1")
+    assert [u.text for u in passage_units(debt, 1)] == [
+        "Total debt — December 31, 2019 Carrying Amount: $ 3,774.4; Fair Value: $ 4,073.9; December 31, 2018 "
+        "Carrying Amount: $ 3,474.2; Fair Value: $ 3,535.1"]
     words = "Team contacts |  | \nRole | Name\nChair | Ada Park\nTreasurer | Li Wei"
     assert [u.text for u in passage_units(words, 1)][1:] == ["Chair — Ada Park", "Treasurer — Li Wei"]
 
