@@ -24,7 +24,9 @@ from rag.types import Chunk, Document
 
 # Which rules cut documents into chunks: part of a build's key and manifest, so that a change of them rebuilds a
 # corpus an unchanged-build check would otherwise keep. 2: capitalised stand-alone lines of plain text are headings.
-CHUNKING_RULES = 2
+# 3: a financial table's header includes the column-label row below its captions (rag.tables), so every part of a
+# split table repeats it.
+CHUNKING_RULES = 3
 BATCH_DOCS = 64  # documents per tokenizer call in chunk_many
 MIN_TOKENS = 20  # a trailing fragment smaller than this joins the previous chunk of its section when it fits
 
