@@ -166,7 +166,14 @@ _MEASURE_WRITTEN = {key: re.compile(pattern, re.IGNORECASE) for key, pattern in 
     "year": r"\byears?\b|\byrs?\b|年|岁", "mg": r"\d\s*mg\b|milligrams?|毫克", "g": r"\d\s*g\b|grams?|(?<![毫千])克",
     "kg": r"\d\s*kg\b|kilograms?|千克|公斤", "ml": r"\d\s*ml\b|millilit|毫升",
     "times": r"\btimes\b|\bonce\b|\btwice\b|次", "%": r"%|％|\bpercent|\bper cent|百分之|[一二三四五六七八九十]成",
+    # "How long" asks a span of time or a length: a unit that counts in neither, gives no years from-to and no
+    # bound ("until 1989", "for life") answers something else (a date: "on 19 April 1943").
+    "span": r"\b(?:seconds?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|months?|years?|yrs?|decades?"
+            r"|centur(?:y|ies)|lifetime|life|forever|permanently|indefinitely|overnight|until|till|through|since)\b"
+            r"|\b(?:km|kilomet(?:er|re)s?|miles?|met(?:er|re)s?|m|feet|foot|ft|inch(?:es)?|cm|mm|yards?)\b"
+            r"|\b\d{4}\s*(?:-|–|—|to)\s*\d{2,4}\b|秒|分钟|小时|天|日|周|星期|个月|年|终身|永久|直到|公里|米",
 }.items()}
+_ASKED_SPAN = re.compile(r"\bhow long\b(?!\s+ago)|多久|多长时间", re.IGNORECASE)
 
 
 # A rate of money asked for is a percentage ("What interest rate does it pay?", "利率是多少"): "按国家规定利率计息"
@@ -179,6 +186,8 @@ def asked_measure(question: str) -> str | None:
     """The measure the question asks its quantity in, or None ("how many withdrawals" names a count, no measure)."""
     if m := _ASKED_MEASURE.search(question):
         return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()]
+    if _ASKED_SPAN.search(question):
+        return "span"
     return "%" if _ASKED_PERCENT.search(question) else None
 
 

@@ -1093,6 +1093,21 @@ def test_a_rate_of_money_is_asked_as_a_percentage():
     assert asked_measure("What is the compression rate for CPR?") is None
 
 
+def test_how_long_asks_a_span_of_time_or_a_length_not_a_date():
+    """"How long did the fighters hold out?" is not answered by the day the uprising began: a unit writes a span
+    (a duration, a length, years from-to, a bound such as "until" or "for life") or it answers something else."""
+    from rag.answer_select import asked_measure, in_other_measure
+
+    q = "How long were the fighters of the Warsaw Ghetto Uprising able to hold out?"
+    assert asked_measure(q) == "span" and asked_measure("How long ago did the war end?") is None
+    assert in_other_measure(q, "On 19 April 1943, Jewish fighters launched the Warsaw Ghetto Uprising.")
+    for said in ("The Ghetto held out for almost a month.", "They fought from 1943 to 1944.",
+                 "The river is 6,650 km long.", "They held out until the city fell."):
+        assert not in_other_measure(q, said), said
+    assert asked_measure("对方多久内要给我处理结果？") == "span"
+    assert not in_other_measure("对方多久内要给我处理结果？", "相关机构应当自收到异议之日起20日内进行核查和处理。")
+
+
 def test_what_the_question_quotes_must_be_in_the_passage():
     """A quoted code ("字母“D”") is asked about as written: a passage explaining "N" and "1"-"7" answers another
     letter. Chinese quotes must be there as written, English ones word by word (users quote in their own order)."""
