@@ -107,8 +107,8 @@ def parse_table(lines: list[str]) -> Table:
         body = [i for i in range(rule + 1, len(cells)) if not _is_rule(cells[i])]
     else:
         # No rule: the first row heads the table, and so does every following row whose first cell is empty
-        # (the year row and the "(in millions)" row of a financial table), up to the first labelled row; below
-        # caption rows only, a labelled row of labels heads it too.
+        # (the year row and the "(in millions)" row of a financial table), up to the first labelled row; while a
+        # column is still unlabelled, a labelled row of labels heads it too (_labels_columns_below_captions).
         header = [0]
         _extend_unlabelled(cells, header)
         if _labels_columns_below_captions(cells, header):
@@ -188,8 +188,8 @@ def row_fields(table: Table, row: TableRow) -> tuple[str, list[tuple[str, str]]]
     section heads it); each filled cell comes with its column's label ("" where the column has none)."""
     cells = row.cells
     if row.sums_above:  # named by what it is, in the table's language
-        cells = [_total_name(row.section, chinese=any(_CJK.search(c) for c in table.columns + [row.section])),
-                 *cells[1:]]
+        said = [*table.columns, row.section, *(r.cells[0] for r in table.rows)]
+        cells = [_total_name(row.section, chinese=any(_CJK.search(c) for c in said)), *cells[1:]]
     first = cells[0] if cells else ""
     lead = ""
     if first and not (table.columns and table.columns[0]):

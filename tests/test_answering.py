@@ -1372,6 +1372,8 @@ def test_an_unlabelled_row_that_sums_the_rows_above_reads_as_their_total():
     assert [u.text for u in passage_units(sections, 1)][-1] == "Inventories: Total Inventories — 2019: 150; 2018: 120"
     zh = "项目 | 2023年\n工资 | 120\n奖金 | 30\n | 150"
     assert [u.text for u in passage_units(zh, 1)][-1] == "项目: 合计; 2023年: 150"
+    zh_rows = " | 2023 | 2022\n工资 | 120 | 100\n奖金 | 30 | 20\n | 150 | 120"  # Chinese only in its rows
+    assert [u.text for u in passage_units(zh_rows, 1)][-1] == "合计 — 2023: 150; 2022: 120"
 
 
 def test_answer_units_skip_headings_and_join_a_bare_yes_or_no():
