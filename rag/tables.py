@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rag.text import CJK_RUN
+
 _RULE_CELL = re.compile(r"\s*:?-+:?\s*")
 _CELL_NUMBER = re.compile(r"^\(?-?\s*[$€£¥]?\s*\(?\s*(?P<n>\d[\d,]*(?:\.\d+)?)\s*\)?\s*(?:%|％)?\s*\)?$")
 _YEAR = re.compile(r"(?:19|20)\d\d")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @dataclass
@@ -189,7 +190,7 @@ def row_fields(table: Table, row: TableRow) -> tuple[str, list[tuple[str, str]]]
     cells = row.cells
     if row.sums_above:  # named by what it is, in the table's language
         said = [*table.columns, row.section, *(r.cells[0] for r in table.rows)]
-        cells = [_total_name(row.section, chinese=any(_CJK.search(c) for c in said)), *cells[1:]]
+        cells = [_total_name(row.section, chinese=any(CJK_RUN.search(c) for c in said)), *cells[1:]]
     first = cells[0] if cells else ""
     lead = ""
     if first and not (table.columns and table.columns[0]):

@@ -101,8 +101,6 @@ class Embedder:
         return self._encode(list(texts), self.query_prefix, batch_size, False)
 
 
-
-
 def resolve(spec: str, models_dir: Path) -> tuple[str, Path, str, str, str]:
     """(name, folder, identity, query_prefix, passage_prefix) for a name or a local path."""
     if spec == "minilm":
