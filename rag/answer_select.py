@@ -386,7 +386,10 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
     share = lambda found: sum(idf.get(t, 1.0) for t in q.terms & found) / total  # noqa: E731
     local = local_weights(q.terms, x, idf)
     local_total = sum(local.values()) or 1.0
-    asked = numbers_in(q.text)
+    # The figures the asking sentence names, and the years of the situation before it: "I put 10% down. When is
+    # PMI dropped?" is answered by "it ends automatically at 78%", which does not hold the asker's 10%.
+    asked = numbers_in(q.text[q.asks_from:]) | (numbers_in(q.text[:q.asks_from]) & q.years)
+    situation = {t for t in q.terms if NUMERIC_TERM.fullmatch(t) and t.replace(",", "") not in asked}
     figures = [(f, _measure(q.text, end)) for f, end in q.figure_spans]
     ranges = [ranges_in(u.text) for u in x.units]
     widths = [holding_range(figures, r) for r in ranges]
@@ -410,7 +413,7 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
         # them answers a neighbouring question.
         # A figure of the question that a range of the unit holds ("68" in "67–69") is not missing: it is how a
         # banded table answers.
-        window_missing = max((q_idf[t] for t in q.terms if t not in window
+        window_missing = max((q_idf[t] for t in q.terms if t not in window and t not in situation
                               and not (NUMERIC_TERM.fullmatch(t) and _held(t, ranges[i]))), default=0.0) / idf_max
         defines = 0.0
         if q.expects == DEFINITION and q.subject and q.subject <= (terms | ctx):

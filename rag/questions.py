@@ -65,6 +65,8 @@ _YESNO = re.compile(r"^\s*(is|are|can|could|does|do|did|should|will|would|may|mi
 # Words that say how a question is asked, not what about: they count toward no coverage and no near miss.
 _HOW = re.compile(r"\bhow (much|many|long|old|far|big|large|high|tall|soon|often|frequently|young)\b"
                   r"|\bstands? for\b"  # "What does GRASPS stand for?" asks for what the letters name
+                  # "What was the amount of Other in 2018?" asks for Other's figure: tables do not say "amount"
+                  r"|(?<=\bthe )amounts? of\b|(?<=\btotal )amounts? of\b"
                   # Chinese asks with 几 / 多少 / 哪 and a measure word: the search segmentation keeps the pair as a
                   # word ("几次", "哪一年", "多长时间") no passage holds, so it reads as a missing term ("哪几部" asks
                   # which ones, not how many: its words stay)
@@ -200,6 +202,7 @@ class QuestionAnalysis:
     calculation: Calculation | None = None  # ... or by working out a change or an average
     figure_terms: list[set[str]] = field(default_factory=list)  # the terms each of figure_spans reads as ("120,000")
     places: set[str] = field(default_factory=set)  # the places it names ("上海"): where the fact it asks holds
+    asks_from: int = 0  # where the sentence that asks begins, after the asker's situation ("I'm 40. How much ...?")
 
     @property
     def wants_list(self) -> bool:
@@ -248,6 +251,16 @@ def spelled_out(question: str) -> str:
     return question
 
 
+# The end of a sentence (or a dash) before another: what comes before the last one tells the asker's situation.
+_SENTENCE_END = re.compile(r"[.!?;](?=\s+[A-Z0-9\"“‘'(])|\s[—–]\s|\s--\s|[。！？；]")
+
+
+def asking_part(question: str) -> int:
+    """The offset where the question's last sentence (the one that asks) begins; 0 for a single sentence."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(question.rstrip(" ?？!！。."))]
+    return ends[-1] if ends else 0
+
+
 def analyse(question: str) -> QuestionAnalysis:
     q = spelled_out(question.strip())
     expects = OTHER
@@ -275,4 +288,5 @@ def analyse(question: str) -> QuestionAnalysis:
     comparison = comparison_in(q)
     return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,
                             comparison, None if comparison else calculation_in(q),
-                            [set(tokenize(q[start:end])) & terms for _, start, end in figures], place_names(q))
+                            [set(tokenize(q[start:end])) & terms for _, start, end in figures], place_names(q),
+                            asking_part(q))

@@ -92,7 +92,9 @@ def table_answer(q: QuestionAnalysis, ranked, table_rows, *, rows: list[AnswerUn
             if u.row is not None and (u.n, u.block) not in tables:
                 tables.add((u.n, u.block))
                 named.append(u)
-    subject = _subject_terms(q)
+    # The kind of item asked for ("which business segment") is what the answer is, not a word its table must say:
+    # a table's columns "Cubic Transportation Systems | Cubic Global Defense" never say "segment".
+    subject = _subject_terms(q) - set(tokenize(q.comparison.item if q.comparison else ""))
     for unit in first + named:
         share = named_share(unit, q)
         if share > 0 and subject - passage_terms(unit.n) and (share < 1 or not answerable):
@@ -283,7 +285,7 @@ def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> Tabl
             return None
         years.sort(reverse=True)
         working = f"({' + '.join(f'{cells[y][0]} in {y}' for y in years)}) / {len(years)}"
-        text = _figure(sum(cells[y][1] for y in years) / len(years))
+        text = computed = _figure(sum(cells[y][1] for y in years) / len(years))
     else:
         if len(asked) >= 2:
             earlier, later = asked[0], asked[-1]
@@ -298,15 +300,38 @@ def _calculate(unit: AnswerUnit, q: QuestionAnalysis, calc: Calculation) -> Tabl
             return stated
         difference = f"{new_text} in {later} - {old_text} in {earlier}"
         if calc.kind == "change":
-            working, text = difference, _figure(new - old)
+            result = new - old
+            working, text = difference, _figure(result)
         else:
             if old == 0:
                 return None
-            working, text = f"({difference}) / {old_text}", _figure((new - old) / abs(old) * 100) + "%"
+            result = (new - old) / abs(old) * 100
+            working, text = f"({difference}) / {old_text}", _figure(result) + "%"
+        computed = text
+        if (shown := _agreeing_cell(unit, calc, result)) is not None:
+            # The report's own figure, as it rounds it, checked by the working: "191% (Modules: ... = 190.86%)".
+            working, text = f"{working} = {computed}", shown
     key = unit.row_key.split(": ")[-1]
     # The result and, for an average, the count it divides by are the working's own figures, not the table's.
-    figures = {text.rstrip("%").replace(",", "")} | ({str(len(years))} if calc.kind == "average" else set())
+    figures = {computed.rstrip("%").replace(",", "")} | ({str(len(years))} if calc.kind == "average" else set())
     return TableAnswer(text, [unit], calculation=calc, working=f"{key}: {working}", figures=figures)
+
+
+def _agreeing_cell(unit: AnswerUnit, calc: Calculation, result: float) -> str | None:
+    """A cell of the row outside its period columns that states the worked-out change as the report rounds it
+    ("191%" for 190.86%; "$ 958,115"): a row of three or more periods keeps its change columns beside the years
+    ("2019 over 2018: $ 958,115; 191%"), under labels too loose to pick them by."""
+    lead, fields = unit.row
+    for label, value in fields if lead else fields[1:]:  # without a lead, the first cell is the row's key
+        v = cell_value(value)
+        if v is None or len(set(YEAR.findall(label))) == 1:
+            continue
+        if ("%" in label or "%" in value) != (calc.kind == "percent_change"):
+            continue
+        m = re.search(r"\.(\d+)", value)
+        if round(result, len(m.group(1)) if m else 0) == v and v != 0:
+            return value.strip()
+    return None
 
 
 def _stated_change(unit: AnswerUnit, calc: Calculation, periods: int) -> TableAnswer | None:

@@ -669,6 +669,86 @@ def test_table_cells_and_table_questions_are_read():
         "percent_change")
     assert analyse("What is the change between 2018 and 2019 average inventory?").calculation is None
     assert analyse("Why did revenue increase in 2019?").calculation is None
+    # "the amount of" says how the figure is asked for; a row never says it. "Carrying amount" names a column.
+    assert analyse("What was the amount of Other in 2018?").terms == {"other", "2018"}
+    assert "amount" in analyse("What was the carrying amount of goodwill?").terms
+
+
+def test_a_stated_change_that_agrees_with_the_working_is_the_answer():
+    """A row of three periods keeps its change columns beside the years: the report's own figure answers, as it
+    rounds it, and the working that checks it stays in view. The $ column is the change, the % column the
+    percentage change; a figure that does not agree with the working is not taken for either."""
+    from rag.answer_select import ScoredUnit
+    from rag.answer_units import passage_units
+    from rag.table_answers import table_answer
+    from rag.text import tokenize
+
+    table = (" |  | Years ended |  |  | Change |  | \n(In thousands) | 2019 | 2018 | 2017 | 2019 over 2018 |  | "
+             "2018 over 2017 | \nServices | $ 1,250 | $ 800 | $ 1,000 | $ 450 | 56% | $ (200) | (20)%\n"
+             "Licences | 300 | 240 | 200 | 61 | 26% | 40 | 20%")
+    units = passage_units(table, 1)
+    words = set().union(*(tokenize(u.text) for u in units))
+
+    def ask(question):
+        return table_answer(analyse(question), [ScoredUnit(u, {}, 1.0) for u in units], lambda u: units,
+                            rows=units, passage_terms=lambda n: words)
+
+    percent = ask("What was the percentage increase in services from 2018 to 2019?")
+    assert (percent.answer, percent.working) == ("56%", "Services: ($ 1,250 in 2019 - $ 800 in 2018) / $ 800 = 56.25%")
+    assert percent.figures == {"56.25"}  # the working's own figure: no passage holds it
+    change = ask("What was the change in services from 2018 to 2019?")
+    assert (change.answer, change.working) == ("$ 450", "Services: $ 1,250 in 2019 - $ 800 in 2018 = 450")
+    assert ask("What was the percentage change in services from 2017 to 2018?").answer == "(20)%"
+    # 300 - 240 is 60, not the 61 the row states, and 25% is not its 26%: the working's own figures answer
+    licences = ask("What was the change in licences from 2018 to 2019?")
+    assert (licences.answer, licences.working) == ("60", "Licences: 300 in 2019 - 240 in 2018")
+    assert ask("What was the percentage change in licences from 2018 to 2019?").answer == "25%"
+
+
+def test_the_kind_of_item_a_comparison_asks_for_need_not_be_a_word_of_its_table():
+    """"Which business segment ...?": the segments head the columns, and no passage says "business"; the row the
+    question names in full is compared across them (the item's kind is what the answer is)."""
+    from rag.answer_select import ScoredUnit
+    from rag.answer_units import passage_units
+    from rag.table_answers import table_answer
+    from rag.text import tokenize
+
+    table = (" | Rail Systems | Defence | Software | Total\n"
+             "Net balances at June 30, 2018 | 49,786 | 145,713 | 138,127 | 333,626\n"
+             "Acquisitions | 2,000 | — | 665 | 2,665\n"
+             "Net balances at June 30, 2019 | 51,786 | 145,713 | 138,792 | 336,291")
+    units = passage_units(table, 1)
+    words = set().union(*(tokenize(u.text) for u in units))
+    q = analyse("In which business segment were the net balances at June 30, 2018 the largest?")
+    found = table_answer(q, [ScoredUnit(u, {}, 1.0) for u in units], lambda u: units, rows=units,
+                         passage_terms=lambda n: words, answerable=False)
+    assert found.answer == "Defence" and found.rows == [units[0]]
+    # a word the question says of what is compared, missing from the passage, still stops it
+    q = analyse("In which business segment were the net pension balances at June 30, 2018 the largest?")
+    assert table_answer(q, [ScoredUnit(u, {}, 1.0) for u in units], lambda u: units, rows=units,
+                        passage_terms=lambda n: words, answerable=False) is None
+
+
+def test_a_figure_of_the_asker_s_situation_is_not_missing_from_the_answer():
+    """"I put 10% down. When is PMI dropped?": a figure stated before the question describes the asker, and the
+    sentence answering states the fact for anyone (78%): it is no near miss. A figure of the asking sentence, or a
+    year anywhere, still is one."""
+    from rag.answer_select import CHEAP_FEATURES, AnswerSelector, cheap_features
+
+    text = ("If you put less than 20% down on a house, the lender must end mortgage insurance automatically when the "
+            "balance reaches 78% of its value.")
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "fin-pmi", "fin-pmi#0", "PMI", text, 1.0)]))
+    missing = CHEAP_FEATURES.index("figure_missing"), CHEAP_FEATURES.index("window_missing")
+
+    def features(question):
+        return cheap_features(analyse(question), x, {})[0][list(missing)].tolist()
+
+    q = analyse("I put 10% down on my house. When must the lender end mortgage insurance?")
+    assert q.text[q.asks_from:] == " When must the lender end mortgage insurance?"
+    assert analyse("When must the lender end mortgage insurance?").asks_from == 0
+    assert features("I put 25% down on my house. When must the lender end mortgage insurance?") == [0.0, 0.0]
+    assert features("When must the lender end mortgage insurance if I put 25% down on my house?") == [1.0, 1.0]
+    assert features("I bought my house in 2015. When must the lender end mortgage insurance?")[0] == 1.0
 
 
 def test_a_row_the_question_names_in_full_answers_before_one_sharing_a_word():
