@@ -90,9 +90,12 @@ _RANGE = re.compile(
     r"(?P<a>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k)?\s*(?:–|—|-|to|through|至|到|~|～)\s*"
     r"\$?(?P<b>\d[\d,]*(?:\.\d+)?)"
     r"|(?:over|above|more than|older than|at least|greater than|≥|>|超过|大于)\s*\$?(?P<lo>\d[\d,]*(?:\.\d+)?)"
-    r"|(?P<lo2>\d[\d,]*(?:\.\d+)?)\s*(?:\+|or more|or older|and over|and above|and older|以上|及以上)"
+    # "30 kg and above", "12 years and older": the measure may sit between the figure and its bound
+    r"|(?P<lo2>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k|岁|公斤|千克)?\s*"
+    r"(?:\+|or more|or older|and over|and above|and older|以上|及以上)"
     r"|(?:under|below|less than|younger than|up to|at most|≤|<|不超过|小于|低于)\s*\$?(?P<hi>\d[\d,]*(?:\.\d+)?)"
-    r"|(?P<hi2>\d[\d,]*(?:\.\d+)?)\s*(?:or less|or under|or younger|and under|and below|以下|及以下)",
+    r"|(?P<hi2>\d[\d,]*(?:\.\d+)?)\s*(?:%|％|years?|months?|kg|lb|lbs|k|岁|公斤|千克)?\s*"
+    r"(?:or less|or under|or younger|and under|and below|以下|及以下)",
     re.IGNORECASE)
 
 
@@ -125,7 +128,8 @@ def ranges_in(text: str) -> list[tuple[float, float, str | None]]:
     out = []
     for m in _RANGE.finditer(text):
         a, b = _num(m.group("a")), _num(m.group("b"))
-        unit = _measure(text, m.end())
+        bound = next((g for g in ("lo2", "hi2") if m.group(g) is not None), None)
+        unit = _measure(text, m.end()) or (_measure(text, m.end(bound)) if bound else None)
         if a is not None and b is not None and a <= b:
             out.append((a, b, unit))
         elif (lo := _num(m.group("lo") or m.group("lo2"))) is not None:
@@ -133,6 +137,23 @@ def ranges_in(text: str) -> list[tuple[float, float, str | None]]:
         elif (hi := _num(m.group("hi") or m.group("hi2"))) is not None:
             out.append((-math.inf, hi, unit))
     return out
+
+
+def range_text(q: QuestionAnalysis, unit: AnswerUnit) -> str:
+    """The text of a unit whose ranges may hold the question's figures: of a table row with ranges in several
+    columns, the cells of those the question names most fully when it names any ("file jointly ... $220,000": the
+    "Married filing jointly" column, not the "Single" one beside it whose range holds the figure too), else all."""
+    if unit.row is None:
+        return unit.text
+    ranged = [(label, value) for label, value in unit.row[1] if ranges_in(value)]
+    if len(ranged) < 2:
+        return unit.text
+    share = {label: len(words & q.terms) / len(words) if (words := set(tokenize(label))) else 0.0
+             for label, _ in ranged}
+    best = max(share.values())
+    if best < 0.5:
+        return unit.text
+    return "; ".join(value for label, value in ranged if share[label] == best)
 
 
 def holding_range(figures: list[tuple[float, str | None]], ranges: list[tuple[float, float, str | None]]
@@ -215,12 +236,19 @@ def meets(expects: str, text: str, question: str = "") -> bool | None:
     return None
 
 
+# A question asking for the bound itself ("7岁 ... 多大以下的孩子不宜用？", "up to what age ...?"): the bound of the
+# range that holds its figure is the answer, not a condition.
+_ASKED_BOUND = re.compile(r"\b(?:up to|below|under|over|above|from|until|by) what "
+                          r"(?:age|weight|size|amount|income|score)\b|\bat what (?:age|weight)\b"
+                          r"|(?:多大|几岁|多少岁|多重|多少公斤|多少)(?:以下|以上|之前|之后)", re.IGNORECASE)
+
+
 def states_quantity(q: QuestionAnalysis, text: str) -> bool:
     """Whether a unit states a quantity beyond the question's own figures and the condition they meet: "Taxpayers
     aged 65 or older ... receive an additional standard deduction" names the condition a 67-year-old meets, not how
     much ("I'm 67. How much is the extra standard deduction?"), and "Give glucagon if available" no dose."""
     conditions = {v for lo, hi, _ in ranges_in(text) if any(lo <= f <= hi for f in q.figures)
-                  for v in (lo, hi) if math.isfinite(v)}
+                  for v in (lo, hi) if math.isfinite(v)} if not _ASKED_BOUND.search(q.text) else set()
     asked = set(re.findall(r"\d+(?:\.\d+)?", q.text))
     own = [n for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)
            if n.replace(",", "") not in asked and _num(n) not in conditions]
@@ -391,7 +419,7 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
     asked = numbers_in(q.text[q.asks_from:]) | (numbers_in(q.text[:q.asks_from]) & q.years)
     situation = {t for t in q.terms if NUMERIC_TERM.fullmatch(t) and t.replace(",", "") not in asked}
     figures = [(f, _measure(q.text, end)) for f, end in q.figure_spans]
-    ranges = [ranges_in(u.text) for u in x.units]
+    ranges = [ranges_in(range_text(q, u)) for u in x.units]
     widths = [holding_range(figures, r) for r in ranges]
     tightest = min((w for w in widths if w is not None), default=None)
     q_idf = {t: idf.get(t, 1.0) for t in q.terms}
@@ -889,10 +917,12 @@ def keyed_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[Score
 def named_row_first(q: QuestionAnalysis, ranked: list[ScoredUnit]) -> list[ScoredUnit]:
     """A table row whose label the question says in full ("days sales outstanding") answers before a row whose
     label shares only a word with it ("Diluted shares outstanding"), within ROW_NAME_MARGIN of the best: the
-    label says what the row's figures are, and the unit model sees words, not whose words they are."""
+    label says what the row's figures are, and the unit model sees words, not whose words they are. A band
+    ("7.5–15 kg") is no name: which band holds the question's figure is the range features' to say."""
     if not ranked or ranked[0].unit.row is None:
         return ranked
-    return _first_within(ranked, ROW_NAME_MARGIN, lambda su: su.unit.row is not None and named_share(su.unit, q) >= 1.0)
+    return _first_within(ranked, ROW_NAME_MARGIN, lambda su: su.unit.row is not None and named_share(su.unit, q) >= 1.0
+                         and not ranges_in(su.unit.row_key))
 
 
 def _first_within(ranked: list[ScoredUnit], margin: float, wanted) -> list[ScoredUnit]:

@@ -3,6 +3,7 @@ needs a generator to misbehave on purpose, and (slow) the real SmolLM2."""
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 import threading
@@ -1287,6 +1288,38 @@ def test_a_unit_stating_no_quantity_does_not_answer_how_much():
     assert outside_ranges(analyse("My daughter weighs 12 kg. What dose of the spray?"), spray)
     assert not outside_ranges(analyse("My daughter weighs 20 kg. What dose of the spray?"), spray)
     assert not outside_ranges(analyse("My daughter is 12. What dose of the spray?"), spray)
+    # A question asking for the bound itself is answered by it: "8岁以下" for a 7-year-old is the answer here
+    tetracycline = "四环素类药物可导致牙齿黄染，8岁以下儿童不宜使用。"
+    assert states_quantity(analyse("我家孩子7岁，多大以下的孩子不宜用四环素类药？"), tetracycline)
+    assert not states_quantity(analyse("我家孩子7岁，四环素类药每天吃几次？"), tetracycline)
+
+
+def test_a_band_holds_the_figure_in_the_column_the_question_names():
+    """"30 kg and above" is a band (the measure may sit before its bound); "file jointly ... $220,000" is held by
+    the "Married filing jointly" column's range, not by the "Single" range of another row beside it; a band is
+    no row name that puts its row first."""
+    from rag.answer_select import (CHEAP_FEATURES, AnswerSelector, ScoredUnit, cheap_features, named_row_first,
+                                   ranges_in)
+
+    assert ranges_in("30 kg and above (older children)") == [(30.0, math.inf, "kg")]
+    assert ranges_in("8岁以下儿童") == [(-math.inf, 8.0, "year")]
+    table = ("| Rate | Single | Married filing jointly |\n|---|---|---|\n| 24% | $103,351 – $197,300 | "
+             "$206,701 – $394,600 |\n| 32% | $197,301 – $250,525 | $394,601 – $501,050 |")
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "fin-tax", "fin-tax#0", "Brackets", table, 1.0)]))
+    held = CHEAP_FEATURES.index("in_range")
+
+    def in_range(question):
+        return [row[held] for row in cheap_features(analyse(question), x, {})]
+
+    assert in_range("We file jointly with $220,000 of taxable income. Which bracket is our top rate?") == [1.0, 0.0]
+    assert in_range("I file single with $220,000 of taxable income. Which bracket is my top rate?") == [0.0, 1.0]
+    assert in_range("Which bracket is an income of $220,000 in?") == [1.0, 1.0]  # no column named: any range
+    doses = "| Body weight | Dose |\n|---|---|\n| 7.5–15 kg | 0.15 mg |\n| 30 kg and above (older children) | 0.3 mg |"
+    small, large = [u for u in AnswerSelector(None).inputs(Evidence([Passage(1, "med", "med#0", "Doses", doses, 1.0)]
+                                                                      )).units]
+    q = analyse("My daughter weighs 40 kg. Which dose is typical for her body weight?")
+    ranked = [ScoredUnit(large, {}, 4.9), ScoredUnit(small, {}, 3.5)]  # "kg" is all the small band's words
+    assert named_row_first(q, ranked) == ranked
 
 
 def test_a_list_item_about_another_subject_is_a_near_miss(index):
