@@ -193,7 +193,14 @@ _MEASURE_WRITTEN = {key: re.compile(pattern, re.IGNORECASE) for key, pattern in 
             r"|centur(?:y|ies)|lifetime|life|forever|permanently|indefinitely|overnight|until|till|through|since)\b"
             r"|\b(?:km|kilomet(?:er|re)s?|miles?|met(?:er|re)s?|m|feet|foot|ft|inch(?:es)?|cm|mm|yards?)\b"
             r"|\b\d{4}\s*(?:-|–|—|to)\s*\d{2,4}\b|秒|分钟|小时|天|日|周|星期|个月|年|终身|永久|直到|公里|米",
+    # A fee or a price is money, or a share of an amount ("$5 plus 3%"), or nothing ("free", "waived").
+    "money": r"[$€£¥￥%％]|\b(?:dollars?|cents?|usd|eur|gbp|rmb|free|waived|no (?:charge|fee|cost))\b"
+             r"|元|块钱|免费|不收费|不收取|零费用",
 }.items()}
+# "How much is the application fee?", "每个月收多少钱？": a price, answered in money ("up to 10 activities" is not).
+_ASKED_MONEY = re.compile(r"\b(?:how much|what)\b.*\b(?:fees?|costs?|charges?|charged|prices?|premiums?)\b"
+                          r"|\bhow much (?:does|do|did|will|would) (?:it|that|this|they|\w+) (?:cost|charge)\b"
+                          r"|多少钱|收费(?:标准)?是?多少|费用是?多少|收多少", re.IGNORECASE)
 _ASKED_SPAN = re.compile(r"\bhow long\b(?!\s+ago)|多久|多长时间", re.IGNORECASE)
 
 
@@ -207,6 +214,8 @@ def asked_measure(question: str) -> str | None:
     """The measure the question asks its quantity in, or None ("how many withdrawals" names a count, no measure)."""
     if m := _ASKED_MEASURE.search(question):
         return _MEASURE_KEYS[(m.group(1) or m.group(2)).lower()]
+    if _ASKED_MONEY.search(question):
+        return "money"
     if _ASKED_SPAN.search(question):
         return "span"
     return "%" if _ASKED_PERCENT.search(question) else None

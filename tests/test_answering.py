@@ -1189,6 +1189,23 @@ def test_how_long_asks_a_span_of_time_or_a_length_not_a_date():
     assert not in_other_measure("对方多久内要给我处理结果？", "相关机构应当自收到异议之日起20日内进行核查和处理。")
 
 
+def test_a_fee_or_a_price_is_asked_in_money():
+    """"How much is the application fee?" is not answered by "up to 10 activities", nor "每个月收多少钱" by "每天至少2
+    小时": a price is written in money, as a share of an amount, or as nothing ("free")."""
+    from rag.answer_select import asked_measure, in_other_measure
+
+    fee = "How much is the Common App application fee for each college?"
+    assert asked_measure(fee) == "money" and analyse(fee).expects == "quantity"
+    assert in_other_measure(fee, "The Common App allows up to 10 activities.")
+    for said in ("The fee is $75 per college.", "International ATM withdrawal: $5 plus 3% of amount",
+                 "Applying is free for first-generation students."):
+        assert not in_other_measure(fee, said), said
+    zh = "“双减”以后，学校的课后服务每个月收多少钱？"
+    assert in_other_measure(zh, "课后服务每周5天都开展、每天至少2小时。")
+    assert not in_other_measure(zh, "课后服务每生每月收费200元。")
+    assert asked_measure("How much should I pay toward my credit card each month?") is None
+
+
 def test_what_the_question_quotes_must_be_in_the_passage():
     """A quoted code ("字母“D”") is asked about as written: a passage explaining "N" and "1"-"7" answers another
     letter. Chinese quotes must be there as written, English ones word by word (users quote in their own order)."""
