@@ -640,7 +640,8 @@ def states_something_else(q: QuestionAnalysis, best: ScoredUnit, passage, window
     if q.expects == QUANTITY and (in_other_measure(q.text, text) or not states_quantity(q, text)
                                   or outside_ranges(q, text)):
         return True
-    return (other_place(q, passage) or quoted_missing(q.text, passage) or other_ordinal(q, text)
+    return (other_place(q, passage) or quoted_missing(q.text, passage) or acronym_missing(q.text, passage)
+            or other_ordinal(q, text)
             or other_side(q, text) or other_column(q, unit, window) or other_subject(q, unit, window, idf))
 
 
@@ -706,6 +707,23 @@ def other_place(q: QuestionAnalysis, passage) -> bool:
 # writes it is about something else (the letter "N" of the same repayment record).
 _QUOTED = re.compile(r"“([^”]{1,30})”|「([^」]{1,30})」|《([^》]{1,30})》|\"([^\"]{1,30})\""
                      r"|(?<![A-Za-z])'([^']{1,30})'(?![A-Za-z])")  # not the apostrophes of "years' worth ... son's"
+
+
+_ACRONYM = re.compile(r"(?<![A-Za-z0-9.])(?:[A-Z]{2,6}|[A-Z][a-z]?[A-Z]{1,5})(?=s?(?![A-Za-z0-9]))")
+_NOT_ACRONYMS = frozenset("II III IV VI VII VIII IX XI XII US UK EU OK AM PM TV ID".split())
+
+
+def acronym_missing(question: str, passage) -> bool:
+    """The question names something by an acronym ("a SEP IRA") that its best unit's passage never writes, nor
+    spells out (the initials of consecutive words, "of" and "the" aside: "UMC" for "United Methodist Church"): the
+    fact found is for something else ("IRA catch-up" for the SEP IRA limit)."""
+    acronyms = [a for a in _ACRONYM.findall(question) if a not in _NOT_ACRONYMS]
+    if not acronyms:
+        return False
+    text = _passage_text(passage)
+    initials = "".join(w[0] for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text)
+                       if w.lower() not in ("of", "the", "and", "for")).lower()
+    return any(a not in text and a.lower() not in initials for a in acronyms)  # "AGI" is in "MAGI" too
 
 
 def quoted_missing(question: str, passage) -> bool:

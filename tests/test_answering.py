@@ -1206,6 +1206,24 @@ def test_a_fee_or_a_price_is_asked_in_money():
     assert asked_measure("How much should I pay toward my credit card each month?") is None
 
 
+def test_an_acronym_the_passage_neither_writes_nor_spells_out_is_a_near_miss():
+    """"What is the limit for a SEP IRA?" over a passage of IRA and 401(k) limits: the fact found is another
+    plan's. An acronym the passage writes (inside a longer one: "AGI" in "MAGI") or spells out ("UMC": United
+    Methodist Church) is there."""
+    from types import SimpleNamespace
+
+    from rag.answer_select import acronym_missing
+
+    limits = SimpleNamespace(title="Retirement accounts", heading="2025 limits", text=(
+        "IRA contribution limit: $7,000. IRA catch-up, age 50+: $1,000. Roth IRA phase-out by MAGI: $150,000."))
+    assert acronym_missing("What is the 2025 contribution limit for a SEP IRA?", limits)
+    assert not acronym_missing("What is the 2025 contribution limit for an IRA?", limits)
+    assert not acronym_missing("My modified AGI is $170,000. Can I contribute to a Roth IRA?", limits)
+    church = SimpleNamespace(title="Church", heading="", text="The United Methodist Church opposes war.")
+    assert not acronym_missing("What does the UMC say about war?", church)
+    assert not acronym_missing("What does the church say in the US about war?", church)  # not an acronym
+
+
 def test_what_the_question_quotes_must_be_in_the_passage():
     """A quoted code ("字母“D”") is asked about as written: a passage explaining "N" and "1"-"7" answers another
     letter. Chinese quotes must be there as written, English ones word by word (users quote in their own order)."""
