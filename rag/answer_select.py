@@ -899,7 +899,9 @@ def other_ordinal(q: QuestionAnalysis, text: str) -> bool:
 # stating only another ("married filing separately" by the "married filing jointly" row, 高中 by 小学 and 初中).
 _SIDES = (("separ", "joint"), ("incom", "outgo"), ("domest", "internat"), ("public", "privat"), ("male", "femal"),
           ("men", "women"), ("boy", "girl"), ("buy", "sell"), ("minimum", "maximum"), ("男性", "女性"),
-          ("公立", "私立"), ("境内", "境外"), ("国内", "国际"), ("城镇", "农村"), ("小学", "初中", "高中", "大学"))
+          ("公立", "私立"), ("境内", "境外"), ("国内", "国际"), ("城镇", "农村"), ("小学", "初中", "高中", "大学"),
+          # a filing status ("for single filers" does not answer a couple filing jointly); a pregnancy's babies
+          ("singl", "joint"), ("singl", "twin", "triplet"))
 
 
 def other_side(q: QuestionAnalysis, text: str) -> bool:

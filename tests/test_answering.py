@@ -1278,6 +1278,11 @@ def test_the_other_side_of_a_distinction_is_a_near_miss():
     high = analyse("“双减”政策对高中生的书面作业时间有什么规定？")
     assert other_side(high, "初中书面作业平均完成时间不超过90分钟")
     assert not other_side(high, "小学生每天睡眠10小时，初中生9小时，高中生8小时")
+    couple = analyse("For a married couple filing jointly, up to what income does the 0% rate apply?")
+    assert other_side(couple, "For single filers in 2025 the 0% rate applies up to $48,350 of taxable income.")
+    twins = analyse("I'm pregnant with twins. How much weight should I gain?")
+    assert other_side(twins, "Guidance for a single baby: normal weight 11.5–16 kg.")
+    assert not other_side(twins, "For twins, normal weight: 17–25 kg; for a single baby: 11.5–16 kg.")
 
 
 def test_a_column_the_table_does_not_have_is_a_near_miss(index):
