@@ -39,7 +39,7 @@ from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, RATE_OF_MONEY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
-from rag.text import CJK_RUN, place_names, question_terms, tokenize
+from rag.text import CJK_RUN, formal, place_names, question_terms, tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
 
@@ -977,7 +977,9 @@ def _matchable(terms: set[str], text: str) -> set[str]:
     """What a question's terms are matched against in `text` (whose terms are `terms`): the terms, the characters
     of its Chinese words (`with_characters`) and the character pairs of its Chinese runs, so that a question's
     two-character word matches where segmentation cut the text differently ("比腋温高" -> "比腋" / "温高")."""
-    return with_characters(terms) | {run[i:i + 2] for run in CJK_RUN.findall(text) for i in range(len(run) - 1)}
+    text = formal(text)
+    return with_characters({formal(t) for t in terms}) | {run[i:i + 2] for run in CJK_RUN.findall(text)
+                                                          for i in range(len(run) - 1)}
 
 
 def terms_of(text: str) -> set[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.text import detect_language, place_names, question_terms, tokenize
+from rag.text import detect_language, formal, place_names, question_terms, tokenize
 
 QUANTITY, TIME, NAME, DEFINITION, LIST, YESNO, OTHER = ("quantity", "time", "name", "definition", "list",
                                                          "yesno", "other")
@@ -283,7 +283,7 @@ def analyse(question: str) -> QuestionAnalysis:
     figures = [(f, start, end) for f, start, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
     spans = [(f, end) for f, _, end in figures]
     asked = _AGE.sub(r"\1 years", _HOW.sub(" ", _ASKER_KIN.sub(" ", q)))
-    terms = set(question_terms(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked)) - FILLER
+    terms = set(question_terms(formal(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked))) - FILLER
     years = set(YEAR.findall(q))
     comparison = comparison_in(q)
     return QuestionAnalysis(q, detect_language(q), terms, expects, [f for f, _ in spans], spans, subject, years,

@@ -1060,6 +1060,24 @@ def test_a_figure_a_range_holds_is_not_a_missing_word():
                   "Rate: 10%": pytest.approx(2 / 6)}
 
 
+def test_a_user_s_everyday_chinese_word_matches_the_document_s_written_one():
+    """Users say 退烧药 and 发烧, documents write 退热药 and 发热: answer selection reads both in the written form, so
+    the question matches the sentence as well as if it had used the document's word."""
+    from rag.answer_select import CHEAP_FEATURES, AnswerSelector, cheap_features
+    from rag.text import formal
+
+    assert formal("孩子发烧了，吃了退烧药") == "孩子发热了，吃了退热药"
+    text = "退热药通常在服用后30～60分钟起效，体温下降1～2℃即可。"
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "med-zh-fever", "med-zh-fever#0", "儿童发热", text, 1.0)]))
+    kw = CHEAP_FEATURES.index("kw")
+
+    def share(question):
+        return cheap_features(analyse(question), x, {})[0][kw]
+
+    said, written = share("给孩子吃了退烧药以后，多久起效？"), share("给孩子吃了退热药以后，多久起效？")
+    assert said == written and said > 0.5
+
+
 def test_a_one_character_chinese_word_of_the_question_matches_the_word_that_holds_it():
     """Segmentation cuts "可以缴多少钱" to "缴" but keeps "缴费" whole: without the characters of the passage's
     words the unit that states the limit shares only "每年" with the question."""
@@ -1092,7 +1110,7 @@ def test_inflected_function_words_are_not_what_a_question_is_about():
     assert analyse("What are the most common scams?").terms == {"scam"}
     assert "common" in analyse("What is the Common App essay limit?").terms  # not a list question
     # Chinese alike: the pronoun, "多" of "最多", the modal "该" are what "my", "much" and "should" are in English.
-    assert analyse("我的孩子发烧了该吃什么药？").terms == {"孩子", "发烧", "吃", "药"}
+    assert analyse("我的孩子发烧了该吃什么药？").terms == {"孩子", "发热", "吃", "药"}  # 发烧 in its written form
     assert "多" not in analyse("个人养老金每年最多可以缴多少钱？").terms
     assert not {"这种", "才能"} & analyse("对乙酰氨基酚这种退烧药，宝宝要满多大才能吃？").terms
     # Contractions are spelled out before the question is read: "what's" is "what is", not a term "what".
