@@ -39,7 +39,7 @@ from rag.grounding import numbers_in
 from rag.questions import DEFINITION, LIST, NAME, QUANTITY, RATE_OF_MONEY, TIME, QuestionAnalysis, analyse
 from rag.snapshot import bm25_idf
 from rag.table_answers import TableAnswer, named_share
-from rag.text import CJK_RUN, formal, place_names, question_terms, tokenize
+from rag.text import CJK_RUN, arabic_counts, formal, place_names, question_terms, tokenize
 
 WEIGHTS_FILE = Path(__file__).parent / "models" / "answer_selection.json"
 
@@ -124,8 +124,9 @@ def _measure(text: str, at: int) -> str | None:
 
 def ranges_in(text: str) -> list[tuple[float, float, str | None]]:
     """The numeric ranges a text states ("18–60 years", "over 60", "$11,926 to $48,475", "83–86"), each with
-    the unit it is counted in when one follows it."""
+    the unit it is counted in when one follows it; "七至九年级" is 7-9."""
     out = []
+    text = arabic_counts(text)
     for m in _RANGE.finditer(text):
         a, b = _num(m.group("a")), _num(m.group("b"))
         bound = next((g for g in ("lo2", "hi2") if m.group(g) is not None), None)

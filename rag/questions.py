@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.text import detect_language, formal, place_names, question_terms, tokenize
+from rag.text import arabic_counts, detect_language, formal, place_names, question_terms, tokenize
 
 QUANTITY, TIME, NAME, DEFINITION, LIST, YESNO, OTHER = ("quantity", "time", "name", "definition", "list",
                                                          "yesno", "other")
@@ -280,7 +280,9 @@ def analyse(question: str) -> QuestionAnalysis:
     elif _YESNO.search(q):
         expects = YESNO
     # A year names a period, not a value to bracket.
-    figures = [(f, start, end) for f, start, end in figures_in(q) if not (1900 <= f <= 2100 and f == int(f))]
+    # "八年级": a count in Chinese numerals is a figure too (arabic_counts keeps the offsets)
+    figures = [(f, start, end) for f, start, end in figures_in(arabic_counts(q))
+               if not (1900 <= f <= 2100 and f == int(f))]
     spans = [(f, end) for f, _, end in figures]
     asked = _AGE.sub(r"\1 years", _HOW.sub(" ", _ASKER_KIN.sub(" ", q)))
     terms = set(question_terms(formal(_LIST_GRADE.sub(" ", asked) if expects == LIST else asked))) - FILLER

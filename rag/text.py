@@ -47,6 +47,26 @@ def formal(text: str) -> str:
     return text
 
 
+_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"两": 2}
+# A count of grades, years of age or months in Chinese numerals ("八年级", "七至九年级", "十二岁"): one or two
+# characters, so the text keeps its length and a figure's offsets stay where they were.
+_CN_COUNT = re.compile(r"(?:[一二两三四五六七八九]?十[一二三四五六七八九]?|[一二两三四五六七八九])"
+                       r"(?=\s*(?:至|到|~|～|-|–)?\s*(?:[一二两三四五六七八九十]{1,2})?\s*(?:年级|岁|周岁|个月))")
+
+
+def arabic_counts(text: str) -> str:
+    """`text` with the Chinese numerals that count grades, years of age or months written in digits ("七至九年级" ->
+    "7至9年级"), where the two fit in the same number of characters."""
+    def digits(m: re.Match) -> str:
+        s = m.group(0)
+        if "十" not in s:
+            return str(_CN_DIGITS[s])
+        tens, _, ones = s.partition("十")
+        value = (_CN_DIGITS[tens] if tens else 1) * 10 + (_CN_DIGITS[ones] if ones else 0)
+        return str(value) if len(str(value)) == len(s) else s
+    return _CN_COUNT.sub(digits, text)
+
+
 def normalize(text: str) -> str:
     # NFKC folds full-width Latin letters and digits (common in Chinese text) to ASCII.
     return unicodedata.normalize("NFKC", text).lower()

@@ -1060,6 +1060,24 @@ def test_a_figure_a_range_holds_is_not_a_missing_word():
                   "Rate: 10%": pytest.approx(2 / 6)}
 
 
+def test_a_grade_or_an_age_in_chinese_numerals_is_a_figure_a_band_holds():
+    """"孩子现在上八年级" is answered by the row of "七至九年级": a count of grades, years of age or months in Chinese
+    numerals reads as digits, both in the question's figures and in a band; other Chinese numerals stay words."""
+    from rag.answer_select import CHEAP_FEATURES, AnswerSelector, cheap_features, ranges_in
+    from rag.text import arabic_counts
+
+    assert arabic_counts("第四学段（七至九年级）；十二岁以下；两个月") == "第四学段（7至9年级）；12岁以下；2个月"
+    assert arabic_counts("第一学段的一些孩子") == "第一学段的一些孩子"
+    assert ranges_in("七至九年级") == [(7.0, 9.0, None)]
+    q = analyse("孩子现在上八年级，课外阅读总量要求是多少？")
+    assert q.figures == [8.0] and q.text[q.figure_spans[0][1]:].startswith("年级")
+    table = ("| 学段 | 年级 | 课外阅读总量 |\n|---|---|---|\n| 第二学段 | 三至四年级 | 不少于40万字 |\n"
+             "| 第四学段 | 七至九年级 | 不少于260万字 |")
+    x = AnswerSelector(None).inputs(Evidence([Passage(1, "edu-zh-reading", "edu-zh-reading#0", "阅读", table, 1.0)]))
+    held = [row[CHEAP_FEATURES.index("in_range")] for row in cheap_features(q, x, {})]
+    assert held == [0.0, 1.0]
+
+
 def test_a_user_s_everyday_chinese_word_matches_the_document_s_written_one():
     """Users say 退烧药 and 发烧, documents write 退热药 and 发热: answer selection reads both in the written form, so
     the question matches the sentence as well as if it had used the document's word."""
@@ -1356,8 +1374,14 @@ def test_a_band_holds_the_figure_in_the_column_the_question_names():
     """"30 kg and above" is a band (the measure may sit before its bound); "file jointly ... $220,000" is held by
     the "Married filing jointly" column's range, not by the "Single" range of another row beside it; a band is
     no row name that puts its row first."""
-    from rag.answer_select import (CHEAP_FEATURES, AnswerSelector, ScoredUnit, cheap_features, named_row_first,
-                                   ranges_in)
+    from rag.answer_select import (
+        CHEAP_FEATURES,
+        AnswerSelector,
+        ScoredUnit,
+        cheap_features,
+        named_row_first,
+        ranges_in,
+    )
 
     assert ranges_in("30 kg and above (older children)") == [(30.0, math.inf, "kg")]
     assert ranges_in("8岁以下儿童") == [(-math.inf, 8.0, "year")]
