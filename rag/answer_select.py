@@ -140,21 +140,21 @@ def ranges_in(text: str) -> list[tuple[float, float, str | None]]:
     return out
 
 
-def range_text(q: QuestionAnalysis, unit: AnswerUnit) -> str:
-    """The text of a unit whose ranges may hold the question's figures: of a table row with ranges in several
-    columns, the cells of those the question names most fully when it names any ("file jointly ... $220,000": the
-    "Married filing jointly" column, not the "Single" one beside it whose range holds the figure too), else all."""
+def asked_ranges(q: QuestionAnalysis, unit: AnswerUnit) -> list[tuple[float, float, str | None]]:
+    """The ranges of a unit that may hold the question's figures: of a table row with ranges in several columns,
+    those of the columns the question names most fully when it names any ("file jointly ... $220,000": the "Married
+    filing jointly" column, not the "Single" one beside it whose range holds the figure too), else all."""
     if unit.row is None:
-        return unit.text
-    ranged = [(label, value) for label, value in unit.row[1] if ranges_in(value)]
+        return ranges_in(unit.text)
+    ranged = [(label, found) for label, value in unit.row[1] if (found := ranges_in(value))]
     if len(ranged) < 2:
-        return unit.text
+        return ranges_in(unit.text)
     share = {label: len(words & q.terms) / len(words) if (words := set(tokenize(label))) else 0.0
              for label, _ in ranged}
     best = max(share.values())
     if best < 0.5:
-        return unit.text
-    return "; ".join(value for label, value in ranged if share[label] == best)
+        return ranges_in(unit.text)
+    return [r for label, found in ranged if share[label] == best for r in found]
 
 
 def holding_range(figures: list[tuple[float, str | None]], ranges: list[tuple[float, float, str | None]]
@@ -429,7 +429,7 @@ def cheap_features(q: QuestionAnalysis, x: UnitInputs, idf: dict[str, float]) ->
     asked = numbers_in(q.text[q.asks_from:]) | (numbers_in(q.text[:q.asks_from]) & q.years)
     situation = {t for t in q.terms if NUMERIC_TERM.fullmatch(t) and t.replace(",", "") not in asked}
     figures = [(f, _measure(q.text, end)) for f, end in q.figure_spans]
-    ranges = [ranges_in(range_text(q, u)) for u in x.units]
+    ranges = [asked_ranges(q, u) for u in x.units]
     widths = [holding_range(figures, r) for r in ranges]
     tightest = min((w for w in widths if w is not None), default=None)
     q_idf = {t: idf.get(t, 1.0) for t in q.terms}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rag.answer_units import AnswerUnit
 from rag.questions import FILLER, YEAR, Calculation, Comparison, QuestionAnalysis
-from rag.tables import cell_value
+from rag.tables import cell_decimals, cell_value
 from rag.text import tokenize
 
 CANDIDATE_UNITS = 5  # the best-ranked units looked at for a row to compare
@@ -251,6 +251,12 @@ def _pick(cells: list[tuple[str, float]], c: Comparison) -> list[str]:
     return winners if len(winners) == 1 else []
 
 
+def _year_of(label: str) -> int | None:
+    """The year a column label names when it names exactly one ("2019", "Years ended 2019"; not "2019 over 2018")."""
+    years = set(YEAR.findall(label))
+    return int(years.pop()) if len(years) == 1 else None
+
+
 def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
     """year -> (the cell as written, its figure), for the row's columns labelled with exactly one year; empty when
     two columns name the same year ("2019 $" and "2019 %")."""
@@ -258,11 +264,10 @@ def _by_year(unit: AnswerUnit) -> dict[int, tuple[str, float]]:
     key_label = unit.row_key_label
     out: dict[int, tuple[str, float]] = {}
     for label, value in fields:
-        years = set(YEAR.findall(label))
+        year = _year_of(label)
         v = cell_value(value)
-        if label == key_label or len(years) != 1 or v is None:
+        if label == key_label or year is None or v is None:
             continue
-        year = int(years.pop())
         if year in out:
             return {}
         out[year] = (value.strip(), v)
@@ -324,12 +329,11 @@ def _agreeing_cell(unit: AnswerUnit, calc: Calculation, result: float) -> str | 
     lead, fields = unit.row
     for label, value in fields if lead else fields[1:]:  # without a lead, the first cell is the row's key
         v = cell_value(value)
-        if v is None or len(set(YEAR.findall(label))) == 1:
+        if v is None or _year_of(label) is not None:
             continue
         if ("%" in label or "%" in value) != (calc.kind == "percent_change"):
             continue
-        m = re.search(r"\.(\d+)", value)
-        if round(result, len(m.group(1)) if m else 0) == v and v != 0:
+        if round(result, cell_decimals(value)) == v and v != 0:
             return value.strip()
     return None
 

@@ -66,6 +66,12 @@ def cell_value(cell: str) -> float | None:
     return -value if "(" in s[:m.start("n")] or "-" in s[:m.start("n")] else value
 
 
+def cell_decimals(cell: str) -> int:
+    """How many decimals a cell's figure is written with ("$1,452.40" 2, "191%" 0): the precision it was rounded to."""
+    m = re.search(r"\.(\d+)", cell)
+    return len(m.group(1)) if m else 0
+
+
 def _is_amount(cell: str) -> bool:
     """A cell stating an amount ("$1,496.5", "(141,770)", "9.8%"), not a label ("2-5 Years", "April 27, 2019"); a
     bare year ("2019") labels a column."""
@@ -77,7 +83,7 @@ def _extend_unlabelled(cells: list[list[str]], header: list[int]) -> None:
         header.append(len(header))
 
 
-def _labels_columns_below_captions(cells: list[list[str]], header: list[int]) -> bool:
+def _labels_columns_below_captions(cells: list[list[str]], header: list[int], width: int) -> bool:
     """Whether the row after `header` is a column-label row of a financial export whose first cell is a caption:
     "($ in millions) |  | " then "At December 31: | 2019 | 2018", or " | December 31, 2019 |  | December 31, 2018 |
     " then "(In millions) | Carrying Amount | Fair Value | Carrying Amount | Fair Value". It is when a column is
@@ -86,7 +92,6 @@ def _labels_columns_below_captions(cells: list[list[str]], header: list[int]) ->
     nxt = len(header)
     if nxt >= len(cells):
         return False
-    width = max(len(c) for c in cells)
     labelled = {j for i in header if sum(1 for c in cells[i] if c) > 1 for j, c in enumerate(cells[i]) if c}
     if all(j in labelled for j in range(1, width)):
         return False
@@ -101,6 +106,7 @@ def parse_table(lines: list[str]) -> Table:
     """Header rows, column labels and data rows of one table block (consecutive lines holding '|')."""
     outer = all(ln.strip().startswith("|") and ln.strip().endswith("|") for ln in lines)
     cells = [split_cells(ln, outer) for ln in lines]
+    width = max((len(c) for c in cells), default=0)
     rule = next((i for i, c in enumerate(cells[:3]) if _is_rule(c)), None)
     names_table = None  # a header row whose first cell is a caption, not the first column's label
     if rule is not None:
@@ -112,13 +118,12 @@ def parse_table(lines: list[str]) -> Table:
         # column is still unlabelled, a labelled row of labels heads it too (_labels_columns_below_captions).
         header = [0]
         _extend_unlabelled(cells, header)
-        if _labels_columns_below_captions(cells, header):
+        if _labels_columns_below_captions(cells, header, width):
             header.append(len(header))
             names_table = header[-1]
             _extend_unlabelled(cells, header)
         body = list(range(len(header), len(cells)))
     captions: list[str] = []
-    width = max((len(c) for c in cells), default=0)
     labels = [""] * width
     for i in header:
         filled = [(j, c) for j, c in enumerate(cells[i]) if c]
@@ -169,8 +174,7 @@ def _sums(row: TableRow, above: list[TableRow]) -> bool:
         figures = [t for t in terms if t is not None]
         if len(figures) < 2:
             return False
-        digits = cell.split(".")[1] if "." in cell else ""
-        step = 10.0 ** -sum(ch.isdigit() for ch in digits)
+        step = 10.0 ** -cell_decimals(cell)
         if abs(sum(figures) - value) > 0.5 * step * len(figures) + 1e-9:  # each term was rounded to the step
             return False
         checked += 1
